@@ -1,0 +1,65 @@
+"""nngraph: describe a neural network declaratively, train it on a CPU with hand-derived Numba
+kernels, ship it as a verified ONNX model.
+
+    import nngraph
+    spec = nngraph.load_spec("specs/xor.json")
+    model = nngraph.compile(spec)
+    model.fit(x, y)
+    model.export_onnx("xor.onnx")
+    nngraph.verify("xor.onnx")
+
+Heavy modules (numpy, numba, onnx) are imported on first use, so ``nngraph --help`` stays fast.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load_spec": ("nngraph.spec", "load_spec"),
+    "Spec": ("nngraph.spec", "Spec"),
+    "spec": ("nngraph.spec", None),
+    "Model": ("nngraph.model", "Model"),
+    "verify": ("nngraph.runtime", "verify"),
+    "run": ("nngraph.runtime", "run"),
+    "train": ("nngraph.workflow", "train"),
+    "load_data": ("nngraph.workflow", "load_data"),
+    "NNGraphError": ("nngraph.errors", "NNGraphError"),
+    "SpecError": ("nngraph.errors", "SpecError"),
+    "ShapeError": ("nngraph.errors", "ShapeError"),
+    "DataError": ("nngraph.errors", "DataError"),
+    "ExportError": ("nngraph.errors", "ExportError"),
+}
+
+
+def compile(spec: Any, seed: int | None = None, dtype: Any = None):  # noqa: A001 - the verb users expect
+    """Lower a Spec (or a spec file path) to IR and draw seeded initial weights: a ready Model."""
+    import numpy as np
+
+    from .model import Model
+    from .spec import Spec, load_spec
+
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec)
+    return Model.compile(spec, seed=seed, dtype=np.float32 if dtype is None else dtype)
+
+
+def load(path: Any):
+    """Load an nngraph-exported ONNX file as a Model (to predict, fine-tune or re-export)."""
+    from .model import Model
+
+    return Model.load_onnx(path)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        mod = importlib.import_module(module)
+        return mod if attr is None else getattr(mod, attr)
+    raise AttributeError(f"module 'nngraph' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "compile", "load", *_LAZY]

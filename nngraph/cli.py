@@ -1,0 +1,212 @@
+"""The ``nngraph`` command: a thin click layer over the Python API.
+
+Each command parses its arguments, calls one API function and turns the package's exceptions into
+a one-line message on stderr: exit 0 on success, 1 on a failed check, 2 on bad input. Heavy
+modules are imported inside the commands so ``nngraph --help`` stays fast.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def handles_errors(fn: Callable) -> Callable:
+    """Map nngraph's exceptions (and I/O errors) to one line on stderr and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .errors import NNGraphError
+
+        try:
+            return fn(*args, **kwargs)
+        except NNGraphError as e:
+            _fail(str(e), e.exit_code)
+        except OSError as e:
+            _fail(f"{e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", 2)
+        except KeyboardInterrupt:
+            _fail("interrupted; nothing partial was written", 130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nngraph", prog_name="nngraph")
+def main() -> None:
+    """nngraph: spec -> IR -> Numba training -> verified ONNX."""
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@handles_errors
+def check(spec: str) -> None:
+    """Validate SPEC and print its IR: each node, op, output shape, parameter count, total."""
+    from .lowering import lower
+    from .spec import load_spec
+
+    s = load_spec(spec)
+    click.echo(f"{s.name}: valid (loss {s.loss}, optimizer {s.optimizer.type})")
+    click.echo(lower(s).table())
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="ONNX file to write.")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default 17).")
+@click.option("--seed", type=int, default=None, help="Override train.seed for the initial weights.")
+@handles_errors
+def compile(spec: str, output: str | None, opset: int | None, seed: int | None) -> None:  # noqa: A001
+    """Compile SPEC to IR and (with -o) to ONNX with seeded initial weights, without training."""
+    from .model import Model
+    from .spec import load_spec
+
+    model = Model.compile(load_spec(spec), seed=seed)
+    click.echo(model.graph.table())
+    if output:
+        model.export_onnx(output, opset)
+        click.echo(f"wrote {output}")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--data", "data", default=None, help="Data: a file (.npz/.npy/.csv), a folder, or a built-in name.")
+@click.option("--targets", default=None, type=click.Path(dir_okay=False), help="Targets .npy for a .npy --data file.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="ONNX file to write after training.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override train.epochs.")
+@click.option("--init", type=click.Path(dir_okay=False), default=None,
+              help="Start from the weights of an nngraph-exported ONNX model (fine-tuning).")
+@click.option("--opset", type=int, default=None, help="ONNX opset of the written model (default 17).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the final result.")
+@handles_errors
+def train(spec: str, data: str | None, targets: str | None, output: str | None, epochs: int | None,
+          init: str | None, opset: int | None, quiet: bool) -> None:
+    """Train SPEC on its data, print progress and test metrics, write ONNX with -o."""
+    from .workflow import train as run_training
+
+    log = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
+    result = run_training(spec, data=data, targets=targets, output=output, init=init, epochs=epochs,
+                          opset=opset, log=log)
+    if quiet and result.test:
+        click.echo("test: " + "  ".join(f"{k} {v:.4f}" for k, v in result.test.items()), err=True)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True,
+              help="Batch sizes to test (default 1, 3, 64).")
+@click.option("--input", "input_path", type=click.Path(dir_okay=False), default=None,
+              help="Compare on these inputs (.npy/.npz/.csv) instead of random ones.")
+@click.option("--atol", type=float, default=1e-5, show_default=True)
+@click.option("--rtol", type=float, default=1e-4, show_default=True)
+@click.option("--reference", is_flag=True, help="Also check onnx.reference.ReferenceEvaluator.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@handles_errors
+def verify(model: str, batches: tuple[int, ...], input_path: str | None, atol: float, rtol: float,
+           reference: bool, seed: int) -> None:
+    """Run MODEL in onnxruntime and in the Numba forward pass on the same inputs; exit 0 if they agree."""
+    from .errors import VerificationFailed
+    from .runtime import verify as run_verify
+
+    inputs = _read_inputs(input_path) if input_path else None
+    report = run_verify(model, tuple(batches) or (1, 3, 64), seed=seed, atol=atol, rtol=rtol, inputs=inputs,
+                        reference=reference)
+    click.echo(report.summary())
+    if not report.ok:
+        raise VerificationFailed(f"{model}: onnxruntime and nngraph disagree beyond tolerance")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
+              help="Inputs: .npy, .npz (one array per model input, or x) or .csv.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write outputs to .npy, .csv or .json (default: print as JSON).")
+@handles_errors
+def run(model: str, input_path: str, output: str | None) -> None:
+    """Inference in onnxruntime on the inputs in a file."""
+    from .runtime import run as run_model
+
+    y = run_model(model, _read_inputs(input_path))
+    if output is None:
+        click.echo(json.dumps(y.tolist()))
+        return
+    _write_outputs(Path(output), y)
+    click.echo(f"wrote {output} ({y.shape[0]} rows)", err=True)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@handles_errors
+def inspect(model: str) -> None:
+    """Show MODEL's inputs/outputs (with dynamic axes), ops, opset, IR version and metadata."""
+    from .inspect import describe
+
+    click.echo(describe(model))
+
+
+def _read_inputs(path: str):
+    """Arrays from .npy, .npz (all arrays by name; a lone 'x' for single-input models) or .csv."""
+    import numpy as np
+
+    from .data import load_npy, read_csv
+    from .errors import DataError
+
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: file not found")
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        return load_npy(p)
+    if suffix == ".npz":
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise DataError(f"{p}: not a readable .npz file ({e})") from None
+        if not arrays:
+            raise DataError(f"{p}: contains no arrays")
+        if set(arrays) == {"x"} or (len(arrays) == 1):
+            return next(iter(arrays.values()))
+        return arrays
+    if suffix == ".csv":
+        import numpy as np  # noqa: F811
+
+        x, last, _ = read_csv(p, target=None)
+        return np.concatenate([x, last.reshape(-1, 1).astype(np.float32)], axis=1)
+    raise DataError(f"{p}: unsupported input format {suffix!r} (use .npy, .npz or .csv)")
+
+
+def _write_outputs(path: Path, y) -> None:
+    import io
+
+    import numpy as np
+
+    from .errors import DataError
+    from .fileio import atomic_write_bytes, atomic_write_text
+
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        buf = io.BytesIO()
+        np.save(buf, y)
+        atomic_write_bytes(path, buf.getvalue())
+    elif suffix == ".csv":
+        buf2 = io.StringIO()
+        np.savetxt(buf2, y.reshape(len(y), -1), delimiter=",", fmt="%.9g")
+        atomic_write_text(path, buf2.getvalue())
+    elif suffix == ".json":
+        atomic_write_text(path, json.dumps(y.tolist()) + "\n")
+    else:
+        raise DataError(f"{path}: unsupported output format {suffix!r} (use .npy, .csv or .json)")
+
+
+if __name__ == "__main__":
+    main()

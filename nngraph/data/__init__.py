@@ -1,0 +1,231 @@
+"""Data sources: built-in datasets, .npz, .npy pairs and .csv — each a loader returning a Dataset.
+
+Every failure is a DataError naming the file and what is wrong with it. Arrays are fitted to the
+spec's input shape (``fit_inputs``): a flat (N, 64) array feeds a (1, 8, 8) input, and vice versa.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import DataError
+
+HERE = Path(__file__).parent
+
+
+@dataclass
+class Dataset:
+    """Training (and optionally test) arrays, plus metadata recorded in the exported model."""
+
+    x: np.ndarray | dict[str, np.ndarray]
+    y: np.ndarray
+    x_test: np.ndarray | dict[str, np.ndarray] | None = None
+    y_test: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ---- built-in: the UCI handwritten digits -------------------------------------------------------
+
+DIGITS_TEST_FRACTION = 0.25
+DIGITS_SPLIT_SEED = 1998  # fixed forever: the published accuracies refer to this split
+
+
+def load_digits() -> Dataset:
+    """The UCI optical-recognition digits (1,797 8x8 images, pixels 0..16 scaled to [0, 1]) with a
+    fixed stratified split: 25% of each class (rounded) is the test set.
+    Source: E. Alpaydin, C. Kaynak (1998), UCI Machine Learning Repository, CC BY 4.0."""
+    with gzip.open(HERE / "digits.csv.gz", "rt") as f:
+        raw = np.loadtxt(f, delimiter=",", dtype=np.float32)
+    x, y = raw[:, :64] / np.float32(16.0), raw[:, 64].astype(np.int64)
+    rng = np.random.default_rng(DIGITS_SPLIT_SEED)
+    test = np.zeros(len(y), bool)
+    for c in range(10):
+        idx = np.flatnonzero(y == c)
+        test[rng.permutation(idx)[: int(round(len(idx) * DIGITS_TEST_FRACTION))]] = True
+    return Dataset(x[~test], y[~test], x[test], y[test],
+                   meta={"source": "builtin:digits", "preprocessing": "x = pixel / 16 (pixels 0..16)",
+                         "input_scale": 1 / 16.0})
+
+
+BUILTINS: dict[str, Callable[[], Dataset]] = {"digits": load_digits}
+
+
+# ---- files --------------------------------------------------------------------------------------
+
+def _load_npz(path: Path, options: dict[str, Any]) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise DataError(f"{path}: missing array {key!r} (found: {', '.join(arrays) or 'none'})")
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise DataError(f"{path}: x_test and y_test must be given together")
+    _check_pair(path, arrays["x"], arrays["y"], "x", "y")
+    if "x_test" in arrays:
+        _check_pair(path, arrays["x_test"], arrays["y_test"], "x_test", "y_test")
+    return Dataset(arrays["x"], arrays["y"], arrays.get("x_test"), arrays.get("y_test"),
+                   meta={"source": str(path)})
+
+
+def load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npy file ({e})") from None
+
+
+def _load_npy_pair(path: Path, options: dict[str, Any]) -> Dataset:
+    y_path = options.get("y")
+    if not y_path:
+        raise DataError(f"{path}: a .npy training file needs its targets too (data.y in the spec, "
+                        "or --targets on the command line)")
+    x, y = load_npy(path), load_npy(Path(y_path))
+    _check_pair(path, x, y, "x", "y")
+    return Dataset(x, y, meta={"source": f"{path} + {y_path}"})
+
+
+def read_csv(path: Path, target: Any = None) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """A numeric CSV (optional header row) as (features, target column, header)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read ({e})") from None
+    if not rows:
+        raise DataError(f"{path}: the file is empty")
+    header = None
+    try:
+        [float(c) for c in rows[0]]
+    except ValueError:
+        header, rows = [c.strip() for c in rows[0]], rows[1:]
+    width = len(header) if header else len(rows[0])
+    values = np.empty((len(rows), width), np.float64)
+    for i, r in enumerate(rows):
+        line = i + (2 if header else 1)
+        if len(r) != width:
+            raise DataError(f"{path}: line {line} has {len(r)} columns, expected {width}")
+        for j, c in enumerate(r):
+            try:
+                values[i, j] = float(c)
+            except ValueError:
+                raise DataError(f"{path}: line {line}, column {j + 1}: not a number: {c!r}") from None
+    col = width - 1
+    if target is not None:
+        if isinstance(target, int) and not isinstance(target, bool):
+            col = target if target >= 0 else width + target
+        elif header and target in header:
+            col = header.index(target)
+        else:
+            raise DataError(f"{path}: no target column {target!r}" + (f" (columns: {', '.join(header)})"
+                                                                       if header else ""))
+        if not 0 <= col < width:
+            raise DataError(f"{path}: target column {target} is out of range (the file has {width} columns)")
+    x = np.delete(values, col, axis=1).astype(np.float32)
+    return x, values[:, col], header
+
+
+def _load_csv(path: Path, options: dict[str, Any]) -> Dataset:
+    x, y, _ = read_csv(path, options.get("target"))
+    ds = Dataset(x, y, meta={"source": str(path)})
+    test = options.get("test")
+    if test:
+        ds.x_test, ds.y_test, _ = read_csv(Path(test), options.get("target"))
+    return ds
+
+
+def _check_pair(path: Path, x: np.ndarray, y: np.ndarray, xn: str, yn: str) -> None:
+    if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
+        raise DataError(f"{path}: {xn} has {len(x) if x.ndim else 0} samples but {yn} has "
+                        f"{len(y) if y.ndim else 0}")
+    if x.dtype.kind not in "fiub":
+        raise DataError(f"{path}: {xn} must be numeric, got dtype {x.dtype}")
+
+
+# Loaders by what a path is. Later sources (IDX folders, text corpora, windowed series) add entries.
+FILE_LOADERS: dict[str, Callable[[Path, dict[str, Any]], Dataset]] = {
+    ".npz": _load_npz,
+    ".npy": _load_npy_pair,
+    ".csv": _load_csv,
+}
+
+
+def load_source(source: str, options: dict[str, Any] | None = None, base_dir: Path | None = None) -> Dataset:
+    """Load a built-in dataset by name, or a file by path (relative paths resolve against base_dir)."""
+    options = dict(options or {})
+    if source in BUILTINS:
+        return BUILTINS[source]()
+    path = Path(source)
+    if base_dir is not None and not path.is_absolute() and not path.exists():
+        path = base_dir / path
+    for key in ("y", "test", "y_test"):
+        if options.get(key) and base_dir is not None and not Path(options[key]).is_absolute() \
+                and not Path(options[key]).exists():
+            options[key] = str(base_dir / options[key])
+    if not path.exists():
+        raise DataError(f"{source}: no such file or folder, and not a built-in dataset "
+                        f"(built-in: {', '.join(BUILTINS)})")
+    kind = "<dir>" if path.is_dir() else path.suffix.lower()
+    if path.name.endswith(".csv.gz"):
+        kind = ".csv"
+    loader = FILE_LOADERS.get(kind)
+    if loader is None:
+        raise DataError(f"{path}: unsupported data format {kind!r} (supported: "
+                        f"{', '.join(k for k in FILE_LOADERS)}, or a built-in name)")
+    ds = loader(path, options)
+    ds.meta["source"] = source  # as the user wrote it: the exported file must not depend on cwd
+    if options.get("y_test") and options.get("test") and kind == ".npy":
+        ds.x_test, ds.y_test = load_npy(Path(options["test"])), load_npy(Path(options["y_test"]))
+        _check_pair(Path(options["test"]), ds.x_test, ds.y_test, "x_test", "y_test")
+    return ds
+
+
+def fit_inputs(x: np.ndarray | dict[str, np.ndarray], inputs: dict[str, tuple[tuple[int, ...], str]],
+               dtype=np.float32) -> dict[str, np.ndarray]:
+    """Arrays shaped and typed for the model's inputs ({name: (shape, dtype)}).
+
+    A single array feeds a single-input model; the per-sample shape may differ from the spec's as
+    long as the number of values agrees (so (N, 64) feeds (1, 8, 8) and (N, 28, 28) feeds (1, 28, 28)).
+    """
+    if not isinstance(x, dict):
+        if len(inputs) != 1:
+            raise DataError(f"the model has {len(inputs)} inputs ({', '.join(inputs)}); pass a dict of arrays")
+        x = {next(iter(inputs)): x}
+    out = {}
+    for name, (shape, kind) in inputs.items():
+        if name not in x:
+            raise DataError(f"missing input array {name!r} (given: {', '.join(x)})")
+        a = np.asarray(x[name])
+        if a.ndim == 0:
+            raise DataError(f"input {name!r}: expected an array of samples, got a scalar")
+        want = int(np.prod(shape))
+        got = int(np.prod(a.shape[1:]))
+        if tuple(a.shape[1:]) != tuple(shape):
+            if got != want:
+                raise DataError(f"input {name!r}: each sample has shape {tuple(a.shape[1:])}, "
+                                f"the model expects {tuple(shape)}")
+            a = a.reshape((len(a),) + tuple(shape))
+        if kind == "int64":
+            if a.dtype.kind not in "iu":
+                raise DataError(f"input {name!r}: expected integer token ids, got dtype {a.dtype}")
+            out[name] = np.ascontiguousarray(a, np.int64)
+        else:
+            if a.dtype.kind not in "fiub":
+                raise DataError(f"input {name!r}: expected numbers, got dtype {a.dtype}")
+            a = np.ascontiguousarray(a, dtype)
+            if not np.all(np.isfinite(a)):
+                raise DataError(f"input {name!r}: contains NaN or Inf")
+            out[name] = a
+    return out

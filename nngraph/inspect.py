@@ -1,0 +1,56 @@
+"""A human-readable description of an ONNX file: I/O with dynamic axes, ops, opset, IR version,
+metadata. Reads the file with onnx only (no numba)."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from onnx import TensorProto
+
+from .onnx_io.importer import read_model
+
+
+def _dims(vi) -> str:
+    dims = []
+    for d in vi.type.tensor_type.shape.dim:
+        dims.append(d.dim_param if d.dim_param else str(d.dim_value) if d.HasField("dim_value") else "?")
+    return "[" + ", ".join(dims) + "]"
+
+
+def _elem(vi) -> str:
+    return TensorProto.DataType.Name(vi.type.tensor_type.elem_type).lower()
+
+
+def describe(path: str | Path) -> str:
+    model = read_model(path)
+    g = model.graph
+    init_names = {t.name for t in g.initializer}
+    lines = [f"model: {path}", f"graph: {g.name}",
+             f"producer: {model.producer_name} {model.producer_version}",
+             f"IR version: {model.ir_version}",
+             "opsets: " + ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import),
+             "inputs:"]
+    for vi in g.input:
+        if vi.name not in init_names:
+            lines.append(f"  {vi.name}: {_elem(vi)} {_dims(vi)}")
+    lines.append("outputs:")
+    for vi in g.output:
+        lines.append(f"  {vi.name}: {_elem(vi)} {_dims(vi)}")
+    counts = Counter(n.op_type for n in g.node)
+    lines.append("ops: " + ", ".join(f"{op} x{c}" for op, c in counts.items()))
+    n_params = sum(int(__import__("numpy").prod(t.dims)) for t in g.initializer)
+    lines.append(f"initializers: {len(g.initializer)} ({n_params:,} values)")
+    if model.metadata_props:
+        lines.append("metadata:")
+        for p in model.metadata_props:
+            value = p.value if p.key != "nngraph.spec" else f"({len(p.value)} chars of spec JSON; name "
+            if p.key == "nngraph.spec":
+                import json
+
+                try:
+                    spec = json.loads(p.value)
+                    value = f"spec {spec.get('name')!r}, {len(spec.get('layers', []))} layers, loss {spec.get('loss')}"
+                except ValueError:
+                    value = "(unreadable spec JSON)"
+            lines.append(f"  {p.key}: {value}")
+    return "\n".join(lines)

@@ -1,0 +1,175 @@
+"""Model: a compiled spec with its weights — fit, predict, evaluate, export, verify."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .backend.params import ParamStore, initial_params
+from .backend.program import Program
+from .data import fit_inputs
+from .errors import DataError
+from .ir import Graph, mark_loss_fused, output_activation
+from .lowering import lower
+from .ops.losses import LossDef, get_loss
+from .spec import Spec
+from .train.optimizers import Optimizer, make_optimizer
+from .train.trainer import EpochRecord, History, Trainer
+
+ArrayOrFeeds = np.ndarray | dict[str, np.ndarray]
+
+
+class Model:
+    """A network ready to train and run: spec, typed IR graph, and parameters.
+
+    >>> model = Model.compile(spec)          # seeded initial weights
+    >>> history = model.fit(x, y)            # hyperparameters from spec.train unless overridden
+    >>> model.predict(x[:5]); model.export_onnx("m.onnx")
+    """
+
+    def __init__(self, spec: Spec, graph: Graph, params: ParamStore, metadata: dict[str, Any] | None = None):
+        self.spec = spec
+        self.graph = graph
+        self.params = params
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self._infer_program: Program | None = None
+        self._trainer: Trainer | None = None
+
+    # ---- construction -----------------------------------------------------------------------------
+    @classmethod
+    def compile(cls, spec: Spec, seed: int | None = None, dtype: Any = np.float32) -> "Model":
+        """Lower the spec to IR (inferring every shape) and draw seeded initial weights."""
+        graph = lower(spec)
+        seed = spec.train.seed if seed is None else seed
+        return cls(spec, graph, initial_params(graph, seed, dtype))
+
+    @classmethod
+    def load_onnx(cls, path: str | Path, dtype: Any = np.float32) -> "Model":
+        """Rebuild a model from an ONNX file nngraph exported (spec from metadata, weights from
+        initializers)."""
+        from .onnx_io.importer import import_model, metadata_json
+
+        imp = import_model(path)
+        model = cls.compile(imp.spec, dtype=dtype)
+        model.load_weights(imp.params, source=str(path))
+        for key in imp.metadata:
+            if key.startswith("nngraph.") and key not in ("nngraph.spec", "nngraph.version"):
+                model.metadata[key[len("nngraph."):]] = metadata_json(imp.metadata, key[len("nngraph."):])
+        return model
+
+    def load_weights(self, arrays: dict[str, np.ndarray], source: str = "") -> None:
+        """Copy in parameter values (e.g. from another model of the same architecture)."""
+        from .errors import ShapeError
+
+        given = {k: v for k, v in arrays.items() if k in self.params.values}
+        try:
+            self.params.load(given, strict=True)
+        except ShapeError as e:
+            raise ShapeError(f"{source + ': ' if source else ''}weights do not fit this spec: {e}") from None
+
+    def astype(self, dtype: Any) -> "Model":
+        """A copy computing in another float type (float64 is what the gradient checks use)."""
+        return Model(self.spec, self.graph, self.params.astype(dtype), self.metadata)
+
+    # ---- inputs ---------------------------------------------------------------------------------
+    def input_specs(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        return {n: (self.graph.values[n].shape, self.graph.values[n].dtype) for n in self.graph.inputs}
+
+    def input_id_limit(self, name: str) -> int:
+        """For an integer input: how many distinct ids its consumer accepts (vocabulary size)."""
+        for node in self.graph.consumers(name):
+            for key in ("vocab_size", "input_dim"):
+                if key in node.attrs:
+                    return int(node.attrs[key])
+        return 2
+
+    def _feeds(self, x: ArrayOrFeeds) -> dict[str, np.ndarray]:
+        return fit_inputs(x, self.input_specs(), self.params.dtype)
+
+    # ---- inference ------------------------------------------------------------------------------
+    def predict(self, x: ArrayOrFeeds, batch_size: int = 256) -> np.ndarray:
+        """The network's output for a batch of samples (Numba forward pass)."""
+        if self._infer_program is None:
+            self._infer_program = Program(self.graph, self.params)
+        return self._infer_program.forward(self._feeds(x), batch_size)
+
+    # ---- training -------------------------------------------------------------------------------
+    @property
+    def loss(self) -> LossDef:
+        return get_loss(self.spec.loss)
+
+    def _loss_fused(self) -> bool:
+        return self.loss.fuses_with is not None and output_activation(self.graph) == self.loss.fuses_with
+
+    def trainer(self) -> Trainer:
+        """The trainer (built once: plans, optimizer state and step count persist across fits)."""
+        if self._trainer is None:
+            loss = self.loss
+            graph = mark_loss_fused(self.graph, loss.fuses_with)
+            program = Program(graph, self.params)
+            opt = self.spec.optimizer
+            optimizer: Optimizer = make_optimizer(opt.type, opt.resolved(), self.params.flat,
+                                                  self.params.grad_flat)
+            self._trainer = Trainer(program, loss, self._loss_fused(), optimizer)
+        return self._trainer
+
+    def targets(self, y: np.ndarray) -> np.ndarray:
+        """Targets checked against the output shape and converted for the loss kernels."""
+        t = self.loss.prepare_targets(np.asarray(y), self.graph.values[self.graph.output].shape)
+        if t.dtype.kind == "f":
+            t = np.ascontiguousarray(t, self.params.dtype)
+            if not np.all(np.isfinite(t)):
+                raise DataError("targets contain NaN or Inf")
+        return t
+
+    def fit(self, x: ArrayOrFeeds, y: np.ndarray, *, epochs: int | None = None, batch_size: int | None = None,
+            shuffle: bool | None = None, seed: int | None = None, validation_split: float | None = None,
+            validation_data: tuple[ArrayOrFeeds, np.ndarray] | None = None,
+            on_epoch: Callable[[EpochRecord], None] | None = None) -> History:
+        """Train on arrays. Hyperparameters default to the spec's ``train`` section.
+
+        ``validation_split`` holds out the last fraction of the samples (before shuffling), so the
+        split is the same on every run and every machine."""
+        cfg = self.spec.train.resolved()
+        epochs = cfg["epochs"] if epochs is None else epochs
+        batch_size = cfg["batch_size"] if batch_size is None else batch_size
+        shuffle = cfg["shuffle"] if shuffle is None else shuffle
+        seed = cfg["seed"] if seed is None else seed
+        split = cfg["validation_split"] if validation_split is None else validation_split
+        feeds, t = self._feeds(x), self.targets(y)
+        n = len(t)
+        if any(len(v) != n for v in feeds.values()):
+            raise DataError(f"inputs have {[len(v) for v in feeds.values()]} samples but targets have {n}")
+        val = None
+        if validation_data is not None:
+            val = (self._feeds(validation_data[0]), self.targets(validation_data[1]))
+        elif split > 0:
+            cut = n - int(round(n * split))
+            if cut < 1 or cut == n:
+                raise DataError(f"validation_split {split} leaves {cut} of {n} samples for training")
+            val = ({k: v[cut:] for k, v in feeds.items()}, t[cut:])
+            feeds, t = {k: v[:cut] for k, v in feeds.items()}, t[:cut]
+        return self.trainer().fit(feeds, t, epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                                  validation=val, on_epoch=on_epoch)
+
+    def evaluate(self, x: ArrayOrFeeds, y: np.ndarray) -> dict[str, float]:
+        """Mean loss and, for classifiers, accuracy on a dataset."""
+        loss, metric = self.trainer().evaluate(self._feeds(x), self.targets(y))
+        out = {"loss": loss}
+        if metric is not None:
+            out[self.loss.metric] = metric
+        return out
+
+    # ---- export ---------------------------------------------------------------------------------
+    def to_onnx(self, opset: int | None = None):
+        from .onnx_io.export import DEFAULT_OPSET, build_model
+
+        return build_model(self.spec, self.graph, self.params.as_dict(copy=False),
+                           DEFAULT_OPSET if opset is None else opset, self.metadata)
+
+    def export_onnx(self, path: str | Path, opset: int | None = None) -> Path:
+        """Write the model as ONNX (atomically; identical weights give a byte-identical file)."""
+        from .onnx_io.export import save_model
+
+        return save_model(self.to_onnx(opset), path)

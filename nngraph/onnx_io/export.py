@@ -1,0 +1,105 @@
+"""IR + parameters -> ONNX ModelProto with standard ops, a dynamic batch axis and the spec in the
+metadata (so ``nngraph verify`` needs nothing but the .onnx file)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .. import __version__
+from ..errors import ExportError
+from ..fileio import atomic_write_bytes
+from ..ir import Graph
+from ..ops.registry import get_op
+from ..spec import Spec
+
+DEFAULT_OPSET = 17  # with IR version 8: read by onnxruntime >= 1.14 and most converters/runtimes
+MIN_OPSET = 13      # Softmax's per-axis semantics (not 2-D coercion) start at 13
+BATCH = "batch"
+_ELEM = {"float32": TensorProto.FLOAT, "int64": TensorProto.INT64}
+
+
+def max_opset() -> int:
+    return min(onnx.defs.onnx_opset_version(), 21)
+
+
+def ir_version_for(opset: int) -> int:
+    """The lowest ONNX IR version that carries ``opset`` (the widest-compatible pair)."""
+    for release, ir, ops, *_ in helper.VERSION_TABLE:
+        if ops >= opset:
+            return ir
+    raise ExportError(f"opset {opset} is newer than this onnx package knows")
+
+
+class _Builder:
+    """Collects nodes and initializers; what an op's ``to_onnx`` writes through."""
+
+    def __init__(self, opset: int, params: dict[str, np.ndarray]):
+        self.opset = opset
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._params = params
+        self._names: set[str] = set(params)
+        self._count = 0
+
+    def fresh(self, hint: str) -> str:
+        name, i = hint, 1
+        while name in self._names:
+            i += 1
+            name = f"{hint}_{i}"
+        self._names.add(name)
+        return name
+
+    def node(self, op_type: str, inputs: list[str], outputs: list[str], **attrs: Any) -> None:
+        self._count += 1
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=f"{op_type}_{self._count}", **attrs))
+
+    def constant(self, name_hint: str, value: np.ndarray) -> str:
+        name = self.fresh(name_hint)
+        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def param(self, name: str) -> np.ndarray:
+        return self._params[name]
+
+
+def build_model(spec: Spec, graph: Graph, params: dict[str, np.ndarray], opset: int = DEFAULT_OPSET,
+                metadata: dict[str, Any] | None = None) -> onnx.ModelProto:
+    """The ONNX model of a graph with the given float32 parameter values."""
+    if not MIN_OPSET <= opset <= max_opset():
+        raise ExportError(f"opset {opset} is not supported (choose {MIN_OPSET} to {max_opset()})")
+    f32 = {k: np.ascontiguousarray(v, np.float32) for k, v in params.items()}
+    b = _Builder(opset, f32)
+    for name in graph.values:
+        b._names.add(name)
+    for node in graph.nodes:
+        op = get_op(node.op)
+        op.to_onnx(node, list(node.inputs), node.output, [graph.values[v] for v in node.inputs], b)
+    inputs = [helper.make_tensor_value_info(n, _ELEM[graph.values[n].dtype], [BATCH, *graph.values[n].shape])
+              for n in graph.inputs]
+    out_t = graph.values[graph.output]
+    outputs = [helper.make_tensor_value_info(graph.output, _ELEM[out_t.dtype], [BATCH, *out_t.shape])]
+    inits = [numpy_helper.from_array(f32[p], p) for p in graph.params] + b.initializers
+    g = helper.make_graph(b.nodes, spec.name, inputs, outputs, initializer=inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="nngraph", producer_version=__version__,
+                              doc_string=f"nngraph model {spec.name!r}")
+    model.ir_version = ir_version_for(opset)
+    meta = {"nngraph.spec": spec.to_json(), "nngraph.version": __version__}
+    for k, v in (metadata or {}).items():
+        meta[f"nngraph.{k}"] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    helper.set_model_props(model, meta)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise ExportError(f"the exported model fails onnx.checker: {e}") from None
+    return model
+
+
+def save_model(model: onnx.ModelProto, path: str | Path) -> Path:
+    """Serialise deterministically and write atomically."""
+    return atomic_write_bytes(path, model.SerializeToString(deterministic=True))

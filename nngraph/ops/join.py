@@ -1,0 +1,104 @@
+"""Add and Concat: the ops that join branches of a DAG.
+
+    add:    y = x_1 + ... + x_k          dx_i = dy
+    concat: y = [x_1, ..., x_k] on axis  dx_i = the slice of dy that x_i filled
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..ir.graph import Node, TensorType
+from .base import OpDef
+
+
+def _infer_add(node: Node, types: list[TensorType]) -> TensorType:
+    for t in types[1:]:
+        if t.shape != types[0].shape:
+            raise ShapeError(f"layer {node.layer}: add needs inputs of one shape, got "
+                             + " and ".join(str(u) for u in types))
+    return types[0]
+
+
+def _bind_add_forward(node, xs, ps, y, ws):
+    def run():
+        np.add(xs[0], xs[1], out=y)
+        for x in xs[2:]:
+            np.add(y, x, out=y)
+    return run
+
+
+def _bind_add_backward(node, xs, ps, y, dy, dxs, dps, ws):
+    targets = [d for d in dxs if d is not None]
+
+    def run():
+        for d in targets:
+            np.copyto(d, dy)
+    return run
+
+
+def _add_to_onnx(node, in_names, out_name, in_types, b):
+    if len(in_names) == 2:
+        b.node("Add", in_names, [out_name])
+    else:
+        b.node("Sum", in_names, [out_name])
+
+
+ADD = OpDef("Add", _infer_add, _bind_add_forward, _bind_add_backward, _add_to_onnx,
+            lambda node, xs, ps: sum(xs[1:], xs[0].copy()))
+
+
+def _axis(node: Node, rank: int) -> int:
+    """The concat axis within one sample (non-negative, batch excluded)."""
+    return node.attrs.get("axis", -1) % rank
+
+
+def _infer_concat(node: Node, types: list[TensorType]) -> TensorType:
+    rank = len(types[0].shape)
+    axis = node.attrs.get("axis", -1)
+    if not -rank <= axis < rank:
+        raise ShapeError(f"layer {node.layer}: concat axis {axis} is out of range for input shape {types[0]}")
+    a = axis % rank
+    for t in types:
+        if len(t.shape) != rank or t.shape[:a] + t.shape[a + 1:] != types[0].shape[:a] + types[0].shape[a + 1:]:
+            raise ShapeError(f"layer {node.layer}: concat inputs must agree except on axis {axis}, got "
+                             + " and ".join(str(u) for u in types))
+    return TensorType(types[0].shape[:a] + (sum(t.shape[a] for t in types),) + types[0].shape[a + 1:])
+
+
+def _slices(node, xs):
+    a = _axis(node, xs[0].ndim - 1) + 1
+    out, start = [], 0
+    for x in xs:
+        idx = [slice(None)] * x.ndim
+        idx[a] = slice(start, start + x.shape[a])
+        out.append(tuple(idx))
+        start += x.shape[a]
+    return a, out
+
+
+def _bind_concat_forward(node, xs, ps, y, ws):
+    a, _ = _slices(node, xs)
+
+    def run():
+        np.concatenate(xs, axis=a, out=y)
+    return run
+
+
+def _bind_concat_backward(node, xs, ps, y, dy, dxs, dps, ws):
+    _, idx = _slices(node, xs)
+    pairs = [(d, dy[i]) for d, i in zip(dxs, idx) if d is not None]
+
+    def run():
+        for d, src in pairs:
+            np.copyto(d, src)
+    return run
+
+
+def _concat_to_onnx(node, in_names, out_name, in_types, b):
+    b.node("Concat", in_names, [out_name], axis=_axis(node, len(in_types[0].shape)) + 1)
+
+
+CONCAT = OpDef("Concat", _infer_concat, _bind_concat_forward, _bind_concat_backward, _concat_to_onnx,
+               lambda node, xs, ps: np.concatenate(xs, axis=_axis(node, xs[0].ndim - 1) + 1))
+OPS = [ADD, CONCAT]

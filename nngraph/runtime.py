@@ -1,0 +1,152 @@
+"""onnxruntime: run inference on exported models, and verify them against the Numba forward pass."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError, ExportError
+
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(double)": np.float64}
+
+
+def session(path: str | Path, threads: int = 0):
+    """An onnxruntime CPU session (``threads`` 0 lets onnxruntime choose)."""
+    import onnxruntime as ort
+
+    p = Path(path)
+    if not p.exists():
+        raise ExportError(f"{p}: file not found")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(p), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for bad models
+        raise ExportError(f"{p}: onnxruntime cannot load the model ({e})") from None
+
+
+def input_specs(sess) -> list[tuple[str, tuple, Any]]:
+    """(name, shape with None for dynamic axes, numpy dtype) for each model input."""
+    out = []
+    for i in sess.get_inputs():
+        shape = tuple(d if isinstance(d, int) else None for d in i.shape)
+        out.append((i.name, shape, _ORT_TYPES.get(i.type, np.float32)))
+    return out
+
+
+def run(path: str | Path, inputs: np.ndarray | dict[str, np.ndarray], sess=None) -> np.ndarray:
+    """Run a model on a batch in onnxruntime; returns its (first) output."""
+    sess = sess or session(path)
+    specs = input_specs(sess)
+    if not isinstance(inputs, dict):
+        if len(specs) != 1:
+            raise DataError(f"the model has {len(specs)} inputs ({', '.join(s[0] for s in specs)}); "
+                            "give one array per input")
+        inputs = {specs[0][0]: inputs}
+    feeds = {}
+    for name, shape, dtype in specs:
+        if name not in inputs:
+            raise DataError(f"missing input {name!r} (given: {', '.join(inputs)})")
+        a = np.asarray(inputs[name])
+        fixed = shape[1:]
+        if len(fixed) and a.ndim >= 1 and tuple(a.shape[1:]) != fixed and all(d is not None for d in fixed):
+            if int(np.prod(a.shape[1:])) == int(np.prod(fixed)):
+                a = a.reshape((len(a),) + fixed)  # e.g. (N, 64) images for a (N, 1, 8, 8) input
+            else:
+                raise DataError(f"input {name!r}: each sample has shape {tuple(a.shape[1:])}, "
+                                f"the model expects {fixed}")
+        if np.issubdtype(dtype, np.integer) and a.dtype.kind not in "iu":
+            raise DataError(f"input {name!r}: expected integer ids, got dtype {a.dtype}")
+        feeds[name] = np.ascontiguousarray(a, dtype)
+    try:
+        return sess.run(None, feeds)[0]
+    except Exception as e:
+        raise DataError(f"onnxruntime failed on the input: {e}") from None
+
+
+@dataclass
+class VerifyReport:
+    """Outcome of comparing onnxruntime with the Numba forward pass on the same inputs."""
+
+    ok: bool
+    max_abs: float
+    max_rel: float
+    atol: float
+    rtol: float
+    batches: list[int]
+    reference_max_abs: float | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"batch {r['batch']:>4}: max abs error {r['max_abs']:.3g}, max rel error {r['max_rel']:.3g}"
+                 for r in self.rows]
+        if self.reference_max_abs is not None:
+            lines.append(f"onnx.reference evaluator vs onnxruntime: max abs error {self.reference_max_abs:.3g}")
+        verdict = "OK" if self.ok else "FAILED"
+        lines.append(f"{verdict}: max abs error {self.max_abs:.3g}, max rel error {self.max_rel:.3g} "
+                     f"(tolerance |a-b| <= {self.atol:g} + {self.rtol:g}*|b|)")
+        return "\n".join(lines)
+
+
+def compare(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(max abs error, max rel error) of ``a`` against the reference ``b``."""
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    if diff.size == 0:
+        return 0.0, 0.0
+    rel = diff / np.maximum(np.abs(b.astype(np.float64)), 1e-6)
+    return float(diff.max()), float(rel.max())
+
+
+def random_inputs(model, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Inputs for a verification run: standard-normal floats; valid ids for integer inputs."""
+    feeds = {}
+    for name in model.graph.inputs:
+        t = model.graph.values[name]
+        if t.dtype == "int64":
+            high = model.input_id_limit(name)
+            feeds[name] = rng.integers(0, high, size=(batch,) + t.shape).astype(np.int64)
+        else:
+            feeds[name] = rng.standard_normal((batch,) + t.shape).astype(np.float32)
+    return feeds
+
+
+def verify(path: str | Path, batch_sizes: tuple[int, ...] = (1, 3, 64), seed: int = 0, atol: float = 1e-5,
+           rtol: float = 1e-4, inputs: np.ndarray | dict[str, np.ndarray] | None = None,
+           reference: bool = False) -> VerifyReport:
+    """Run the model in onnxruntime and in nngraph's Numba forward pass on the same inputs
+    (random ones at each batch size, or ``inputs``) and compare. ``reference`` also runs
+    ``onnx.reference.ReferenceEvaluator`` on the first batch."""
+    from .model import Model
+
+    model = Model.load_onnx(path)
+    sess = session(path)
+    rng = np.random.default_rng(seed)
+    if inputs is not None:
+        from .data import fit_inputs
+
+        feeds_list = [fit_inputs(inputs, model.input_specs())]
+    else:
+        feeds_list = [random_inputs(model, b, rng) for b in batch_sizes]
+    rows, ref_err = [], None
+    ok = True
+    for feeds in feeds_list:
+        ours = model.predict(feeds)
+        theirs = run(path, feeds, sess)
+        if theirs.shape != ours.shape:
+            raise ExportError(f"onnxruntime output shape {theirs.shape} differs from nngraph's {ours.shape}")
+        max_abs, max_rel = compare(theirs, ours)
+        within = bool(np.all(np.abs(theirs.astype(np.float64) - ours) <= atol + rtol * np.abs(ours)))
+        ok = ok and within
+        rows.append({"batch": len(next(iter(feeds.values()))), "max_abs": max_abs, "max_rel": max_rel,
+                     "ok": within})
+        if reference and ref_err is None:
+            from onnx.reference import ReferenceEvaluator
+
+            ref_out = ReferenceEvaluator(str(path)).run(None, feeds)[0]
+            ref_err = compare(ref_out, theirs)[0]
+            ok = ok and bool(np.allclose(ref_out, theirs, atol=atol, rtol=rtol))
+    return VerifyReport(ok, max(r["max_abs"] for r in rows), max(r["max_rel"] for r in rows), atol, rtol,
+                        [r["batch"] for r in rows], ref_err, rows)

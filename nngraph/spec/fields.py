@@ -1,0 +1,220 @@
+"""Field constraints as data: each spec section is a table ``key -> Field``.
+
+One function, :func:`check_field`, turns a violation into the uniform message
+``<path>: expected <what>, got <value>``; the JSON Schema is generated from the same tables, so the
+published schema and the validator cannot drift apart.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import SpecError
+
+REQUIRED = object()  # sentinel: the key must be given
+
+
+def show(value: Any) -> str:
+    """Render a received value the way the user wrote it (JSON)."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@dataclass(frozen=True)
+class Field:
+    """One key of a spec section.
+
+    kind: ``int`` | ``float`` | ``bool`` | ``str`` | ``enum`` | ``int_or_pair`` | ``padding`` |
+    ``shape`` | ``str_list`` | ``any``. ``minimum``/``maximum`` bound numbers (``exclusive_min``
+    makes the lower bound strict); ``options`` lists the allowed strings of an enum.
+    """
+
+    kind: str
+    default: Any = REQUIRED
+    doc: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_min: bool = False
+    options: tuple = ()
+    nullable: bool = False
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def describe(self) -> str:
+        """Human phrase for what the field accepts, used in error messages."""
+        if self.kind == "enum":
+            return "one of " + ", ".join(f'"{o}"' for o in self.options)
+        base = {
+            "int": "an integer",
+            "float": "a number",
+            "bool": "true or false",
+            "str": "a string",
+            "int_or_pair": "an integer or a list of 2 integers",
+            "padding": '"valid", "same", an integer or a list of integers',
+            "shape": "a list of integers >= 1",
+            "str_list": "a list of strings",
+            "any": "a value",
+        }[self.kind]
+        if self.minimum is not None and self.maximum is not None:
+            lo = ">" if self.exclusive_min else ">="
+            return f"{base} {lo} {_num(self.minimum)} and <= {_num(self.maximum)}"
+        if self.minimum is not None:
+            return f"{base} {'>' if self.exclusive_min else '>='} {_num(self.minimum)}"
+        if self.maximum is not None:
+            return f"{base} <= {_num(self.maximum)}"
+        return base
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _in_range(f: Field, v: float) -> bool:
+    if f.minimum is not None and (v <= f.minimum if f.exclusive_min else v < f.minimum):
+        return False
+    if f.maximum is not None and v > f.maximum:
+        return False
+    return True
+
+
+def check_field(f: Field, value: Any, path: str) -> Any:
+    """Validate ``value`` against ``f``; return it normalised (lists become tuples)."""
+    fail = SpecError(path, f"expected {f.describe()}, got {show(value)}")
+    if value is None:
+        if f.nullable:
+            return None
+        raise fail
+    k = f.kind
+    if k == "int":
+        if not _is_int(value) or not _in_range(f, value):
+            raise fail
+        return value
+    if k == "float":
+        if not _is_number(value) or not _in_range(f, value):
+            raise fail
+        return value
+    if k == "bool":
+        if not isinstance(value, bool):
+            raise fail
+        return value
+    if k == "str":
+        if not isinstance(value, str) or not value:
+            raise fail
+        return value
+    if k == "enum":
+        if value not in f.options:
+            raise fail
+        return value
+    if k == "int_or_pair":
+        if _is_int(value) and _in_range(f, value):
+            return value
+        if isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            _is_int(v) and _in_range(f, v) for v in value
+        ):
+            return tuple(value)
+        raise fail
+    if k == "padding":
+        if value in ("valid", "same"):
+            return value
+        if _is_int(value) and value >= 0:
+            return value
+        if isinstance(value, (list, tuple)) and value and all(_is_int(v) and v >= 0 for v in value):
+            return tuple(value)
+        raise fail
+    if k == "shape":
+        if not isinstance(value, (list, tuple)) or not all(_is_int(v) and v >= 1 for v in value):
+            raise fail
+        return tuple(value)
+    if k == "str_list":
+        if not isinstance(value, (list, tuple)) or not value or not all(
+            isinstance(v, str) and v for v in value
+        ):
+            raise fail
+        return tuple(value)
+    if k == "any":
+        return value
+    raise AssertionError(f"unknown field kind {k}")
+
+
+def check_section(
+    table: dict[str, Field], data: Any, path: str, what: str, skip: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Check a JSON object against a field table: closed (unknown keys are errors), required keys
+    present, each value valid. Returns only the keys the user gave, normalised, in their order."""
+    if not isinstance(data, dict):
+        raise SpecError(path, f"expected an object ({what}), got {show(data)}")
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in skip:
+            continue
+        sub = f"{path}.{key}" if path else key
+        if key not in table:
+            known = ", ".join(sorted(set(table) | set(skip)))
+            raise SpecError(sub, f"unknown key for {what} (known: {known})")
+        out[key] = check_field(table[key], value, sub)
+    for key, f in table.items():
+        if f.required and key not in data:
+            raise SpecError(f"{path}.{key}" if path else key, f"required for {what}, missing")
+    return out
+
+
+def resolved(table: dict[str, Field], given: dict[str, Any]) -> dict[str, Any]:
+    """The given values with every omitted optional key filled with its default."""
+    return {k: given.get(k, f.default) for k, f in table.items() if k in given or not f.required}
+
+
+def field_json_schema(f: Field) -> dict[str, Any]:
+    """One field as a JSON Schema fragment."""
+    k = f.kind
+    lo = {"exclusiveMinimum" if f.exclusive_min else "minimum": f.minimum} if f.minimum is not None else {}
+    hi = {"maximum": f.maximum} if f.maximum is not None else {}
+    if k == "int":
+        s: dict[str, Any] = {"type": "integer", **lo, **hi}
+    elif k == "float":
+        s = {"type": "number", **lo, **hi}
+    elif k == "bool":
+        s = {"type": "boolean"}
+    elif k == "str":
+        s = {"type": "string", "minLength": 1}
+    elif k == "enum":
+        s = {"enum": list(f.options)}
+    elif k == "int_or_pair":
+        one = {"type": "integer", **lo, **hi}
+        s = {"oneOf": [one, {"type": "array", "items": one, "minItems": 2, "maxItems": 2}]}
+    elif k == "padding":
+        s = {"oneOf": [{"enum": ["valid", "same"]}, {"type": "integer", "minimum": 0},
+                       {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}]}
+    elif k == "shape":
+        s = {"type": "array", "items": {"type": "integer", "minimum": 1}}
+    elif k == "str_list":
+        s = {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}
+    else:
+        s = {}
+    if f.nullable:
+        s = {"oneOf": [s, {"type": "null"}]}
+    if f.doc:
+        s["description"] = f.doc
+    if not f.required and f.default is not None and not callable(f.default):
+        s["default"] = list(f.default) if isinstance(f.default, tuple) else f.default
+    return s
+
+
+FieldTable = dict[str, Field]
+Normaliser = Callable[[dict[str, Any], str], dict[str, Any]]
+__all__ = ["Field", "REQUIRED", "check_field", "check_section", "resolved", "field_json_schema", "show",
+           "FieldTable", "field"]
