@@ -111,7 +111,7 @@ class Model:
             opt = self.spec.optimizer
             optimizer: Optimizer = make_optimizer(opt.type, opt.resolved(), self.params.flat,
                                                   self.params.grad_flat)
-            self._trainer = Trainer(program, loss, self._loss_fused(), optimizer)
+            self._trainer = Trainer(program, loss, self._loss_fused(), optimizer, self.spec.train.clip_norm)
         return self._trainer
 
     def targets(self, y: np.ndarray) -> np.ndarray:

@@ -73,6 +73,8 @@ class Plan:
             backward_calls.append(calls)
         # Reverse topological order; the fan-in sum of a value precedes its producer's backward.
         self.backward_calls = [c for calls in reversed(backward_calls) for c in calls]
+        # Graph inputs have no producer: their fan-in sums come last.
+        self.backward_calls += [_summer(grads[v], fan[v]) for v in graph.inputs if v in fan]
 
     def set_inputs(self, feeds: dict[str, np.ndarray]) -> None:
         for name, buf in self.inputs.items():

@@ -77,6 +77,8 @@ TRAIN: dict[str, Field] = {
     "shuffle": Field("bool", True, "shuffle the training data each epoch"),
     "validation_split": Field("float", 0.0, "fraction of the training data held out for validation",
                               minimum=0, maximum=0.9),
+    "clip_norm": Field("float", None, "clip the gradient to this global L2 norm (null: no clipping)",
+                       minimum=0, exclusive_min=True, nullable=True),
 }
 
 INPUT: dict[str, Field] = {

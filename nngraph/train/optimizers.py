@@ -59,6 +59,20 @@ def adam_parallel(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps):
         _adam_range(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps, c * step, min(n, (c + 1) * step))
 
 
+@njit(cache=True)
+def clip_by_global_norm(g, max_norm):
+    """Scale g in place so that its L2 norm is at most max_norm; returns the norm before clipping."""
+    s = 0.0
+    for i in range(g.shape[0]):
+        s += g[i] * g[i]
+    norm = math.sqrt(s)
+    if norm > max_norm:
+        scale = max_norm / norm
+        for i in range(g.shape[0]):
+            g[i] *= scale
+    return norm
+
+
 class Optimizer:
     """Base: holds the flat parameter/gradient buffers and the per-parameter state arrays."""
 

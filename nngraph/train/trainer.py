@@ -18,7 +18,7 @@ from numba import njit
 from ..backend.program import Program
 from ..errors import DataError, TrainingDiverged
 from ..ops.losses import LossDef
-from .optimizers import Optimizer
+from .optimizers import Optimizer, clip_by_global_norm
 
 
 @njit(cache=True)
@@ -111,8 +111,10 @@ def take_rows(feeds: Feeds, idx: np.ndarray) -> Feeds:
 class Trainer:
     """Runs mini-batch training of a Program with a loss and an optimizer."""
 
-    def __init__(self, program: Program, loss: LossDef, fused: bool, optimizer: Optimizer):
+    def __init__(self, program: Program, loss: LossDef, fused: bool, optimizer: Optimizer,
+                 clip_norm: float | None = None):
         self.program = program
+        self.clip_norm = clip_norm
         self.loss = loss
         self.fused = fused
         self.optimizer = optimizer
@@ -139,6 +141,8 @@ class Trainer:
                 f"training diverged: the loss became {value} at step {self.optimizer.t + 1}; "
                 "lower the learning rate or check the data for NaN/Inf")
         plan.backward()
+        if self.clip_norm is not None:
+            clip_by_global_norm(self.program.params.grad_flat, self.clip_norm)
         self.optimizer.step()
         return value, out, t
 

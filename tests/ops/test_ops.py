@@ -1,0 +1,48 @@
+"""Every op, every variant: one row each. Adding an op adds rows here (see harness.py)."""
+import pytest
+
+from .harness import OpCase, check_forward_reference, check_gradients, check_onnx_parity
+
+CASES = [
+    OpCase("dense-identity", {"x": [5]}, [{"type": "dense", "units": 3}]),
+    OpCase("dense-relu", {"x": [5]}, [{"type": "dense", "units": 4, "activation": "relu"}]),
+    OpCase("dense-sigmoid", {"x": [5]}, [{"type": "dense", "units": 4, "activation": "sigmoid"}]),
+    OpCase("dense-tanh", {"x": [5]}, [{"type": "dense", "units": 4, "activation": "tanh"}]),
+    OpCase("dense-softmax", {"x": [5]}, [{"type": "dense", "units": 4, "activation": "softmax"}]),
+    OpCase("dense-nobias", {"x": [5]}, [{"type": "dense", "units": 3, "use_bias": False, "activation": "tanh"}]),
+    OpCase("dense-sequence", {"x": [4, 5]}, [{"type": "dense", "units": 3, "activation": "relu"}]),
+    OpCase("dense-stack", {"x": [6]}, [{"type": "dense", "units": 5, "activation": "relu"},
+                                       {"type": "dense", "units": 4, "activation": "sigmoid"},
+                                       {"type": "dense", "units": 3, "activation": "softmax"}]),
+    OpCase("relu", {"x": [7]}, [{"type": "relu"}]),
+    OpCase("sigmoid", {"x": [7]}, [{"type": "sigmoid"}]),
+    OpCase("tanh", {"x": [2, 3]}, [{"type": "tanh"}]),
+    OpCase("softmax", {"x": [6]}, [{"type": "softmax"}]),
+    OpCase("softmax-axis0", {"x": [3, 4]}, [{"type": "softmax", "axis": 0}]),
+    OpCase("identity", {"x": [3]}, [{"type": "identity"}]),
+    OpCase("dense-then-relu-fused", {"x": [5]}, [{"type": "dense", "units": 4}, {"type": "relu"}]),
+    OpCase("add-residual", {"x": [4]}, [{"type": "dense", "units": 4, "activation": "tanh", "name": "h"},
+                                        {"type": "add", "inputs": ["x", "h"]}]),
+    OpCase("concat-two-inputs", {"a": [3], "b": [2]}, [
+        {"type": "dense", "units": 4, "inputs": ["a"], "name": "da"},
+        {"type": "dense", "units": 2, "inputs": ["b"], "name": "db"},
+        {"type": "concat", "inputs": ["da", "db", "a"]}]),
+    OpCase("fan-out", {"x": [4]}, [{"type": "dense", "units": 3, "name": "h"},
+                                   {"type": "dense", "units": 3, "activation": "sigmoid", "name": "p", "inputs": ["h"]},
+                                   {"type": "add", "inputs": ["h", "p", "h"]}]),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_forward_matches_numpy_reference(case):
+    check_forward_reference(case)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_backward_matches_finite_differences(case):
+    check_gradients(case)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_onnx_export_matches_onnxruntime(case, tmp_path):
+    check_onnx_parity(case, tmp_path)
