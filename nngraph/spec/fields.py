@@ -30,8 +30,11 @@ class Field:
     """One key of a spec section.
 
     kind: ``int`` | ``float`` | ``bool`` | ``str`` | ``enum`` | ``int_or_pair`` | ``padding`` |
-    ``shape`` | ``str_list`` | ``any``. ``minimum``/``maximum`` bound numbers (``exclusive_min``
-    makes the lower bound strict); ``options`` lists the allowed strings of an enum.
+    ``shape`` | ``str_list`` | ``any`` | ``table`` | ``typed_table``. ``minimum``/``maximum`` bound
+    numbers (``exclusive_min`` makes the lower bound strict); ``options`` lists the allowed strings of
+    an enum (or of each item of a ``str_list``). A ``table`` is a nested object checked against the
+    field table ``sub``; a ``typed_table`` is a nested object with a ``"type"`` key choosing its
+    field table from ``sub`` (``{type: table}``), like the optimizer section.
     """
 
     kind: str
@@ -42,6 +45,7 @@ class Field:
     exclusive_min: bool = False
     options: tuple = ()
     nullable: bool = False
+    sub: Any = None  # nested field table(s) of a table / typed_table
 
     @property
     def required(self) -> bool:
@@ -61,6 +65,8 @@ class Field:
             "shape": "a list of integers >= 1",
             "str_list": "a list of strings",
             "any": "a value",
+            "table": "an object",
+            "typed_table": "an object with a \"type\" (" + ", ".join(f'"{t}"' for t in (self.sub or ())) + ")",
         }[self.kind]
         if self.minimum is not None and self.maximum is not None:
             lo = ">" if self.exclusive_min else ">="
@@ -145,9 +151,24 @@ def check_field(f: Field, value: Any, path: str) -> Any:
             isinstance(v, str) and v for v in value
         ):
             raise fail
+        for i, v in enumerate(value):
+            if f.options and v not in f.options:
+                raise SpecError(f"{path}[{i}]", "expected one of " + ", ".join(f'"{o}"' for o in f.options)
+                                + f", got {show(v)}")
         return tuple(value)
     if k == "any":
         return value
+    if k == "table":
+        return check_section(f.sub, value, path, path.rsplit(".", 1)[-1])
+    if k == "typed_table":
+        if not isinstance(value, dict) or "type" not in value:
+            raise fail
+        if value["type"] not in f.sub:
+            raise SpecError(f"{path}.type", "expected one of " + ", ".join(f'"{t}"' for t in f.sub)
+                            + f", got {show(value['type'])}")
+        typ = value["type"]
+        return {"type": typ, **check_section(f.sub[typ], value, path, f"a {typ} {path.rsplit('.', 1)[-1]}",
+                                             skip=("type",))}
     raise AssertionError(f"unknown field kind {k}")
 
 
@@ -178,6 +199,15 @@ def resolved(table: dict[str, Field], given: dict[str, Any]) -> dict[str, Any]:
     return {k: given.get(k, f.default) for k, f in table.items() if k in given or not f.required}
 
 
+def resolved_nested(f: Field, given: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A ``table``/``typed_table`` value with its own omitted keys filled in (None stays None)."""
+    if given is None:
+        return None
+    if f.kind == "typed_table":
+        return {"type": given["type"], **resolved(f.sub[given["type"]], given)}
+    return resolved(f.sub, given)
+
+
 def field_json_schema(f: Field) -> dict[str, Any]:
     """One field as a JSON Schema fragment."""
     k = f.kind
@@ -202,7 +232,12 @@ def field_json_schema(f: Field) -> dict[str, Any]:
     elif k == "shape":
         s = {"type": "array", "items": {"type": "integer", "minimum": 1}}
     elif k == "str_list":
-        s = {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}
+        item = {"enum": list(f.options)} if f.options else {"type": "string", "minLength": 1}
+        s = {"type": "array", "items": item, "minItems": 1}
+    elif k == "table":
+        s = table_json_schema(f.sub)
+    elif k == "typed_table":
+        s = {"oneOf": [table_json_schema(tbl, typ) for typ, tbl in f.sub.items()]}
     else:
         s = {}
     if f.nullable:
@@ -214,7 +249,19 @@ def field_json_schema(f: Field) -> dict[str, Any]:
     return s
 
 
+def table_json_schema(table: dict[str, Field], const_type: str | None = None) -> dict[str, Any]:
+    """A field table as a closed JSON Schema object (with ``"type": const`` for typed tables)."""
+    props: dict[str, Any] = {"type": {"const": const_type}} if const_type is not None else {}
+    props.update({k: field_json_schema(f) for k, f in table.items()})
+    req = (["type"] if const_type else []) + [k for k, f in table.items() if f.required]
+    out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
+    if req:
+        out["required"] = req
+    return out
+
+
 FieldTable = dict[str, Field]
 Normaliser = Callable[[dict[str, Any], str], dict[str, Any]]
-__all__ = ["Field", "REQUIRED", "check_field", "check_section", "resolved", "field_json_schema", "show",
+__all__ = ["Field", "REQUIRED", "check_field", "check_section", "resolved", "resolved_nested",
+           "field_json_schema", "table_json_schema", "show",
            "FieldTable", "field"]

@@ -56,19 +56,78 @@ COMMON_LAYER_KEYS = ("type", "name", "inputs")
 
 LOSSES = ("mse", "cross_entropy", "binary_cross_entropy")
 
+def _wd(default: float = 0.0, doc: str = "L2 penalty: wd * p is added to the gradient (PyTorch weight_decay)") -> Field:
+    return Field("float", default, doc, minimum=0)
+
+
 OPTIMIZERS: dict[str, dict[str, Field]] = {
     "sgd": {
         "lr": Field("float", 0.01, "learning rate", minimum=0, exclusive_min=True),
         "momentum": Field("float", 0.0, "momentum factor (PyTorch formulation)", minimum=0, maximum=1),
         "nesterov": Field("bool", False, "Nesterov momentum (PyTorch formulation)"),
+        "weight_decay": _wd(),
     },
     "adam": {
         "lr": Field("float", 0.001, "learning rate", minimum=0, exclusive_min=True),
         "beta1": Field("float", 0.9, "first-moment decay", minimum=0, maximum=1),
         "beta2": Field("float", 0.999, "second-moment decay", minimum=0, maximum=1),
         "eps": Field("float", 1e-8, "denominator term", minimum=0, exclusive_min=True),
+        "weight_decay": _wd(),
+    },
+    "adamw": {
+        "lr": Field("float", 0.001, "learning rate", minimum=0, exclusive_min=True),
+        "beta1": Field("float", 0.9, "first-moment decay", minimum=0, maximum=1),
+        "beta2": Field("float", 0.999, "second-moment decay", minimum=0, maximum=1),
+        "eps": Field("float", 1e-8, "denominator term", minimum=0, exclusive_min=True),
+        "weight_decay": _wd(0.01, "decoupled weight decay: p -= lr * wd * p before the Adam step"),
+    },
+    "rmsprop": {
+        "lr": Field("float", 0.01, "learning rate", minimum=0, exclusive_min=True),
+        "alpha": Field("float", 0.99, "decay of the squared-gradient average", minimum=0, maximum=1),
+        "eps": Field("float", 1e-8, "denominator term", minimum=0, exclusive_min=True),
+        "momentum": Field("float", 0.0, "momentum factor", minimum=0, maximum=1),
+        "centered": Field("bool", False, "divide by the estimated variance instead of the second moment"),
+        "weight_decay": _wd(),
     },
 }
+
+_MONITOR_DOC = ("history column to watch: loss, val_loss, accuracy, val_accuracy, val_top_k_accuracy, "
+                "val_mse, val_mae ... (default: train.monitor)")
+
+SCHEDULES: dict[str, dict[str, Field]] = {
+    "constant": {},
+    "step": {
+        "step_size": Field("int", doc="epochs between decays", minimum=1),
+        "gamma": Field("float", 0.1, "factor applied every step_size epochs", minimum=0, exclusive_min=True),
+    },
+    "exponential": {
+        "gamma": Field("float", doc="factor applied every epoch", minimum=0, exclusive_min=True),
+    },
+    "cosine": {
+        "epochs": Field("int", None, "length of the cosine (default: train.epochs)", minimum=1, nullable=True),
+        "min_lr": Field("float", 0.0, "learning rate at the end of the cosine", minimum=0),
+        "warmup_epochs": Field("int", 0, "epochs of linear warm-up: lr * (e + 1) / (warmup_epochs + 1)",
+                               minimum=0),
+    },
+    "reduce_on_plateau": {
+        "monitor": Field("str", None, _MONITOR_DOC, nullable=True),
+        "factor": Field("float", 0.1, "factor applied when the monitored value stops improving",
+                        minimum=0, exclusive_min=True, maximum=1),
+        "patience": Field("int", 10, "epochs without improvement before reducing", minimum=0),
+        "min_delta": Field("float", 1e-4, "smallest change that counts as an improvement", minimum=0),
+        "cooldown": Field("int", 0, "epochs to wait after a reduction before counting again", minimum=0),
+        "min_lr": Field("float", 0.0, "lower bound of the learning rate", minimum=0),
+    },
+}
+
+EARLY_STOPPING: dict[str, Field] = {
+    "monitor": Field("str", None, _MONITOR_DOC, nullable=True),
+    "patience": Field("int", 10, "epochs without improvement before stopping", minimum=0),
+    "min_delta": Field("float", 0.0, "smallest change that counts as an improvement", minimum=0),
+    "restore_best": Field("bool", True, "end with the weights of the best epoch"),
+}
+
+METRICS = ("top_k_accuracy", "mse", "mae")
 
 TRAIN: dict[str, Field] = {
     "epochs": Field("int", 10, "passes over the training data", minimum=1),
@@ -79,6 +138,18 @@ TRAIN: dict[str, Field] = {
                               minimum=0, maximum=0.9),
     "clip_norm": Field("float", None, "clip the gradient to this global L2 norm (null: no clipping)",
                        minimum=0, exclusive_min=True, nullable=True),
+    "schedule": Field("typed_table", None, "learning-rate schedule, applied at each epoch start",
+                      nullable=True, sub=SCHEDULES),
+    "early_stopping": Field("table", None, "stop when the monitored value stops improving", nullable=True,
+                            sub=EARLY_STOPPING),
+    "monitor": Field("str", None, "history column that picks the best checkpoint (default: val_loss "
+                     "with validation data, else loss); mode follows the name (loss/mse/mae: min)",
+                     nullable=True),
+    "metrics": Field("str_list", None, "extra metrics computed on the validation data each epoch",
+                     nullable=True, options=METRICS),
+    "top_k": Field("int", 5, "k of top_k_accuracy", minimum=1),
+    "checkpoint_every": Field("int", 1, "epochs between checkpoints in a run directory", minimum=1),
+    "check_finite": Field("bool", True, "check the gradient for NaN/Inf at every step"),
 }
 
 INPUT: dict[str, Field] = {
