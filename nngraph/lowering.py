@@ -26,6 +26,12 @@ LOWERINGS: dict[str, Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]] = {
     "identity": _same("Identity"),
     "add": _same("Add"),
     "concat": _same("Concat"),
+    "conv2d": lambda attrs: ("Conv", {**attrs, "rank": 2}),
+    "conv1d": lambda attrs: ("Conv", {**attrs, "rank": 1}),
+    "maxpool2d": _same("MaxPool"),
+    "avgpool2d": _same("AveragePool"),
+    "global_avgpool2d": _same("GlobalAveragePool"),
+    "flatten": _same("Flatten"),
 }
 
 

@@ -29,6 +29,36 @@ def _act(default: str = "identity") -> Field:
     return Field("enum", default, "activation applied to the output", options=ACTIVATIONS)
 
 
+CONV_ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh")
+
+
+def _conv_fields(size_kind: str) -> dict[str, Field]:
+    what = "an int or (height, width)" if size_kind == "int_or_pair" else "an int"
+    return {
+        "filters": Field("int", doc="number of output channels", minimum=1),
+        "kernel": Field(size_kind, doc=f"kernel size: {what}", minimum=1),
+        "stride": Field(size_kind, 1, f"step between windows: {what}", minimum=1),
+        "padding": Field("padding", "valid", '"valid" (none), "same" (output = ceil(input / stride), the odd '
+                         'unit at the end), an int (every side), one int per axis, or begins then ends'),
+        "dilation": Field(size_kind, 1, f"spacing between kernel taps: {what}", minimum=1),
+        "groups": Field("int", 1, "channel groups (must divide channels and filters)", minimum=1),
+        "use_bias": Field("bool", True, "add a learned bias per filter"),
+        "activation": Field("enum", "identity", "activation applied to the output", options=CONV_ACTIVATIONS),
+        "initializer": Field("enum", None, "weight initializer (default: he_uniform for relu, "
+                             "glorot_uniform otherwise)", options=INITIALIZERS, nullable=True),
+    }
+
+
+def _pool_fields() -> dict[str, Field]:
+    return {
+        "size": Field("int_or_pair", doc="window: an int or (height, width)", minimum=1),
+        "stride": Field("int_or_pair", None, "step between windows (default: the window size)", minimum=1,
+                        nullable=True),
+        "padding": Field("padding", "valid", '"valid", "same" (output = ceil(input / stride)), an int, '
+                         "(height, width), or (top, left, bottom, right)"),
+    }
+
+
 LAYERS: dict[str, LayerSchema] = {
     "dense": LayerSchema(
         {
@@ -49,6 +79,17 @@ LAYERS: dict[str, LayerSchema] = {
     "add": LayerSchema({}, "element-wise sum of inputs of one shape", min_inputs=2, max_inputs=64),
     "concat": LayerSchema({"axis": Field("int", -1, "feature axis to join on (batch excluded)")},
                           "joins inputs along an axis", min_inputs=2, max_inputs=64),
+    "conv2d": LayerSchema(_conv_fields("int_or_pair"),
+                          "2-D convolution over (N, channels, height, width), y = act(conv(x, W) + b); "
+                          "W is (filters, channels/groups, kh, kw)"),
+    "conv1d": LayerSchema(_conv_fields("int"),
+                          "1-D convolution over (N, channels, length), y = act(conv(x, W) + b); "
+                          "W is (filters, channels/groups, k)"),
+    "maxpool2d": LayerSchema(_pool_fields(), "maximum over windows of (N, channels, height, width)"),
+    "avgpool2d": LayerSchema(_pool_fields(), "mean over windows of (N, channels, height, width); "
+                             "padding is not counted (count_include_pad=0)"),
+    "global_avgpool2d": LayerSchema({}, "mean over height and width: (N, C, H, W) -> (N, C)"),
+    "flatten": LayerSchema({}, "(N, d1, ..., dk) -> (N, d1 * ... * dk), row-major"),
 }
 
 # Keys every layer may carry besides its own.

@@ -1,0 +1,257 @@
+"""Pooling over NCHW: MaxPool, AveragePool, GlobalAveragePool.
+
+Windows of size (kh, kw) at stride (sh, sw) over the input padded by (top, left, bottom, right);
+output sizes use floor mode; stride defaults to the window size. Padding positions never win a max
+and never count in an average (ONNX count_include_pad=0, Keras "same"), so every window must hold
+at least one real element: each pad must be smaller than the window.
+    max:     y = max over the window W(o) of x                dx[h, w] = sum over o with
+                                                                argmax W(o) = (h, w) of dy[o]
+             (the first maximal element in row-major order takes the gradient, as PyTorch does)
+    average: y = (1 / |W(o)|) sum over W(o) of x              dx[h, w] = sum over o with (h, w) in W(o)
+             |W(o)| = number of real (non-pad) elements        of dy[o] / |W(o)|
+    global:  y[n, c] = mean over (h, w) of x[n, c, h, w]     dx = dy / (H W)
+The max backward recomputes the argmax from x instead of storing it: a pass over a small tensor is
+cheaper than keeping an index buffer consistent across plans.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..errors import ShapeError
+from ..ir.graph import Node, TensorType
+from .base import OpDef
+from .conv import explicit_pads, out_sizes, pair
+
+
+def geometry(node: Node, in_shape: tuple[int, ...]) -> dict:
+    size = tuple(in_shape[1:])
+    kernel = pair(node.attrs["size"], 2)
+    stride = pair(node.attrs["stride"] if node.attrs.get("stride") is not None else kernel, 2)
+    pads = explicit_pads(node.attrs.get("padding", "valid"), 2, size, kernel, stride, (1, 1), node.layer)
+    for a in range(2):
+        if pads[a] >= kernel[a] or pads[a + 2] >= kernel[a]:
+            raise ShapeError(f"layer {node.layer}: padding {list(pads)} must be smaller than the window "
+                             f"{kernel[0]}x{kernel[1]} on every side (a window of padding only has no value)")
+    out = out_sizes(size, kernel, stride, (1, 1), pads, node.layer, "window")
+    return dict(C=in_shape[0], H=size[0], W=size[1], kernel=kernel, stride=stride, pads=pads, out=out,
+                args=(kernel[0], kernel[1], stride[0], stride[1], pads[0], pads[1]))
+
+
+def _check_input(node: Node, t: TensorType, what: str) -> None:
+    if t.dtype != "float32" or len(t.shape) != 3:
+        raise ShapeError(f"layer {node.layer}: {what} expects float input (N, channels, height, width), got {t}")
+
+
+def _infer(node: Node, types: list[TensorType]) -> TensorType:
+    _check_input(node, types[0], "maxpool2d" if node.op == "MaxPool" else "avgpool2d")
+    g = geometry(node, types[0].shape)
+    return TensorType((g["C"],) + g["out"])
+
+
+# ---- kernels: one (sample, channel) plane per thread iteration ---------------------------------
+
+@njit(cache=True, parallel=True)
+def maxpool_forward(x, y, kh, kw, sh, sw, pt, pl):
+    n_, c_, h_, w_ = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    for q in prange(n_ * c_):
+        n, c = q // c_, q % c_
+        xp, yp = x[n, c], y[n, c]
+        for a in range(oh):
+            h0 = a * sh - pt
+            h_lo, h_hi = max(h0, 0), min(h0 + kh, h_)
+            for b in range(ow):
+                w0 = b * sw - pl
+                w_lo, w_hi = max(w0, 0), min(w0 + kw, w_)
+                m = xp[h_lo, w_lo]
+                for h in range(h_lo, h_hi):
+                    for w in range(w_lo, w_hi):
+                        if xp[h, w] > m:
+                            m = xp[h, w]
+                yp[a, b] = m
+
+
+@njit(cache=True, parallel=True)
+def maxpool_backward(x, dy, dx, kh, kw, sh, sw, pt, pl):
+    n_, c_, h_, w_ = x.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    for q in prange(n_ * c_):
+        n, c = q // c_, q % c_
+        xp, gp, dp = x[n, c], dy[n, c], dx[n, c]
+        for h in range(h_):
+            for w in range(w_):
+                dp[h, w] = 0
+        for a in range(oh):
+            h0 = a * sh - pt
+            h_lo, h_hi = max(h0, 0), min(h0 + kh, h_)
+            for b in range(ow):
+                w0 = b * sw - pl
+                w_lo, w_hi = max(w0, 0), min(w0 + kw, w_)
+                bh, bw = h_lo, w_lo
+                m = xp[h_lo, w_lo]
+                for h in range(h_lo, h_hi):
+                    for w in range(w_lo, w_hi):
+                        if xp[h, w] > m:
+                            m = xp[h, w]
+                            bh, bw = h, w
+                dp[bh, bw] += gp[a, b]
+
+
+@njit(cache=True, parallel=True)
+def avgpool_forward(x, y, kh, kw, sh, sw, pt, pl):
+    n_, c_, h_, w_ = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    for q in prange(n_ * c_):
+        n, c = q // c_, q % c_
+        xp, yp = x[n, c], y[n, c]
+        for a in range(oh):
+            h0 = a * sh - pt
+            h_lo, h_hi = max(h0, 0), min(h0 + kh, h_)
+            for b in range(ow):
+                w0 = b * sw - pl
+                w_lo, w_hi = max(w0, 0), min(w0 + kw, w_)
+                s = 0.0
+                for h in range(h_lo, h_hi):
+                    for w in range(w_lo, w_hi):
+                        s += xp[h, w]
+                yp[a, b] = s / ((h_hi - h_lo) * (w_hi - w_lo))
+
+
+@njit(cache=True, parallel=True)
+def avgpool_backward(dy, dx, kh, kw, sh, sw, pt, pl):
+    n_, c_, h_, w_ = dx.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    for q in prange(n_ * c_):
+        n, c = q // c_, q % c_
+        gp, dp = dy[n, c], dx[n, c]
+        for h in range(h_):
+            for w in range(w_):
+                dp[h, w] = 0
+        for a in range(oh):
+            h0 = a * sh - pt
+            h_lo, h_hi = max(h0, 0), min(h0 + kh, h_)
+            for b in range(ow):
+                w0 = b * sw - pl
+                w_lo, w_hi = max(w0, 0), min(w0 + kw, w_)
+                v = gp[a, b] / ((h_hi - h_lo) * (w_hi - w_lo))
+                for h in range(h_lo, h_hi):
+                    for w in range(w_lo, w_hi):
+                        dp[h, w] += v
+
+
+@njit(cache=True, parallel=True)
+def global_avg_forward(x, y):
+    m, k = x.shape
+    inv = 1.0 / k
+    for r in prange(m):
+        s = 0.0
+        for j in range(k):
+            s += x[r, j]
+        y[r] = s * inv
+
+
+@njit(cache=True, parallel=True)
+def global_avg_backward(dy, dx):
+    m, k = dx.shape
+    inv = 1.0 / k
+    for r in prange(m):
+        v = dy[r] * inv
+        for j in range(k):
+            dx[r, j] = v
+
+
+# ---- MaxPool / AveragePool --------------------------------------------------------------------
+
+def _make(kind: str) -> OpDef:
+    is_max = kind == "MaxPool"
+
+    def bind_forward(node, xs, ps, y, ws):
+        g = geometry(node, xs[0].shape[1:])
+        x, args = xs[0], g["args"]
+        fwd = maxpool_forward if is_max else avgpool_forward
+
+        def run():
+            fwd(x, y, *args)
+        return run
+
+    def bind_backward(node, xs, ps, y, dy, dxs, dps, ws):
+        dx = dxs[0]
+        if dx is None:
+            return lambda: None
+        g = geometry(node, xs[0].shape[1:])
+        x, args = xs[0], g["args"]
+        if is_max:
+            def run_max():
+                maxpool_backward(x, dy, dx, *args)
+            return run_max
+
+        def run_avg():
+            avgpool_backward(dy, dx, *args)
+        return run_avg
+
+    def to_onnx(node, in_names, out_name, in_types, b):
+        g = geometry(node, in_types[0].shape)
+        attrs = dict(kernel_shape=list(g["kernel"]), strides=list(g["stride"]), pads=list(g["pads"]))
+        if not is_max:
+            attrs["count_include_pad"] = 0
+        b.node(kind, in_names, [out_name], **attrs)
+
+    def reference(node, xs, ps):
+        g = geometry(node, xs[0].shape[1:])
+        x = xs[0]
+        kh, kw, sh, sw, pt, pl = g["args"]
+        oh, ow = g["out"]
+        y = np.empty(x.shape[:2] + (oh, ow), x.dtype)
+        for a in range(oh):
+            for c in range(ow):
+                h0, w0 = a * sh - pt, c * sw - pl
+                win = x[:, :, max(h0, 0):min(h0 + kh, g["H"]), max(w0, 0):min(w0 + kw, g["W"])]
+                y[:, :, a, c] = win.max(axis=(2, 3)) if is_max else win.mean(axis=(2, 3))
+        return y
+
+    return OpDef(kind, _infer, bind_forward, bind_backward, to_onnx, reference)
+
+
+MAXPOOL = _make("MaxPool")
+AVGPOOL = _make("AveragePool")
+
+
+# ---- GlobalAveragePool: (C, H, W) -> (C,) ------------------------------------------------------
+
+def _infer_global(node: Node, types: list[TensorType]) -> TensorType:
+    _check_input(node, types[0], "global_avgpool2d")
+    return TensorType(types[0].shape[:1])
+
+
+def _bind_global_forward(node, xs, ps, y, ws):
+    x2 = xs[0].reshape(-1, xs[0].shape[2] * xs[0].shape[3])
+    y1 = y.reshape(-1)
+
+    def run():
+        global_avg_forward(x2, y1)
+    return run
+
+
+def _bind_global_backward(node, xs, ps, y, dy, dxs, dps, ws):
+    if dxs[0] is None:
+        return lambda: None
+    dx2 = dxs[0].reshape(-1, xs[0].shape[2] * xs[0].shape[3])
+    dy1 = dy.reshape(-1)
+
+    def run():
+        global_avg_backward(dy1, dx2)
+    return run
+
+
+def _global_to_onnx(node, in_names, out_name, in_types, b):
+    # ONNX keeps (N, C, 1, 1); the layer's output is (N, C), ready for a dense layer.
+    pooled = b.fresh(f"{node.name}/pooled")
+    b.node("GlobalAveragePool", in_names, [pooled])
+    b.node("Flatten", [pooled], [out_name], axis=1)
+
+
+GLOBAL_AVGPOOL = OpDef("GlobalAveragePool", _infer_global, _bind_global_forward, _bind_global_backward,
+                       _global_to_onnx, lambda node, xs, ps: xs[0].mean(axis=(2, 3)))
+
+OPS = [MAXPOOL, AVGPOOL, GLOBAL_AVGPOOL]
