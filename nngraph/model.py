@@ -150,8 +150,11 @@ class Model:
                 raise DataError(f"validation_split {split} leaves {cut} of {n} samples for training")
             val = ({k: v[cut:] for k, v in feeds.items()}, t[cut:])
             feeds, t = {k: v[:cut] for k, v in feeds.items()}, t[:cut]
-        return self.trainer().fit(feeds, t, epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed,
-                                  validation=val, on_epoch=on_epoch)
+        # Overflow inside BLAS would print numpy warnings; divergence is detected and reported
+        # by the trainer itself (a non-finite loss stops the run with one clear message).
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self.trainer().fit(feeds, t, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                                      seed=seed, validation=val, on_epoch=on_epoch)
 
     def evaluate(self, x: ArrayOrFeeds, y: np.ndarray) -> dict[str, float]:
         """Mean loss and, for classifiers, accuracy on a dataset."""

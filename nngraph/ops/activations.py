@@ -24,8 +24,11 @@ IDENTITY, RELU, SIGMOID, TANH, SOFTMAX = 0, 1, 2, 3, 4
 CODES = {"identity": IDENTITY, "relu": RELU, "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX}
 ONNX_OP = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softmax": "Softmax"}
 
-# Below this many elements a kernel runs on one thread: waking the pool costs more than it saves.
-PARALLEL_MIN = 1 << 16
+# Epilogues run on one thread unless the output has at least this many elements. Measured: right
+# after a threaded BLAS call, OpenBLAS's worker threads still spin, and a Numba thread pool woken
+# then fights them for the 2 cores (a batch-512 MLP step became 8x slower). The epilogue is a few
+# percent of the step, so the threaded variant is kept only for very large outputs.
+PARALLEL_MIN = 1 << 24
 CHUNKS = 8  # row blocks of the threaded kernels
 
 

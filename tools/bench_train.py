@@ -1,0 +1,277 @@
+"""Training throughput of nngraph vs PyTorch's CPU build, measured in the same run.
+
+    python tools/bench_train.py                  # every bench, 1 and 2 threads
+    python tools/bench_train.py --only mlp --threads 2 --repeats 5
+
+For each network and batch size it times full training steps (gather the batch, forward, loss,
+backward, SGD update) and prints samples/s for nngraph and, when ``torch`` is importable, for the
+identical network in PyTorch, alternating the two so machine noise hits both alike; the ratio is
+nngraph / PyTorch. For the MLP it also prints the fraction of the float32 GEMM bound reached:
+``gemm bound`` = time of the step's own matrix products alone (same shapes, same BLAS) / step time,
+and ``of peak`` = the step's GEMM FLOP rate / this machine's large-SGEMM rate.
+
+Each thread count runs in a fresh subprocess (BLAS and Numba read their thread counts at start-up).
+PyTorch is a benchmark peer only; nngraph never imports it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass
+class Bench:
+    """One network to benchmark: the nngraph spec, the identical PyTorch module, the data shape."""
+
+    label: str
+    spec: dict[str, Any]                         # nngraph spec (inputs, layers, loss); optimizer = SGD
+    torch_model: Callable[[], Any]               # () -> torch.nn.Module with the same architecture
+    input_shape: tuple[int, ...]                 # one sample
+    classes: int                                 # cross-entropy classes
+    batch_sizes: tuple[int, ...]
+    gemm_shapes: Callable[[int], list[tuple[int, int, int, bool, bool]]] | None = None
+    input_dtype: str = "float32"
+    torch_input: Callable[[np.ndarray], Any] | None = None  # converts the numpy batch for torch
+    steps: int = 0                               # timed steps per repeat (0: auto from batch size)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _mlp_spec() -> dict[str, Any]:
+    return {"name": "bench_mlp", "inputs": {"x": {"shape": [784]}},
+            "layers": [{"type": "dense", "units": 256, "activation": "relu"},
+                       {"type": "dense", "units": 128, "activation": "relu"},
+                       {"type": "dense", "units": 10}],
+            "loss": "cross_entropy", "optimizer": {"type": "sgd", "lr": 0.01}}
+
+
+def _mlp_torch():
+    import torch.nn as nn
+
+    return nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def _mlp_gemms(batch: int) -> list[tuple[int, int, int, bool, bool]]:
+    """(m, k, n, transpose_a, transpose_b) of every matrix product in one training step."""
+    dims = [784, 256, 128, 10]
+    out = []
+    for i in range(3):
+        fi, fo = dims[i], dims[i + 1]
+        out.append((batch, fi, fo, False, True))       # forward   y = x W^T
+        out.append((fo, batch, fi, True, False))       # backward  dW = dz^T x
+        if i > 0:
+            out.append((batch, fo, fi, False, False))  # backward  dx = dz W (not for the input)
+    return out
+
+
+BENCHES: list[Bench] = [
+    Bench("mlp 784-256-128-10", _mlp_spec(), _mlp_torch, (784,), 10, (32, 128, 512), _mlp_gemms),
+]
+
+
+# ---- measurement -----------------------------------------------------------------------------
+
+def _steps_for(batch: int) -> int:
+    return max(20, min(400, 40_000 // batch))
+
+
+def _nngraph_runner(bench: Bench, batch: int, x: np.ndarray, y: np.ndarray):
+    from nngraph.model import Model
+    from nngraph.spec import parse_spec
+
+    model = Model.compile(parse_spec(bench.spec))
+    trainer = model.trainer()
+    feeds = model._feeds(x)
+    t = model.targets(y)
+    n = len(y)
+
+    def run(steps: int) -> float:
+        t0 = time.perf_counter()
+        for s in range(steps):
+            start = (s * batch) % (n - batch + 1)
+            trainer.step(feeds, t, np.arange(start, start + batch))
+        return time.perf_counter() - t0
+    return run
+
+
+def _torch_runner(bench: Bench, batch: int, x: np.ndarray, y: np.ndarray):
+    import torch
+
+    model = bench.torch_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    xt = bench.torch_input(x) if bench.torch_input else torch.from_numpy(x)
+    yt = torch.from_numpy(y)
+    n = len(y)
+
+    def run(steps: int) -> float:
+        t0 = time.perf_counter()
+        for s in range(steps):
+            start = (s * batch) % (n - batch + 1)
+            xb, yb = xt[start:start + batch], yt[start:start + batch]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            opt.step()
+        return time.perf_counter() - t0
+    return run
+
+
+def _gemm_runner(shapes: list[tuple[int, int, int, bool, bool]]):
+    rng = np.random.default_rng(0)
+    ops = []
+    for m, k, n, ta, tb in shapes:
+        a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+        b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+        out = np.empty((m, n), np.float32)
+        ops.append((a.T if ta else a, b.T if tb else b, out))
+
+    def run(steps: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            for a, b, out in ops:
+                np.matmul(a, b, out=out)
+        return time.perf_counter() - t0
+    return run
+
+
+def peak_sgemm_gflops(size: int = 2048, reps: int = 5) -> float:
+    """This machine's large float32 GEMM rate (best of a few), the bound any trainer works against."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size)).astype(np.float32)
+    b = rng.standard_normal((size, size)).astype(np.float32)
+    out = np.empty_like(a)
+    np.matmul(a, b, out=out)
+    best = min(_timed(lambda: np.matmul(a, b, out=out)) for _ in range(reps))
+    return 2 * size ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure(bench: Bench, batch: int, repeats: int, with_torch: bool) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    n = batch * 8
+    if bench.input_dtype == "int64":
+        x = rng.integers(0, bench.extra.get("vocab", 2), size=(n,) + bench.input_shape).astype(np.int64)
+    else:
+        x = rng.random((n,) + bench.input_shape, dtype=np.float32)
+    y = rng.integers(0, bench.classes, size=n).astype(np.int64)
+    steps = bench.steps or _steps_for(batch)
+    runners = {"nngraph": _nngraph_runner(bench, batch, x, y)}
+    if with_torch:
+        runners["torch"] = _torch_runner(bench, batch, x, y)
+    if bench.gemm_shapes is not None:
+        runners["gemm"] = _gemm_runner(bench.gemm_shapes(batch))
+    for run in runners.values():  # warm-up: JIT, BLAS buffers, allocator
+        run(max(3, steps // 10))
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(repeats):  # alternate, so noise hits every contender alike
+        for name, run in runners.items():
+            times[name].append(run(steps))
+    best = {k: min(v) / steps for k, v in times.items()}
+    result: dict[str, Any] = {"bench": bench.label, "batch": batch,
+                              "nngraph": batch / best["nngraph"],
+                              "nngraph_median": batch / statistics.median(times["nngraph"]) * steps}
+    if "torch" in best:
+        result["torch"] = batch / best["torch"]
+        result["ratio"] = best["torch"] / best["nngraph"]
+    if "gemm" in best:
+        flops = sum(2 * m * k * nn for m, k, nn, _, _ in bench.gemm_shapes(batch))
+        result["gemm_bound"] = best["gemm"] / best["nngraph"]
+        result["step_gflops"] = flops / best["nngraph"] / 1e9
+    return result
+
+
+def run_all(only: str | None, repeats: int, with_torch: bool) -> list[dict[str, Any]]:
+    rows = []
+    for bench in BENCHES:
+        if only and only.lower() not in bench.label.lower():
+            continue
+        for batch in bench.batch_sizes:
+            rows.append(measure(bench, batch, repeats, with_torch))
+    return rows
+
+
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def child(args) -> None:
+    """Runs inside a subprocess whose thread counts are fixed by the environment."""
+    with_torch = _torch_available() and not args.no_torch
+    if with_torch:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    peak = peak_sgemm_gflops()
+    rows = run_all(args.only, args.repeats, with_torch)
+    print(json.dumps({"threads": args.threads, "peak_gflops": peak, "rows": rows,
+                      "torch": (__import__("torch").__version__ if with_torch else None)}))
+
+
+def report(res: dict[str, Any]) -> str:
+    lines = [f"threads {res['threads']}  (peak float32 GEMM {res['peak_gflops']:.1f} GFLOP/s; "
+             f"PyTorch {res['torch'] or 'not installed'})",
+             f"{'network':<28}{'batch':>6}{'nngraph/s':>12}{'torch/s':>12}{'ratio':>8}{'gemm bound':>12}{'of peak':>9}"]
+    for r in res["rows"]:
+        torch_s = f"{r['torch']:>12,.0f}" if "torch" in r else f"{'-':>12}"
+        ratio = f"{r['ratio']:>7.2f}x" if "ratio" in r else f"{'-':>8}"
+        bound = f"{r['gemm_bound']:>11.0%}" if "gemm_bound" in r else f"{'-':>12}"
+        peak = f"{r['step_gflops'] / res['peak_gflops']:>8.0%}" if "step_gflops" in r else f"{'-':>9}"
+        lines.append(f"{r['bench']:<28}{r['batch']:>6}{r['nngraph']:>12,.0f}{torch_s}{ratio} {bound}{peak}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, action="append", help="thread counts (default: 1 and 2)")
+    ap.add_argument("--only", help="run benches whose label contains this text (e.g. mlp, lenet, lstm)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        args.threads = args.threads[0]
+        child(args)
+        return
+    results = []
+    for threads in args.threads or [1, 2]:
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+                   MKL_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads))
+        cmd = [sys.executable, __file__, "--child", "--threads", str(threads), "--repeats", str(args.repeats)]
+        if args.only:
+            cmd += ["--only", args.only]
+        if args.no_torch:
+            cmd.append("--no-torch")
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.stderr.write(out.stderr)
+            sys.exit(out.returncode)
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        results.append(res)
+        print(report(res), flush=True)
+        print()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
