@@ -36,6 +36,14 @@ class TrainingDiverged(NNGraphError):
     exit_code = 1
 
 
+class TrainingInterrupted(NNGraphError):
+    """Training stopped on SIGINT/SIGTERM after saving a resumable checkpoint (exit 130 / 143)."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class VerificationFailed(NNGraphError):
     """onnxruntime and the Numba forward pass disagree beyond tolerance."""
 

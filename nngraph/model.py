@@ -14,7 +14,9 @@ from .ir import Graph, mark_loss_fused, output_activation
 from .lowering import lower
 from .ops.losses import LossDef, get_loss
 from .spec import Spec
+from .train.callbacks import Callback, EarlyStopping
 from .train.optimizers import Optimizer, make_optimizer
+from .train.schedules import Schedule, make_schedule
 from .train.trainer import EpochRecord, History, Trainer
 
 ArrayOrFeeds = np.ndarray | dict[str, np.ndarray]
@@ -111,8 +113,43 @@ class Model:
             opt = self.spec.optimizer
             optimizer: Optimizer = make_optimizer(opt.type, opt.resolved(), self.params.flat,
                                                   self.params.grad_flat)
-            self._trainer = Trainer(program, loss, self._loss_fused(), optimizer, self.spec.train.clip_norm)
+            self._trainer = Trainer(program, loss, self._loss_fused(), optimizer, self.spec.train.clip_norm,
+                                    self.spec.train.check_finite)
         return self._trainer
+
+    def training_setup(self, epochs: int, has_validation: bool) -> tuple[str, Schedule, list[Callback]]:
+        """From the spec's train section: the monitored history column (checked against the columns
+        this run will have), the learning-rate schedule and the early-stopping callback (if any)."""
+        from .errors import SpecError
+        from .spec.fields import resolved_nested
+        from .spec.tables import TRAIN
+
+        cfg = self.spec.train.resolved()
+        metric = self.loss.metric
+        columns = ["loss"] + ([metric] if metric else [])
+        if has_validation:
+            columns += ["val_loss"] + ([f"val_{metric}"] if metric else [])
+            columns += [f"val_{m}" for m in (cfg["metrics"] or ())]
+        monitor = cfg["monitor"] or ("val_loss" if has_validation else "loss")
+
+        def check(name: str, path: str) -> str:
+            if name not in columns:
+                hint = "" if has_validation else " (val_* columns need train.validation_split > 0)"
+                raise SpecError(path, "expected one of " + ", ".join(f'"{c}"' for c in columns)
+                                + f", got \"{name}\"{hint}")
+            return name
+
+        check(monitor, "train.monitor")
+        sched_cfg = resolved_nested(TRAIN["schedule"], cfg["schedule"])
+        if sched_cfg is not None and sched_cfg.get("monitor"):
+            check(sched_cfg["monitor"], "train.schedule.monitor")
+        schedule = make_schedule(sched_cfg, self.spec.optimizer.resolved()["lr"], epochs, monitor)
+        callbacks: list[Callback] = []
+        es = resolved_nested(TRAIN["early_stopping"], cfg["early_stopping"])
+        if es is not None:
+            callbacks.append(EarlyStopping(check(es["monitor"] or monitor, "train.early_stopping.monitor"),
+                                           es["patience"], es["min_delta"], es["restore_best"]))
+        return monitor, schedule, callbacks
 
     def targets(self, y: np.ndarray) -> np.ndarray:
         """Targets checked against the output shape and converted for the loss kernels."""
@@ -126,11 +163,15 @@ class Model:
     def fit(self, x: ArrayOrFeeds, y: np.ndarray, *, epochs: int | None = None, batch_size: int | None = None,
             shuffle: bool | None = None, seed: int | None = None, validation_split: float | None = None,
             validation_data: tuple[ArrayOrFeeds, np.ndarray] | None = None,
-            on_epoch: Callable[[EpochRecord], None] | None = None) -> History:
-        """Train on arrays. Hyperparameters default to the spec's ``train`` section.
+            on_epoch: Callable[[EpochRecord], None] | None = None, callbacks: list[Callback] | tuple = (),
+            resume: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None) -> History:
+        """Train on arrays. Hyperparameters default to the spec's ``train`` section (schedule,
+        early stopping, extra validation metrics included); ``callbacks`` run after the spec's own.
 
         ``validation_split`` holds out the last fraction of the samples (before shuffling), so the
-        split is the same on every run and every machine."""
+        split is the same on every run and every machine. ``resume`` is a checkpoint
+        (``Trainer.checkpoint()`` or :func:`nngraph.train.checkpoint.load_checkpoint`) to continue
+        from exactly."""
         cfg = self.spec.train.resolved()
         epochs = cfg["epochs"] if epochs is None else epochs
         batch_size = cfg["batch_size"] if batch_size is None else batch_size

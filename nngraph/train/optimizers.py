@@ -1,10 +1,19 @@
 """Optimizers: in-place updates over the flat parameter buffer (one kernel call per step).
 
-    sgd       p -= lr g
-    momentum  v = mu v + g;  p -= lr v                    (PyTorch's formulation, dampening 0)
-    nesterov  v = mu v + g;  p -= lr (g + mu v)
-    adam      m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
-              p -= (lr / (1-b1^t)) m / (sqrt(v) / sqrt(1-b2^t) + eps)   (PyTorch's formulation)
+PyTorch's ``torch.optim`` formulas (g is the gradient, wd the weight decay, t the step count from 1):
+
+    sgd       g' = g + wd p;  p -= lr g'
+    momentum  g' = g + wd p;  v = mu v + g';  p -= lr v                (dampening 0)
+    nesterov  g' = g + wd p;  v = mu v + g';  p -= lr (g' + mu v)
+    adam      g' = g + wd p;  m = b1 m + (1-b1) g';  v = b2 v + (1-b2) g'^2
+              p -= (lr / (1-b1^t)) m / (sqrt(v) / sqrt(1-b2^t) + eps)
+    adamw     p *= 1 - lr wd  (decoupled decay, before the step);  then adam with g' = g
+    rmsprop   g' = g + wd p;  s = alpha s + (1-alpha) g'^2;  centered: a = alpha a + (1-alpha) g',
+              d = sqrt(s - a^2) + eps, else d = sqrt(s) + eps;
+              momentum > 0: b = mu b + g'/d, p -= lr b;  else p -= lr g'/d
+
+The gradient buffer is never modified (backward overwrites it each step anyway), so a step is one
+pass over four or five arrays. The state arrays and ``t`` are what a checkpoint stores.
 """
 from __future__ import annotations
 
@@ -18,45 +27,68 @@ PARALLEL_MIN = 1 << 18
 
 
 @njit(cache=True)
-def sgd_kernel(p, g, lr):
+def sgd_kernel(p, g, lr, wd):
     for i in range(p.shape[0]):
-        p[i] -= lr * g[i]
+        p[i] -= lr * (g[i] + wd * p[i])
 
 
 @njit(cache=True)
-def momentum_kernel(p, g, v, lr, mu, nesterov):
+def momentum_kernel(p, g, v, lr, mu, nesterov, wd):
     for i in range(p.shape[0]):
-        vi = mu * v[i] + g[i]
+        gi = g[i] + wd * p[i]
+        vi = mu * v[i] + gi
         v[i] = vi
         if nesterov:
-            p[i] -= lr * (g[i] + mu * vi)
+            p[i] -= lr * (gi + mu * vi)
         else:
             p[i] -= lr * vi
 
 
 @njit(cache=True)
-def _adam_range(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps, lo, hi):
+def _adam_range(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps, wd, keep, lo, hi):
     for i in range(lo, hi):
-        gi = g[i]
+        pi = p[i] * keep  # keep = 1 - lr * wd_decoupled (AdamW), 1 for Adam
+        gi = g[i] + wd * p[i]
         mi = b1 * m[i] + (1 - b1) * gi
         vi = b2 * v[i] + (1 - b2) * gi * gi
         m[i] = mi
         v[i] = vi
-        p[i] -= step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)
+        p[i] = pi - step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)
 
 
 @njit(cache=True)
-def adam_serial(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps):
-    _adam_range(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps, 0, p.shape[0])
+def adam_serial(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps, wd, keep):
+    _adam_range(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps, wd, keep, 0, p.shape[0])
 
 
 @njit(cache=True, parallel=True)
-def adam_parallel(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps):
+def adam_parallel(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps, wd, keep):
     n = p.shape[0]
-    chunks = 16
+    chunks = 16  # fixed chunking: element-wise, so the result does not depend on the thread count
     step = (n + chunks - 1) // chunks
     for c in prange(chunks):
-        _adam_range(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps, c * step, min(n, (c + 1) * step))
+        _adam_range(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps, wd, keep, c * step,
+                    min(n, (c + 1) * step))
+
+
+@njit(cache=True)
+def rmsprop_kernel(p, g, s, a, b, lr, alpha, eps, mu, wd, centered):
+    for i in range(p.shape[0]):
+        gi = g[i] + wd * p[i]
+        si = alpha * s[i] + (1 - alpha) * gi * gi
+        s[i] = si
+        if centered:
+            ai = alpha * a[i] + (1 - alpha) * gi
+            a[i] = ai
+            d = math.sqrt(si - ai * ai) + eps
+        else:
+            d = math.sqrt(si) + eps
+        if mu > 0:
+            bi = mu * b[i] + gi / d
+            b[i] = bi
+            p[i] -= lr * bi
+        else:
+            p[i] -= lr * gi / d
 
 
 @njit(cache=True)
@@ -73,8 +105,19 @@ def clip_by_global_norm(g, max_norm):
     return norm
 
 
+@njit(cache=True)
+def sum_of_squares(g):
+    """sum(g^2) in float64: NaN/Inf if any gradient entry is (the per-step divergence check)."""
+    s = 0.0
+    for i in range(g.shape[0]):
+        s += g[i] * g[i]
+    return s
+
+
 class Optimizer:
     """Base: holds the flat parameter/gradient buffers and the per-parameter state arrays."""
+
+    state_names: tuple[str, ...] = ()
 
     def __init__(self, params: np.ndarray, grads: np.ndarray, **hyper: Any):
         self.p, self.g = params, grads
@@ -93,35 +136,43 @@ class Optimizer:
         raise NotImplementedError
 
     def state(self) -> dict[str, np.ndarray]:
-        """Arrays to checkpoint (besides ``t``)."""
-        return {}
+        """Arrays to checkpoint (besides ``t`` and ``lr``)."""
+        return {k: getattr(self, k) for k in self.state_names if getattr(self, k) is not None}
 
     def load_state(self, state: dict[str, np.ndarray], t: int) -> None:
-        for k, v in state.items():
-            getattr(self, k)[...] = v
+        """Restore arrays saved by :meth:`state` (copied into the existing buffers) and the step count."""
+        for k in self.state_names:
+            buf = getattr(self, k)
+            if buf is not None:
+                if k not in state or state[k].shape != buf.shape:
+                    raise ValueError(f"optimizer state {k!r} missing or of the wrong shape")
+                buf[...] = state[k]
         self.t = t
 
 
 class SGD(Optimizer):
-    def __init__(self, params, grads, lr=0.01, momentum=0.0, nesterov=False):
-        super().__init__(params, grads, lr=lr, momentum=momentum, nesterov=nesterov)
+    state_names = ("velocity",)
+
+    def __init__(self, params, grads, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(params, grads, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
         self.velocity = np.zeros_like(params) if momentum > 0 else None
 
     def step(self) -> None:
         h = self.hyper
         if self.velocity is None:
-            sgd_kernel(self.p, self.g, h["lr"])
+            sgd_kernel(self.p, self.g, h["lr"], h["weight_decay"])
         else:
-            momentum_kernel(self.p, self.g, self.velocity, h["lr"], h["momentum"], h["nesterov"])
+            momentum_kernel(self.p, self.g, self.velocity, h["lr"], h["momentum"], h["nesterov"],
+                            h["weight_decay"])
         self.t += 1
-
-    def state(self):
-        return {} if self.velocity is None else {"velocity": self.velocity}
 
 
 class Adam(Optimizer):
-    def __init__(self, params, grads, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8):
-        super().__init__(params, grads, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
+    state_names = ("m", "v")
+    decoupled = False
+
+    def __init__(self, params, grads, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        super().__init__(params, grads, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
         self.m = np.zeros_like(params)
         self.v = np.zeros_like(params)
         self._kernel = adam_parallel if params.size >= PARALLEL_MIN else adam_serial
@@ -131,14 +182,43 @@ class Adam(Optimizer):
         self.t += 1
         bc1 = 1 - h["beta1"] ** self.t
         bc2 = 1 - h["beta2"] ** self.t
+        wd = h["weight_decay"]
+        l2, keep = (0.0, 1.0 - h["lr"] * wd) if self.decoupled else (wd, 1.0)
         self._kernel(self.p, self.g, self.m, self.v, h["lr"] / bc1, h["beta1"], h["beta2"],
-                     1.0 / math.sqrt(bc2), h["eps"])
-
-    def state(self):
-        return {"m": self.m, "v": self.v}
+                     1.0 / math.sqrt(bc2), h["eps"], l2, keep)
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): p *= 1 - lr wd, then the Adam step."""
+
+    decoupled = True
+
+    def __init__(self, params, grads, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
+        super().__init__(params, grads, lr, beta1, beta2, eps, weight_decay)
+
+
+class RMSprop(Optimizer):
+    state_names = ("square_avg", "grad_avg", "momentum_buffer")
+
+    def __init__(self, params, grads, lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, centered=False,
+                 weight_decay=0.0):
+        super().__init__(params, grads, lr=lr, alpha=alpha, eps=eps, momentum=momentum, centered=centered,
+                         weight_decay=weight_decay)
+        self.square_avg = np.zeros_like(params)
+        self.grad_avg = np.zeros_like(params) if centered else None
+        self.momentum_buffer = np.zeros_like(params) if momentum > 0 else None
+        self._empty = np.zeros(0, params.dtype)
+
+    def step(self) -> None:
+        h = self.hyper
+        a = self.grad_avg if self.grad_avg is not None else self._empty
+        b = self.momentum_buffer if self.momentum_buffer is not None else self._empty
+        rmsprop_kernel(self.p, self.g, self.square_avg, a, b, h["lr"], h["alpha"], h["eps"], h["momentum"],
+                       h["weight_decay"], h["centered"])
+        self.t += 1
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
 
 
 def make_optimizer(kind: str, hyper: dict[str, Any], params: np.ndarray, grads: np.ndarray) -> Optimizer:

@@ -1,24 +1,35 @@
 """The training loop: mini-batches, fused loss, backward, optimizer step, metrics, history.
 
 The epoch loop stays in Python; every step is a fixed sequence of bound Numba/BLAS calls with no
-allocation (batches are gathered into preallocated buffers with ``np.take(..., out=)``).
-With ``shuffle=False`` and ``validation_split=0`` batches are taken in file order, so a run is
-exactly reproducible by anyone.
+allocation (batches are gathered into preallocated buffers with ``np.take(..., out=)``). Per step
+the loop does nothing else but a finite check of the gradient (one pass, or the clipping norm), a
+signal-flag test and a counter test for progress reports; schedules, validation, callbacks and
+checkpoints run between epochs.
+
+Exact resume: the whole state of a run is the flat parameter buffer, the optimizer's arrays and
+step count, the shuffling generator's state *at the start of the current epoch*, the epoch and
+batch counters, the epoch's running sums, the schedule's and callbacks' state and the history
+(:meth:`Trainer.checkpoint`). A SIGINT/SIGTERM lets the current step finish and checkpoints at
+that step boundary; resuming redraws the same permutation from the saved generator state, skips the
+finished batches and continues, so the final weights equal an uninterrupted run's bit for bit.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
 import numpy as np
 from numba import njit
 
 from ..backend.program import Program
-from ..errors import DataError, TrainingDiverged
+from ..errors import DataError, TrainingDiverged, TrainingInterrupted
 from ..ops.losses import LossDef
-from .optimizers import Optimizer, clip_by_global_norm
+from .callbacks import Callback
+from .metrics import RunningMetric
+from .optimizers import Optimizer, clip_by_global_norm, sum_of_squares
+from .schedules import Schedule
 
 
 @njit(cache=True)
@@ -84,6 +95,27 @@ class EpochRecord:
     lr: float
     seconds: float
     samples_per_s: float
+    extras: dict[str, float | None] = field(default_factory=dict)  # val_top_k_accuracy, val_mae ...
+    elapsed: float = 0.0  # training wall time since the run began (summed over resumes)
+    metric_name: str | None = None
+
+    def values(self) -> dict[str, Any]:
+        """The row as history columns: epoch, loss, accuracy, val_loss, val_accuracy, ..., lr, time."""
+        d: dict[str, Any] = {"epoch": self.epoch, "loss": self.loss}
+        if self.metric_name and self.metric is not None:
+            d[self.metric_name] = self.metric
+        if self.val_loss is not None:
+            d["val_loss"] = self.val_loss
+        if self.metric_name and self.val_metric is not None:
+            d["val_" + self.metric_name] = self.val_metric
+        d.update(self.extras)
+        d.update(lr=self.lr, seconds=self.seconds, samples_per_s=self.samples_per_s, elapsed=self.elapsed)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EpochRecord":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass
@@ -95,6 +127,10 @@ class History:
 
     def as_dicts(self) -> list[dict[str, Any]]:
         return [asdict(r) for r in self.records]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Each epoch as its history columns (see :meth:`EpochRecord.values`)."""
+        return [r.values() for r in self.records]
 
     @property
     def last(self) -> EpochRecord:
@@ -109,16 +145,34 @@ def take_rows(feeds: Feeds, idx: np.ndarray) -> Feeds:
 
 
 class Trainer:
-    """Runs mini-batch training of a Program with a loss and an optimizer."""
+    """Runs mini-batch training of a Program with a loss and an optimizer; holds the run's state
+    (counters, generator, history, schedule, callbacks) so it can be checkpointed and resumed."""
 
     def __init__(self, program: Program, loss: LossDef, fused: bool, optimizer: Optimizer,
-                 clip_norm: float | None = None):
+                 clip_norm: float | None = None, check_finite: bool = True):
         self.program = program
         self.clip_norm = clip_norm
+        self.check_finite = check_finite
         self.loss = loss
         self.fused = fused
         self.optimizer = optimizer
         self._targets: dict[int, np.ndarray] = {}
+        self.callbacks: list[Callback] = []
+        self.schedule = Schedule(optimizer.lr)
+        self.stop_training = False  # set by callbacks (early stopping)
+        self.stop_signal: str | None = None  # set asynchronously by a signal handler
+        self.reset(0)
+
+    def reset(self, seed: int) -> None:
+        """Start a new run: counters at zero, shuffling generator seeded, empty history."""
+        self.rng = np.random.default_rng(seed)
+        self.epoch_rng_state: dict[str, Any] = self.rng.bit_generator.state
+        self.epoch = 0  # completed epochs
+        self.batch = 0  # completed batches of the current epoch (non-zero only after an interrupt)
+        self.partial = (0.0, 0, 0, 0.0)  # loss sum, correct, counted, seconds of the current epoch
+        self.elapsed = 0.0
+        self.history = History(self.loss.metric)
+        self.stop_training = False
 
     def _target_buffer(self, y: np.ndarray, batch: int) -> np.ndarray:
         buf = self._targets.get(batch)
@@ -128,7 +182,8 @@ class Trainer:
         return buf
 
     def step(self, x: Feeds, y: np.ndarray, idx: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        """One training step on rows ``idx``: returns (loss, outputs, targets) of the batch."""
+        """One training step on rows ``idx``: returns (loss, outputs, targets) of the batch.
+        Raises TrainingDiverged (parameters untouched) if the loss or the gradient is not finite."""
         plan = self.program.plan(len(idx))
         for name, buf in plan.inputs.items():
             np.take(x[name], idx, axis=0, out=buf)
@@ -137,19 +192,49 @@ class Trainer:
         out = plan.forward()
         value = self.loss.compute(out, t, plan.output_grad, self.fused)
         if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"training diverged: the loss became {value} at step {self.optimizer.t + 1}; "
-                "lower the learning rate or check the data for NaN/Inf")
+            raise TrainingDiverged(f"the loss became {value} at step {self.optimizer.t + 1}; first "
+                                   f"non-finite output: {self._blame_forward(plan)}")
         plan.backward()
+        g = self.program.params.grad_flat
         if self.clip_norm is not None:
-            clip_by_global_norm(self.program.params.grad_flat, self.clip_norm)
+            norm = clip_by_global_norm(g, self.clip_norm)
+        elif self.check_finite:
+            norm = sum_of_squares(g)
+        else:
+            norm = 0.0
+        if not math.isfinite(norm):
+            raise TrainingDiverged(f"the gradient became non-finite at step {self.optimizer.t + 1}; first in "
+                                   f"backpropagation: {self._blame_gradient()}")
         self.optimizer.step()
         return value, out, t
 
+    def _blame_forward(self, plan) -> str:
+        for node in self.program.graph.nodes:
+            if not np.all(np.isfinite(plan.values[node.output])):
+                return f"layer {node.layer or node.name!r}"
+        return "the loss itself"
+
+    def _blame_gradient(self) -> str:
+        grads = self.program.params.grads
+        for node in reversed(self.program.graph.nodes):  # backward order: the first to blow up
+            for p in node.params:
+                bad = ~np.isfinite(grads[p])
+                if bad.any():
+                    kind = "NaN" if np.isnan(grads[p]).any() else "Inf"
+                    return f"layer {node.layer or node.name!r} ({kind} in the gradient of {p})"
+        return "no single parameter (the global norm overflowed)"
+
     def evaluate(self, x: Feeds, y: np.ndarray, batch_size: int = 512) -> tuple[float, float | None]:
         """Mean loss and metric over a dataset (no parameter change)."""
+        r = self.evaluate_metrics(x, y, batch_size)
+        return r["loss"], r.get("metric")
+
+    def evaluate_metrics(self, x: Feeds, y: np.ndarray, batch_size: int = 512, extras: tuple[str, ...] = (),
+                         top_k: int = 5) -> dict[str, float | None]:
+        """Mean loss, the loss's metric (key 'metric') and the named extra metrics over a dataset."""
         n = len(y)
         total, correct, count = 0.0, 0, 0
+        running = [RunningMetric(name, top_k) for name in extras]
         for start in range(0, n, batch_size):
             idx = np.arange(start, min(n, start + batch_size))
             plan = self.program.plan(len(idx))
@@ -161,35 +246,150 @@ class Trainer:
             total += self.loss.compute(out, t, plan.output_grad, self.fused) * len(idx)
             c, m = count_correct(self.loss, out, t, self.fused)
             correct, count = correct + c, count + m
-        return total / max(n, 1), (correct / count if count else None)
+            for r in running:
+                r.update(out, t)
+        res: dict[str, float | None] = {"loss": total / max(n, 1), "metric": correct / count if count else None}
+        res.update({r.name: r.value() for r in running})
+        return res
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def _emit(self, event: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, event)(self, *args)
 
     def fit(self, x: Feeds, y: np.ndarray, *, epochs: int, batch_size: int, shuffle: bool, seed: int,
             validation: tuple[Feeds, np.ndarray] | None = None,
-            on_epoch: Callable[[EpochRecord], None] | None = None) -> History:
-        """Train for ``epochs`` passes; ``on_epoch`` is called with each finished epoch's record."""
+            on_epoch: Callable[[EpochRecord], None] | None = None, callbacks: list[Callback] | tuple = (),
+            schedule: Schedule | None = None, extras: tuple[str, ...] = (), top_k: int = 5,
+            resume: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None) -> History:
+        """Train until ``epochs`` epochs are complete (counting those of a resumed run) or a callback
+        sets ``stop_training``. ``on_epoch`` is called with each finished epoch's record.
+
+        ``resume`` is a checkpoint from :meth:`checkpoint`; without it the run starts afresh with
+        generator ``seed``. Raises TrainingInterrupted after ``on_interrupt`` if a signal handler set
+        ``stop_signal``, TrainingDiverged after ``on_diverged`` on NaN/Inf."""
         n = len(y)
         if n == 0:
             raise DataError("no training samples")
-        rng = np.random.default_rng(seed)
-        history = History(self.loss.metric)
-        for epoch in range(1, epochs + 1):
-            t0 = time.perf_counter()
-            order = rng.permutation(n) if shuffle else np.arange(n)
-            total, correct, count = 0.0, 0, 0
-            for start in range(0, n, batch_size):
-                idx = order[start:start + batch_size]
-                value, out, t = self.step(x, y, idx)
-                total += value * len(idx)
-                if self.loss.metric:
-                    c, m = count_correct(self.loss, out, t, self.fused)
-                    correct, count = correct + c, count + m
-            seconds = time.perf_counter() - t0
-            val_loss = val_metric = None
-            if validation is not None and len(validation[1]):
-                val_loss, val_metric = self.evaluate(*validation)
-            rec = EpochRecord(epoch, total / n, (correct / count if count else None), val_loss, val_metric,
-                              self.optimizer.lr, seconds, n / seconds if seconds > 0 else float("inf"))
-            history.records.append(rec)
+        self.callbacks = list(callbacks)
+        self.schedule = schedule if schedule is not None else Schedule(self.optimizer.lr)
+        if resume is None:
+            self.reset(seed)
+        else:
+            self.load_checkpoint(*resume)
+        self.stop_training = False
+        self._emit("on_train_begin")
+        while self.epoch < epochs and not self.stop_training:
+            rec = self._epoch(x, y, n, batch_size, shuffle, validation, extras, top_k)
             if on_epoch is not None:
                 on_epoch(rec)
-        return history
+            self._emit("on_epoch_end", rec)
+        self._emit("on_train_end")
+        return self.history
+
+    def _epoch(self, x: Feeds, y: np.ndarray, n: int, batch_size: int, shuffle: bool,
+               validation: tuple[Feeds, np.ndarray] | None, extras: tuple[str, ...], top_k: int) -> EpochRecord:
+        e = self.epoch
+        self.optimizer.lr = self.schedule.lr_at(e)
+        self.epoch_rng_state = self.rng.bit_generator.state
+        order = self.rng.permutation(n) if shuffle else np.arange(n)
+        if self.batch == 0:
+            self.partial = (0.0, 0, 0, 0.0)
+        self._emit("on_epoch_begin", e)
+        total, correct, count, before = self.partial
+        nb = -(-n // batch_size)
+        reporters = [cb for cb in self.callbacks if cb.wants_progress]
+        next_tick, stride, last_t, last_b = (self.batch + 1 if reporters else -1), 1, 0.0, self.batch
+        metric = self.loss.metric
+        t0 = time.perf_counter() - before
+        b = self.batch
+        try:
+            for b in range(self.batch, nb):
+                idx = order[b * batch_size:(b + 1) * batch_size]
+                value, out, t = self.step(x, y, idx)
+                total += value * len(idx)
+                if metric:
+                    c, m = count_correct(self.loss, out, t, self.fused)
+                    correct, count = correct + c, count + m
+                if self.stop_signal is not None:
+                    self._interrupted(b + 1, nb, (total, correct, count, time.perf_counter() - t0))
+                if b + 1 == next_tick:  # progress: adapt the stride to ~10 reports a second
+                    now = time.perf_counter()
+                    done = min(n, (b + 1) * batch_size)
+                    for cb in reporters:
+                        cb.on_progress(self, e, b + 1, nb, total / done, correct / count if count else None)
+                    if now > last_t and last_t > 0:
+                        stride = max(1, int(0.1 * (b + 1 - last_b) / (now - last_t)))
+                    last_t, last_b, next_tick = now, b + 1, b + 1 + stride
+        except TrainingDiverged as err:
+            err.args = (f"training diverged in epoch {e + 1}, batch {b + 1}/{nb}: {err.args[0]}; the "
+                        "weights are those before this step (lower the learning rate, set train.clip_norm, "
+                        "or check the data)",)
+            self._emit("on_diverged", err)
+            raise
+        seconds = time.perf_counter() - t0
+        val: dict[str, float | None] = {}
+        if validation is not None and len(validation[1]):
+            val = self.evaluate_metrics(*validation, extras=extras, top_k=top_k)
+        self.elapsed += seconds  # the whole epoch, including time before an interrupt
+        self.epoch, self.batch = e + 1, 0
+        rec = EpochRecord(e + 1, total / n, (correct / count if count else None), val.get("loss"),
+                          val.get("metric"), self.optimizer.lr, seconds, n / seconds if seconds > 0 else 0.0,
+                          {f"val_{k}": val.get(k) for k in extras if val}, self.elapsed, metric)
+        self.history.records.append(rec)
+        self.schedule.observe(rec.values(), e)
+        return rec
+
+    def _interrupted(self, batch: int, batches: int, partial: tuple[float, int, int, float]) -> None:
+        """Record the step-boundary state, let callbacks save it, raise TrainingInterrupted."""
+        self.batch, self.partial = batch, partial
+        sig = self.stop_signal or "SIGINT"
+        self._emit("on_interrupt", sig)
+        raise TrainingInterrupted(f"interrupted by {sig} in epoch {self.epoch + 1}, after batch "
+                                  f"{batch}/{batches} (step {self.optimizer.t})",
+                                  143 if sig == "SIGTERM" else 130)
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def checkpoint(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The run's complete state: arrays (params, optimizer, callbacks) and JSON metadata."""
+        arrays = {"params": self.program.params.flat}
+        arrays.update({f"optimizer.{k}": v for k, v in self.optimizer.state().items()})
+        meta: dict[str, Any] = {
+            "epoch": self.epoch, "batch": self.batch, "step": self.optimizer.t, "lr": self.optimizer.lr,
+            "rng_state": self.epoch_rng_state if self.batch else self.rng.bit_generator.state,
+            "partial": list(self.partial), "elapsed": self.elapsed, "schedule": self.schedule.state(),
+            "history": self.history.as_dicts(), "callbacks": {},
+        }
+        for cb in self.callbacks:
+            if cb.key:
+                meta["callbacks"][cb.key] = cb.state()
+                arrays.update({f"{cb.key}.{k}": v for k, v in cb.arrays().items()})
+        return arrays, meta
+
+    def load_checkpoint(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Restore a state from :meth:`checkpoint` (callbacks must already be set)."""
+        flat = self.program.params.flat
+        if arrays["params"].shape != flat.shape or arrays["params"].dtype != flat.dtype:
+            raise DataError(f"checkpoint parameters have shape {arrays['params'].shape} "
+                            f"{arrays['params'].dtype}, this model {flat.shape} {flat.dtype}")
+        flat[...] = arrays["params"]
+        try:
+            self.optimizer.load_state({k[len("optimizer."):]: v for k, v in arrays.items()
+                                       if k.startswith("optimizer.")}, meta["step"])
+        except ValueError as e:
+            raise DataError(f"checkpoint does not fit this optimizer: {e}") from None
+        self.optimizer.lr = meta["lr"]
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = meta["rng_state"]
+        self.epoch_rng_state = meta["rng_state"]
+        self.epoch, self.batch = meta["epoch"], meta["batch"]
+        total, correct, count, seconds = meta["partial"]
+        self.partial = (total, int(correct), int(count), seconds)
+        self.elapsed = meta["elapsed"]
+        self.schedule.load_state(meta["schedule"])
+        self.history = History(self.loss.metric, [EpochRecord.from_dict(d) for d in meta["history"]])
+        for cb in self.callbacks:
+            if cb.key and cb.key in meta["callbacks"]:
+                prefix = cb.key + "."
+                cb.load_state(meta["callbacks"][cb.key],
+                              {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
