@@ -199,7 +199,7 @@ def parse_spec(d: Any) -> Spec:
     layers = _parse_layers(d["layers"], [k for k, _ in inputs])
 
     loss = d.get("loss", "mse")
-    if loss not in T.LOSSES:
+    if not isinstance(loss, str) or loss not in T.LOSSES:
         raise SpecError("loss", f"expected one of {', '.join(T.LOSSES)}, got {show(loss)}")
 
     optimizer = _parse_optimizer(d.get("optimizer", {"type": "sgd"}))
@@ -234,7 +234,7 @@ def _parse_layers(raw: Any, input_names: list[str]) -> tuple[Layer, ...]:
         if "type" not in body:
             raise SpecError(f"{path}.type", "required, missing")
         typ = body["type"]
-        if typ not in T.LAYERS:
+        if not isinstance(typ, str) or typ not in T.LAYERS:
             raise SpecError(f"{path}.type", f"unknown layer type {show(typ)} (known: {', '.join(sorted(T.LAYERS))})")
         schema = T.LAYERS[typ]
         attrs = check_section(schema.fields, body, path, f"a {typ} layer", skip=T.COMMON_LAYER_KEYS)
@@ -268,7 +268,7 @@ def _parse_optimizer(raw: Any) -> Optimizer:
     if not isinstance(raw, dict) or "type" not in raw:
         raise SpecError("optimizer", f"expected an object with a \"type\", got {show(raw)}")
     typ = raw["type"]
-    if typ not in T.OPTIMIZERS:
+    if not isinstance(typ, str) or typ not in T.OPTIMIZERS:
         raise SpecError("optimizer.type", f"unknown optimizer {show(typ)} (known: {', '.join(T.OPTIMIZERS)})")
     attrs = check_section(T.OPTIMIZERS[typ], raw, "optimizer", f"the {typ} optimizer", skip=("type",))
     return Optimizer(typ, tuple(attrs.items()))
