@@ -193,9 +193,14 @@ class Model:
             feeds, t = {k: v[:cut] for k, v in feeds.items()}, t[:cut]
         # Overflow inside BLAS would print numpy warnings; divergence is detected and reported
         # by the trainer itself (a non-finite loss stops the run with one clear message).
+        trainer = self.trainer()
+        monitor, schedule, own = self.training_setup(epochs, val is not None)
+        trainer.monitor = monitor
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            return self.trainer().fit(feeds, t, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
-                                      seed=seed, validation=val, on_epoch=on_epoch)
+            return trainer.fit(feeds, t, epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                               validation=val, on_epoch=on_epoch, callbacks=own + list(callbacks),
+                               schedule=schedule, extras=tuple(cfg["metrics"] or ()), top_k=cfg["top_k"],
+                               resume=resume)
 
     def evaluate(self, x: ArrayOrFeeds, y: np.ndarray) -> dict[str, float]:
         """Mean loss and, for classifiers, accuracy on a dataset."""
