@@ -91,7 +91,13 @@ def rmsprop_kernel(p, g, s, a, b, lr, alpha, eps, mu, wd, centered):
             p[i] -= lr * gi / d
 
 
-@njit(cache=True)
+# Reassociation lets LLVM vectorise the reductions (10x faster: ~18 us instead of ~185 us for a
+# 235k-parameter MLP, which was a fifth of a batch-32 step); NaN and Inf still propagate, which is
+# what the divergence check relies on.
+REDUCE_FLAGS = {"reassoc", "contract"}
+
+
+@njit(cache=True, fastmath=REDUCE_FLAGS)
 def clip_by_global_norm(g, max_norm):
     """Scale g in place so that its L2 norm is at most max_norm; returns the norm before clipping."""
     s = 0.0
@@ -105,7 +111,7 @@ def clip_by_global_norm(g, max_norm):
     return norm
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=REDUCE_FLAGS)
 def sum_of_squares(g):
     """sum(g^2) in float64: NaN/Inf if any gradient entry is (the per-step divergence check)."""
     s = 0.0
