@@ -76,27 +76,133 @@ def compile(spec: str, output: str | None, opset: int | None, seed: int | None) 
         click.echo(f"wrote {output}")
 
 
+def _parse_set(items: tuple[str, ...]) -> dict:
+    """KEY=VALUE pairs; VALUE is JSON when it parses (5, 0.1, true, {"type": "cosine"}), else a string."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec", type=click.Path(dir_okay=False), required=False)
 @click.option("--data", "data", default=None, help="Data: a file (.npz/.npy/.csv), a folder, or a built-in name.")
 @click.option("--targets", default=None, type=click.Path(dir_okay=False), help="Targets .npy for a .npy --data file.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="ONNX file to write after training.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override train.epochs.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Override train.epochs (with --resume: extend the run).")
 @click.option("--init", type=click.Path(dir_okay=False), default=None,
               help="Start from the weights of an nngraph-exported ONNX model (fine-tuning).")
 @click.option("--opset", type=int, default=None, help="ONNX opset of the written model (default 17).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final result.")
+@click.option("--run-dir", type=click.Path(file_okay=False), default=None,
+              help="Record the run here: spec, data source, checkpoints, history, best checkpoint.")
+@click.option("--resume", type=click.Path(file_okay=False), default=None,
+              help="Continue the run in this directory exactly where it stopped (no SPEC needed).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override train.batch_size.")
+@click.option("--lr", type=float, default=None, help="Override optimizer.lr.")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Override train.seed.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any train.* / optimizer.* key, e.g. --set train.early_stopping.patience=5.")
+@click.option("--progress", type=click.Choice(["auto", "bar", "lines", "none"]), default="auto", show_default=True,
+              help="auto: a live bar on a terminal, one line per epoch otherwise.")
 @handles_errors
-def train(spec: str, data: str | None, targets: str | None, output: str | None, epochs: int | None,
-          init: str | None, opset: int | None, quiet: bool) -> None:
-    """Train SPEC on its data, print progress and test metrics, write ONNX with -o."""
+def train(spec: str | None, data: str | None, targets: str | None, output: str | None, epochs: int | None,
+          init: str | None, opset: int | None, quiet: bool, run_dir: str | None, resume: str | None,
+          batch_size: int | None, lr: float | None, seed: int | None, sets: tuple[str, ...], progress: str) -> None:
+    """Train SPEC on its data, print progress and test metrics, write ONNX with -o.
+
+    With --run-dir DIR the run is checkpointed every epoch; Ctrl-C (or SIGTERM) saves at the current
+    step and `nngraph train --resume DIR` continues it, bit-identical to an uninterrupted run.
+    """
     from .workflow import train as run_training
 
+    overrides = _parse_set(sets)
+    for key, value in (("train.batch_size", batch_size), ("optimizer.lr", lr), ("train.seed", seed)):
+        if value is not None:
+            overrides[key] = value
+    if quiet:
+        progress = "none"
+    elif progress == "auto":
+        progress = "bar" if sys.stderr.isatty() else "lines"
     log = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
     result = run_training(spec, data=data, targets=targets, output=output, init=init, epochs=epochs,
-                          opset=opset, log=log)
+                          opset=opset, log=log, run_dir=run_dir, resume=resume, overrides=overrides,
+                          progress=progress)
     if quiet and result.test:
         click.echo("test: " + "  ".join(f"{k} {v:.4f}" for k, v in result.test.items()), err=True)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write loss/metric curves to a PNG.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@handles_errors
+def history(run_dir: str, plot: str | None, fmt: str) -> None:
+    """Show the epochs of a run directory (and plot them with --plot, needs matplotlib)."""
+    from .train.plot import format_table, plot_history
+    from .train.rundir import history_csv, open_run
+
+    run = open_run(run_dir)
+    if fmt == "csv":
+        click.echo(history_csv(run.rows), nl=False)
+    elif fmt == "json":
+        click.echo(json.dumps(run.rows, indent=1))
+    else:
+        click.echo(format_table(run))
+    if plot:
+        plot_history(run, plot)
+        click.echo(f"wrote {plot}", err=True)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@click.option("--best", is_flag=True, help="Export the best checkpoint (by the run's monitor) instead of the latest.")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default 17).")
+@handles_errors
+def export(run_dir: str, output: str, best: bool, opset: int | None) -> None:
+    """Export a run directory's latest (or best) checkpoint as ONNX."""
+    from .workflow import run_model
+
+    model, meta = run_model(run_dir, best=best)
+    model.export_onnx(output, opset)
+    what = f"best checkpoint (epoch {meta['epoch']}, {meta['monitor']} {meta['best']:.4f})" if best else \
+        f"checkpoint of epoch {meta['epoch']}" + (f", batch {meta['batch']}" if meta.get("batch") else "")
+    click.echo(f"wrote {output} from the {what}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--data", "data", required=True, help="Data: a file (.npz/.npy/.csv), a folder, or a built-in name.")
+@click.option("--targets", default=None, type=click.Path(dir_okay=False), help="Targets .npy for a .npy --data file.")
+@click.option("--split", type=click.Choice(["auto", "test", "train"]), default="auto", show_default=True,
+              help="auto: the test part if the data has one, else all of it.")
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@handles_errors
+def evaluate(model: str, data: str, targets: str | None, split: str, top_k: int, as_json: bool) -> None:
+    """Run MODEL (ONNX) in onnxruntime on a dataset: loss, accuracy, top-k, MSE/MAE, confusion matrix."""
+    from .train.evaluate import evaluate_onnx
+    from .train.metrics import format_confusion
+
+    res = evaluate_onnx(model, data, targets=targets, split=split, top_k=top_k)
+    if as_json:
+        click.echo(json.dumps(res, indent=1))
+        return
+    click.echo(f"{res['samples']} samples ({res['split']})")
+    for k, v in res.items():
+        if isinstance(v, float):
+            click.echo(f"{k:<16} {v:.6f}")
+    if "confusion_matrix" in res:
+        click.echo("confusion matrix (rows: true class, columns: predicted):")
+        click.echo(format_confusion(res["confusion_matrix"]))
 
 
 @main.command()

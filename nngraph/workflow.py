@@ -1,16 +1,27 @@
-"""The end-to-end job behind ``nngraph train``: spec + data -> trained Model -> ONNX, as one API call."""
+"""The end-to-end jobs behind ``nngraph train/history/export``: spec + data -> trained Model -> ONNX,
+with an optional run directory (checkpoints, exact resume, history) and graceful SIGINT/SIGTERM."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .data import Dataset, load_source
-from .errors import DataError
+from .errors import DataError, SpecError, TrainingDiverged, TrainingInterrupted
 from .model import Model
 from .spec import Spec, load_spec
-from .train.trainer import EpochRecord, History
+from .train import rundir as R
+from .train.callbacks import Callback
+from .train.checkpoint import load_checkpoint, weights
+from .train.progress import LogLines, ProgressBar, format_record
+from .train.trainer import History, Trainer
+
+__all__ = ["train", "load_data", "apply_overrides", "run_model", "TrainResult", "format_record"]
 
 
 def load_data(spec: Spec, source: str | None = None, base_dir: Path | None = None,
@@ -35,33 +46,97 @@ class TrainResult:
     dataset: Dataset
     output: Path | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    run_dir: Path | None = None
 
 
-def format_record(rec: EpochRecord, metric: str | None, epochs: int) -> str:
-    """One progress line for an epoch."""
-    parts = [f"epoch {rec.epoch:>{len(str(epochs))}}/{epochs}", f"loss {rec.loss:.4f}"]
-    if metric and rec.metric is not None:
-        parts.append(f"{metric} {rec.metric:.4f}")
-    if rec.val_loss is not None:
-        parts.append(f"val_loss {rec.val_loss:.4f}")
-    if metric and rec.val_metric is not None:
-        parts.append(f"val_{metric} {rec.val_metric:.4f}")
-    parts.append(f"{rec.samples_per_s:,.0f} samples/s")
-    return "  ".join(parts)
+def apply_overrides(spec: Spec, overrides: dict[str, Any] | None) -> Spec:
+    """The spec with dotted keys set (``train.batch_size``, ``optimizer.lr``,
+    ``train.early_stopping.patience`` ...), re-validated: errors carry the JSON path."""
+    if not overrides:
+        return spec
+    d = spec.to_dict()
+    for key, value in overrides.items():
+        parts = key.split(".")
+        if parts[0] not in ("train", "optimizer", "loss", "data") or (parts[0] == "loss" and len(parts) > 1):
+            raise SpecError(key, "only train.*, optimizer.*, loss and data can be overridden")
+        node = d
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = value
+    return Spec.from_dict(d)
 
 
-def train(spec: Spec | str | Path, *, data: str | None = None, targets: str | None = None,
+@contextlib.contextmanager
+def graceful_signals(trainer: Trainer) -> Iterator[None]:
+    """SIGINT/SIGTERM ask the trainer to stop at the next step boundary (it saves and raises
+    TrainingInterrupted); a second signal abandons the current step (KeyboardInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if trainer.stop_signal is not None:
+            raise KeyboardInterrupt
+        trainer.stop_signal = signal.Signals(signum).name
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        trainer.stop_signal = None
+
+
+def _abs_path(p: str | None) -> str | None:
+    return str(Path(p).resolve()) if p is not None and Path(p).exists() else p
+
+
+def train(spec: Spec | str | Path | None = None, *, data: str | None = None, targets: str | None = None,
           output: str | Path | None = None, init: str | Path | None = None, epochs: int | None = None,
-          opset: int | None = None, log: Callable[[str], None] | None = None) -> TrainResult:
+          opset: int | None = None, log: Callable[[str], None] | None = None, run_dir: str | Path | None = None,
+          resume: str | Path | None = None, overrides: dict[str, Any] | None = None, progress: str = "lines",
+          callbacks: list[Callback] | tuple = ()) -> TrainResult:
     """Train a spec on its data (or ``data``), report test metrics, optionally write ONNX.
 
     ``init`` starts from the weights of an nngraph-exported ONNX model of the same architecture.
+    ``run_dir`` records the run (spec, data source, checkpoints, history, best checkpoint);
+    ``resume`` continues a run directory exactly where its last checkpoint left it (``epochs`` may
+    extend it). ``overrides`` sets dotted spec keys. ``progress``: "bar", "lines" or "none".
     """
-    base_dir = None
-    if not isinstance(spec, Spec):
-        base_dir = Path(spec).resolve().parent
-        spec = load_spec(spec)
     log = log or (lambda s: print(s, file=sys.stderr))
+    ckpt = None
+    if resume is not None:
+        if spec is not None or init is not None or data is not None or targets is not None or overrides:
+            raise SpecError("", "--resume continues a run as recorded; give only the run directory "
+                            "(and optionally --epochs, -o, --opset)")
+        run = R.open_run(resume)
+        run_path = run.path
+        spec = Spec.from_json(run.spec_json)
+        info = run.info
+        base_dir = Path(info["base_dir"]) if info.get("base_dir") else None
+        data, targets = info.get("data"), info.get("targets")
+        ckpt = run.checkpoint
+        if ckpt is not None and ckpt[1].get("finished") and epochs is None:
+            epochs = ckpt[1]["epoch"]  # a finished run (maybe stopped early) stays finished
+            log(f"{run_path}: the run is already finished ({epochs} epochs); give --epochs to extend it")
+        if epochs is not None and epochs != spec.train.epochs:
+            spec = dataclasses.replace(spec, train=spec.train.replace(epochs=epochs))
+            R.atomic_write_text(run_path / R.SPEC, spec.to_json())
+    else:
+        if spec is None:
+            raise SpecError("", "give a SPEC file (or --resume RUN_DIR)")
+        base_dir, spec_file = None, None
+        if not isinstance(spec, Spec):
+            spec_file = str(Path(spec).resolve())
+            base_dir = Path(spec).resolve().parent
+            spec = load_spec(spec)
+        spec = apply_overrides(spec, overrides)
+        run_path = Path(run_dir) if run_dir is not None else None
+        if epochs is not None and run_path is not None:  # spec.json records the spec as used
+            spec = dataclasses.replace(spec, train=spec.train.replace(epochs=epochs))
     ds = load_data(spec, data, base_dir, targets)
     model = Model.compile(spec)
     if init is not None:
@@ -69,14 +144,52 @@ def train(spec: Spec | str | Path, *, data: str | None = None, targets: str | No
         model.load_weights(src.params.as_dict(copy=False), source=str(init))
         log(f"initial weights from {init}")
     n_epochs = spec.train.epochs if epochs is None else epochs
-    metric = model.loss.metric
-    every = max(1, n_epochs // 20)  # at most ~20 progress lines however long the run
-
-    def on_epoch(rec: EpochRecord) -> None:
-        if rec.epoch == 1 or rec.epoch % every == 0 or rec.epoch == n_epochs:
-            log(format_record(rec, metric, n_epochs))
-
-    history = model.fit(ds.x, ds.y, epochs=n_epochs, on_epoch=on_epoch)
+    if run_path is not None:
+        digest = R.data_sha256(ds.x, ds.y)
+        if resume is None:
+            R.create_run(run_path, spec.to_json(), {
+                "format": 1, "status": "created", "spec_file": spec_file,
+                "data": _abs_path(data), "targets": _abs_path(targets),
+                "base_dir": str(base_dir) if base_dir else None, "data_sha256": digest,
+                "samples": int(len(ds.y)), "data_meta": ds.meta, "init": _abs_path(str(init)) if init else None,
+                "argv": sys.argv[1:]})
+        elif info.get("data_sha256") != digest:
+            raise DataError(f"{run_path}: the training data changed since the run started (SHA-256 "
+                            f"{digest[:12]}... vs {str(info.get('data_sha256'))[:12]}...); an exact resume "
+                            "needs the same data")
+    cbs: list[Callback] = []
+    if progress == "bar":
+        cbs.append(ProgressBar(n_epochs, len(ds.y), spec.train.batch_size))
+    elif progress == "lines":
+        cbs.append(LogLines(n_epochs, log))
+    cbs += list(callbacks)
+    trainer = model.trainer()
+    if run_path is not None:
+        has_val = spec.train.validation_split > 0
+        monitor = model.training_setup(n_epochs, has_val)[0]
+        cbs.append(R.RunDirCallback(run_path, monitor, n_epochs, spec.train.checkpoint_every))
+        if ckpt is not None:
+            e, b = ckpt[1]["epoch"], ckpt[1]["batch"]
+            log(f"resuming {run_path} at epoch {e + 1}" + (f", batch {b + 1}" if b else "")
+                + f" (step {ckpt[1]['step']})")
+    where = f"{run_path / R.CHECKPOINT}" if run_path is not None else None
+    try:
+        with graceful_signals(trainer) if run_path is not None else contextlib.nullcontext():
+            history = model.fit(ds.x, ds.y, epochs=n_epochs, callbacks=cbs, resume=ckpt)
+    except TrainingInterrupted as e:
+        raise TrainingInterrupted(f"{e}; saved {where}; continue with: nngraph train --resume {run_path}",
+                                  e.exit_code) from None
+    except TrainingDiverged as e:
+        if where is None:
+            raise
+        raise TrainingDiverged(f"{e}; the last good checkpoint is kept: {where} (epoch "
+                               f"{_saved_epoch(run_path)})") from None
+    except KeyboardInterrupt:
+        if where is None:
+            raise
+        raise TrainingInterrupted(f"abandoned the current step on a second signal; the last complete "
+                                  f"checkpoint is kept: {where} (epoch {_saved_epoch(run_path)}); continue "
+                                  f"with: nngraph train --resume {run_path}", 130) from None
     test = None
     if ds.x_test is not None:
         test = model.evaluate(ds.x_test, ds.y_test)
@@ -84,7 +197,33 @@ def train(spec: Spec | str | Path, *, data: str | None = None, targets: str | No
     model.metadata.update({k: v for k, v in ds.meta.items()})
     if test is not None:
         model.metadata["test_metrics"] = {k: round(v, 6) for k, v in test.items()}
+        if run_path is not None:
+            R.update_run_info(run_path, test_metrics=model.metadata["test_metrics"])
     written = model.export_onnx(output, opset) if output is not None else None
     if written is not None:
         log(f"wrote {written}")
-    return TrainResult(model, history, test, ds, written)
+    return TrainResult(model, history, test, ds, written, run_dir=run_path)
+
+
+def _saved_epoch(path: Path) -> Any:
+    try:
+        return load_checkpoint(path / R.CHECKPOINT)[1]["epoch"]
+    except DataError:
+        return "none"
+
+
+def run_model(path: str | Path, best: bool = False) -> tuple[Model, dict[str, Any]]:
+    """The model of a run directory with the weights of its latest (or best) checkpoint, and that
+    checkpoint's metadata. Dataset metadata and test metrics recorded by the run are attached."""
+    run = R.open_run(path)
+    if run.checkpoint is None and not best:
+        raise DataError(f"{run.path}: no checkpoint yet")
+    arrays, meta = run.best() if best else run.checkpoint
+    model = Model.compile(Spec.from_json(run.spec_json))
+    model.load_weights(weights(arrays, meta), source=str(run.path / (R.BEST if best else R.CHECKPOINT)))
+    model.metadata.update(run.info.get("data_meta") or {})
+    if run.info.get("test_metrics") and not best:
+        model.metadata["test_metrics"] = run.info["test_metrics"]
+    model.metadata["checkpoint"] = {"epoch": meta["epoch"], "step": meta["step"],
+                                    **({"best": meta["best"], "monitor": meta["monitor"]} if best else {})}
+    return model, meta

@@ -1,0 +1,81 @@
+"""Checkpoint files: one ``.npz`` (no pickle) holding the run's arrays and its JSON metadata.
+
+Arrays: ``params`` (the flat parameter buffer, so a checkpoint of any network is one array),
+``optimizer.<name>`` (moments, velocities), ``<callback>.<name>`` (e.g. early stopping's best
+weights). Metadata (``meta.json``, stored as a uint8 array): counters, learning rate, the shuffling
+generator's state, schedule/callback state, the history, and a description of the parameter layout
+so a checkpoint can be checked against a model before loading.
+Files are written atomically (temporary file, fsync, rename): a kill leaves the old file or the new.
+"""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from ..fileio import atomic_write_bytes
+
+FORMAT = 1
+
+
+def layout(params: Any) -> list[list[Any]]:
+    """[name, shape] of each parameter, in buffer order (ParamStore)."""
+    return [[name, list(info.shape)] for name, info in params.infos.items()]
+
+
+def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
+    """Write arrays + metadata as one .npz, atomically."""
+    meta = {"format": FORMAT, **meta}
+    text = json.dumps(meta, default=_plain).encode("utf-8")
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in arrays.items()},
+             **{"meta.json": np.frombuffer(text, np.uint8)})
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a checkpoint: (arrays, metadata). Raises DataError naming the file if it is unreadable."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: checkpoint not found")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{p}: not a readable checkpoint ({e})") from None
+    raw = arrays.pop("meta.json", None)
+    if raw is None or "params" not in arrays:
+        raise DataError(f"{p}: not an nngraph checkpoint (no params/meta.json)")
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{p}: corrupt checkpoint metadata ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise DataError(f"{p}: checkpoint format {meta.get('format')!r}, this nngraph reads {FORMAT}")
+    return arrays, meta
+
+
+def weights(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The named parameter arrays of a checkpoint (views into its flat buffer)."""
+    out, offset = {}, 0
+    flat = arrays["params"]
+    from ..backend.params import ALIGN
+
+    for name, shape in meta["layout"]:
+        size = int(np.prod(shape)) if shape else 1
+        out[name] = flat[offset:offset + size].reshape(shape)
+        offset += -(-size // ALIGN) * ALIGN
+    return out

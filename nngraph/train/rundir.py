@@ -1,0 +1,215 @@
+"""Run directories: everything needed to watch, resume, compare and export a training run.
+
+    DIR/spec.json        the spec as used (command-line overrides applied), canonical JSON
+    DIR/run.json         where the data came from (+ SHA-256 of the training arrays), status, command
+    DIR/checkpoint.npz   the latest checkpoint: weights, optimizer, generator, counters, history
+    DIR/best.npz         the weights of the best epoch by ``train.monitor`` (a full checkpoint)
+    DIR/history.csv      a header, then one row per finished epoch (written as each epoch ends)
+    DIR/history.json     the same rows as JSON, with the monitor and the best epoch
+
+Every file is written atomically, and the directory itself is created complete (built under a
+temporary name, then renamed), so a crash or SIGKILL at any moment leaves either no directory or
+one that :func:`open_run` loads.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import DataError
+from ..fileio import atomic_write_text
+from .callbacks import Callback
+from .checkpoint import layout, load_checkpoint, save_checkpoint
+from .schedules import better, monitor_mode
+
+if TYPE_CHECKING:
+    from .trainer import EpochRecord, Trainer
+
+SPEC, RUN, CHECKPOINT, BEST = "spec.json", "run.json", "checkpoint.npz", "best.npz"
+HISTORY_CSV, HISTORY_JSON = "history.csv", "history.json"
+COLUMNS_FIRST = ("epoch", "loss")
+COLUMNS_LAST = ("lr", "seconds", "samples_per_s", "elapsed")
+
+
+def data_sha256(x: Any, y: np.ndarray) -> str:
+    """Fingerprint of the training arrays (inputs by name, then targets)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    feeds = x if isinstance(x, dict) else {"x": x}
+    for name in sorted(feeds):
+        a = np.ascontiguousarray(feeds[name])
+        h.update(f"{name}{a.dtype}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    a = np.ascontiguousarray(y)
+    h.update(f"y{a.dtype}{a.shape}".encode())
+    h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def create_run(path: str | Path, spec_json: str, run_info: dict[str, Any]) -> Path:
+    """Create DIR with spec.json and run.json, atomically (temporary folder + rename)."""
+    d = Path(path)
+    if d.exists() and (not d.is_dir() or any(d.iterdir())):
+        raise DataError(f"{d}: run directory already exists and is not empty; continue it with "
+                        f"--resume {d}, or choose another --run-dir")
+    tmp = d.with_name(f".{d.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    atomic_write_text(tmp / SPEC, spec_json)
+    atomic_write_text(tmp / RUN, json.dumps(run_info, indent=2) + "\n")
+    if d.exists():
+        d.rmdir()
+    os.replace(tmp, d)
+    return d
+
+
+def update_run_info(path: Path, **changes: Any) -> dict[str, Any]:
+    """Rewrite run.json with some keys changed (atomically)."""
+    info = read_json(path / RUN)
+    info.update(changes)
+    atomic_write_text(path / RUN, json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (is {path.parent} a run directory?)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: unreadable ({e})") from None
+
+
+@dataclass
+class Run:
+    """A run directory read back: spec text, run info, latest checkpoint (None before the first)
+    and the history rows as written."""
+
+    path: Path
+    spec_json: str
+    info: dict[str, Any]
+    checkpoint: tuple[dict[str, np.ndarray], dict[str, Any]] | None
+    rows: list[dict[str, Any]]
+
+    def best(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The best checkpoint (by the run's monitor); the latest if no epoch finished yet."""
+        if (self.path / BEST).exists():
+            return load_checkpoint(self.path / BEST)
+        if self.checkpoint is None:
+            raise DataError(f"{self.path}: no checkpoint yet")
+        return self.checkpoint
+
+
+def open_run(path: str | Path) -> Run:
+    """Load a run directory (raises DataError naming the file if something is unreadable)."""
+    d = Path(path)
+    if not d.is_dir():
+        raise DataError(f"{d}: no such run directory")
+    spec_text = (d / SPEC).read_text(encoding="utf-8") if (d / SPEC).exists() else None
+    if spec_text is None:
+        raise DataError(f"{d / SPEC}: missing (is {d} a run directory?)")
+    info = read_json(d / RUN)
+    ckpt = load_checkpoint(d / CHECKPOINT) if (d / CHECKPOINT).exists() else None
+    rows: list[dict[str, Any]] = []
+    if (d / HISTORY_JSON).exists():
+        rows = read_json(d / HISTORY_JSON).get("epochs", [])
+    elif ckpt is not None:
+        rows = [_row(r) for r in ckpt[1]["history"]]
+    return Run(d, spec_text, info, ckpt, rows)
+
+
+def _row(d: dict[str, Any]) -> dict[str, Any]:
+    from .trainer import EpochRecord
+
+    return EpochRecord.from_dict(d).values()
+
+
+def history_csv(rows: list[dict[str, Any]]) -> str:
+    """Rows as CSV: epoch, loss, metrics..., lr, seconds, samples_per_s, elapsed."""
+    cols: list[str] = list(COLUMNS_FIRST)
+    for r in rows:
+        cols += [k for k in r if k not in cols and k not in COLUMNS_LAST]
+    cols += list(COLUMNS_LAST)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        w.writerow(["" if r.get(c) is None else (f"{r[c]:.9g}" if isinstance(r[c], float) else r[c]) for c in cols])
+    return buf.getvalue()
+
+
+class RunDirCallback(Callback):
+    """Writes history, checkpoints and the best checkpoint into a run directory as training goes."""
+
+    key = "run_dir"
+
+    def __init__(self, path: Path, monitor: str, epochs: int, checkpoint_every: int = 1):
+        self.path, self.monitor, self.epochs, self.every = path, monitor, epochs, checkpoint_every
+        self.mode = monitor_mode(monitor)
+        self.best: float | None = None
+        self.best_epoch = 0
+        self.last_saved: tuple[int, int] | None = None
+
+    def save(self, trainer: "Trainer", finished: bool = False) -> Path:
+        arrays, meta = trainer.checkpoint()
+        meta.update(layout=layout(trainer.program.params), dtype=str(trainer.program.params.dtype),
+                    finished=finished, monitor=self.monitor, saved=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        self.last_saved = (trainer.epoch, trainer.batch)
+        return save_checkpoint(self.path / CHECKPOINT, arrays, meta)
+
+    def write_history(self, trainer: "Trainer") -> None:
+        rows = trainer.history.rows()
+        atomic_write_text(self.path / HISTORY_CSV, history_csv(rows))
+        doc = {"monitor": self.monitor, "mode": self.mode, "best_epoch": self.best_epoch or None,
+               "best": self.best, "epochs": rows}
+        atomic_write_text(self.path / HISTORY_JSON, json.dumps(doc, indent=1) + "\n")
+
+    def on_train_begin(self, trainer: "Trainer") -> None:
+        for stale in self.path.glob(".*.tmp"):  # left by a kill in the middle of an atomic write
+            stale.unlink(missing_ok=True)
+        self.write_history(trainer)  # a resume truncates rows written after the checkpoint
+        if trainer.epoch == 0 and trainer.batch == 0 and not (self.path / CHECKPOINT).exists():
+            self.save(trainer)  # epoch 0: the initial weights, so the directory always has one
+        update_run_info(self.path, status="running", message=None)
+
+    def on_epoch_end(self, trainer: "Trainer", record: "EpochRecord") -> None:
+        value = record.values().get(self.monitor)
+        improved = value is not None and better(self.mode, value, self.best, 0.0)
+        if improved:
+            self.best, self.best_epoch = value, record.epoch
+        self.write_history(trainer)
+        if improved:
+            arrays, meta = trainer.checkpoint()
+            meta.update(layout=layout(trainer.program.params), dtype=str(trainer.program.params.dtype),
+                        monitor=self.monitor, best=value, best_epoch=record.epoch)
+            save_checkpoint(self.path / BEST, {"params": arrays["params"]}, meta)
+        if record.epoch % self.every == 0 or record.epoch >= self.epochs or trainer.stop_training:
+            self.save(trainer)
+
+    def on_interrupt(self, trainer: "Trainer", signal_name: str) -> None:
+        self.save(trainer)
+        update_run_info(self.path, status="interrupted", message=f"{signal_name} at epoch {trainer.epoch + 1}, "
+                        f"batch {trainer.batch}")
+
+    def on_diverged(self, trainer: "Trainer", error: Exception) -> None:
+        update_run_info(self.path, status="diverged", message=str(error))
+
+    def on_train_end(self, trainer: "Trainer") -> None:
+        self.save(trainer, finished=True)
+        update_run_info(self.path, status="completed", message=None)
+
+    def state(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
