@@ -32,6 +32,10 @@ LOWERINGS: dict[str, Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]] = {
     "avgpool2d": _same("AveragePool"),
     "global_avgpool2d": _same("GlobalAveragePool"),
     "flatten": _same("Flatten"),
+    "rnn": _same("RNN"),
+    "lstm": _same("LSTM"),
+    "gru": _same("GRU"),
+    "embedding": _same("Embedding"),
 }
 
 

@@ -16,6 +16,7 @@ from ..fileio import atomic_write_bytes
 from ..ir import Graph
 from ..ops.registry import get_op
 from ..spec import Spec
+from .dynamic_axes import TIME, time_dynamic_values
 
 DEFAULT_OPSET = 17  # with IR version 8: read by onnxruntime >= 1.14 and most converters/runtimes
 MIN_OPSET = 13      # Softmax's per-axis semantics (not 2-D coercion) start at 13
@@ -79,10 +80,15 @@ def build_model(spec: Spec, graph: Graph, params: dict[str, np.ndarray], opset: 
     for node in graph.nodes:
         op = get_op(node.op)
         op.to_onnx(node, list(node.inputs), node.output, [graph.values[v] for v in node.inputs], b)
-    inputs = [helper.make_tensor_value_info(n, _ELEM[graph.values[n].dtype], [BATCH, *graph.values[n].shape])
-              for n in graph.inputs]
+    dyn = time_dynamic_values(graph)  # recurrent networks accept any sequence length
+
+    def dims(name: str) -> list:
+        shape = graph.values[name].shape
+        return [BATCH, TIME, *shape[1:]] if name in dyn else [BATCH, *shape]
+
+    inputs = [helper.make_tensor_value_info(n, _ELEM[graph.values[n].dtype], dims(n)) for n in graph.inputs]
     out_t = graph.values[graph.output]
-    outputs = [helper.make_tensor_value_info(graph.output, _ELEM[out_t.dtype], [BATCH, *out_t.shape])]
+    outputs = [helper.make_tensor_value_info(graph.output, _ELEM[out_t.dtype], dims(graph.output))]
     inits = [numpy_helper.from_array(f32[p], p) for p in graph.params] + b.initializers
     g = helper.make_graph(b.nodes, spec.name, inputs, outputs, initializer=inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)],

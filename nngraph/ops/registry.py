@@ -1,10 +1,10 @@
 """The explicit list of every op. No discovery magic: an op exists when it is listed here."""
 from __future__ import annotations
 
-from . import activations, conv, dense, join, pool, shape
+from . import activations, conv, dense, embedding, join, pool, recurrent, shape
 from .base import OpDef
 
-_MODULES = [dense, activations, join, conv, pool, shape]
+_MODULES = [dense, activations, join, conv, pool, shape, recurrent, embedding]
 
 OPS: dict[str, OpDef] = {op.name: op for m in _MODULES for op in m.OPS}
 

@@ -59,6 +59,18 @@ def _pool_fields() -> dict[str, Field]:
     }
 
 
+def _recurrent_fields() -> dict[str, Field]:
+    return {
+        "units": Field("int", doc="hidden state size per direction", minimum=1),
+        "activation": Field("enum", "tanh", "state activation (RNN), candidate and cell activation (LSTM, "
+                            "GRU); the gates always use the sigmoid", options=("tanh", "relu", "sigmoid")),
+        "return_sequences": Field("bool", False, "output every time step (N, time, directions*units) "
+                                  "instead of the last state (N, directions*units)"),
+        "bidirectional": Field("bool", False, "also read the sequence backwards; the two directions' "
+                               "features are concatenated"),
+    }
+
+
 LAYERS: dict[str, LayerSchema] = {
     "dense": LayerSchema(
         {
@@ -90,6 +102,18 @@ LAYERS: dict[str, LayerSchema] = {
                              "padding is not counted (count_include_pad=0)"),
     "global_avgpool2d": LayerSchema({}, "mean over height and width: (N, C, H, W) -> (N, C)"),
     "flatten": LayerSchema({}, "(N, d1, ..., dk) -> (N, d1 * ... * dk), row-major"),
+    "rnn": LayerSchema(_recurrent_fields(), "Elman recurrent layer over (N, time, features); inputs: the "
+                       "sequence, optionally an initial state (N, directions*units)", max_inputs=2),
+    "lstm": LayerSchema(_recurrent_fields(), "LSTM over (N, time, features) (ONNX gate order i, o, f, c); "
+                        "inputs: the sequence, optionally initial h and c (N, directions*units)", max_inputs=3),
+    "gru": LayerSchema({**_recurrent_fields(), "linear_before_reset": Field(
+        "bool", False, "apply the reset gate after the recurrent product (PyTorch/cuDNN variant)")},
+        "GRU over (N, time, features) (ONNX gate order z, r, h); inputs: the sequence, optionally an "
+        "initial state (N, directions*units)", max_inputs=2),
+    "embedding": LayerSchema({
+        "vocab_size": Field("int", doc="number of distinct token ids (ids are 0 .. vocab_size-1)", minimum=1),
+        "dim": Field("int", doc="length of each embedding vector", minimum=1)},
+        "integer token ids (N, ...) -> learned vectors (N, ..., dim)"),
 }
 
 # Keys every layer may carry besides its own.

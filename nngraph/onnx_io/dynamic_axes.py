@@ -1,0 +1,73 @@
+"""Which values may have a dynamic time axis in the exported ONNX model.
+
+Training runs at the spec's fixed sequence length, but a recurrent network's weights do not depend
+on it, so the exported model should accept any length. A graph input gets a dynamic time axis
+(its first per-sample axis, ONNX dim_param ``time``) when every node its values reach acts per time
+step (dense on the last axis, activations, embedding, add, concat on a feature axis) or is a
+recurrent layer reading it as its sequence; the time axis then flows on through outputs with
+``return_sequences`` and per-step layers. A network that reaches anything else (flatten, conv, a
+softmax over time ...) keeps a fixed length. Networks with no recurrent layer are left unchanged.
+"""
+from __future__ import annotations
+
+from ..ir import Graph
+
+TIME = "time"
+RECURRENT = ("RNN", "LSTM", "GRU")
+_PER_STEP = ("Gemm", "Relu", "Sigmoid", "Tanh", "Identity")
+
+
+def _propagate(graph: Graph, seed: set[str]) -> tuple[set[str], bool]:
+    """(values with a dynamic time axis, whether that assignment is valid and reaches a recurrent op)."""
+    dyn = set(seed)
+    reaches = False
+    for node in graph.nodes:
+        flags = [v in dyn for v in node.inputs]
+        if not any(flags):
+            continue
+        rank = len(graph.values[node.inputs[0]].shape)
+        op = node.op
+        if op in RECURRENT:
+            if not flags[0] or any(flags[1:]):
+                return dyn, False
+            reaches = True
+            if node.attrs.get("return_sequences"):
+                dyn.add(node.output)
+        elif op == "Embedding" or (op in _PER_STEP and rank >= 2):
+            dyn.add(node.output)
+        elif op == "Softmax" and rank >= 2 and node.attrs.get("axis", -1) in (-1, rank - 1):
+            dyn.add(node.output)
+        elif op == "Add" and all(flags):
+            dyn.add(node.output)
+        elif op == "Concat" and all(flags) and node.attrs.get("axis", -1) % rank != 0:
+            dyn.add(node.output)
+        else:
+            return dyn, False
+    return dyn, reaches
+
+
+def time_dynamic_values(graph: Graph) -> set[str]:
+    """Names of graph inputs and node outputs whose first per-sample axis is a dynamic time axis."""
+    ok = set()
+    for name in graph.inputs:
+        t = graph.values[name]
+        if len(t.shape) >= (1 if t.dtype == "int64" else 2) and _propagate(graph, {name})[1]:
+            ok.add(name)
+    if not ok:
+        return set()
+    dyn, valid = _propagate(graph, ok)
+    return dyn if valid else set()
+
+
+def with_time_length(spec, length: int):
+    """A copy of ``spec`` whose time-dynamic inputs have sequence length ``length`` (the weights
+    of the original fit it unchanged)."""
+    from ..lowering import lower
+    from ..spec import parse_spec
+
+    dyn = time_dynamic_values(lower(spec))
+    d = spec.to_dict()
+    for name, body in d["inputs"].items():
+        if name in dyn:
+            body["shape"] = [length, *body["shape"][1:]]
+    return parse_spec(d)
