@@ -25,6 +25,7 @@ _LAZY = {
     "run": ("nngraph.runtime", "run"),
     "train": ("nngraph.workflow", "train"),
     "load_data": ("nngraph.workflow", "load_data"),
+    "gradcheck": ("nngraph.gradcheck", "gradcheck"),
     "NNGraphError": ("nngraph.errors", "NNGraphError"),
     "SpecError": ("nngraph.errors", "SpecError"),
     "ShapeError": ("nngraph.errors", "ShapeError"),

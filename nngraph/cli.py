@@ -259,6 +259,24 @@ def inspect(model: str) -> None:
     click.echo(describe(model))
 
 
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--tol", type=float, default=1e-6, show_default=True)
+@handles_errors
+def gradcheck(spec: str, seed: int, batch: int, tol: float) -> None:
+    """Check SPEC's hand-derived gradients of its loss against float64 finite differences."""
+    from .errors import VerificationFailed
+    from .gradcheck import gradcheck as run_gradcheck
+    from .spec import load_spec
+
+    report = run_gradcheck(load_spec(spec), seed=seed, batch=batch, tol=tol)
+    click.echo(report.summary())
+    if not report.ok:
+        raise VerificationFailed(f"{spec}: a gradient disagrees with finite differences")
+
+
 def _read_inputs(path: str):
     """Arrays from .npy, .npz (all arrays by name; a lone 'x' for single-input models) or .csv."""
     import numpy as np
