@@ -102,7 +102,8 @@ def clip_by_global_norm(g, max_norm):
     """Scale g in place so that its L2 norm is at most max_norm; returns the norm before clipping."""
     s = 0.0
     for i in range(g.shape[0]):
-        s += g[i] * g[i]
+        x = np.float64(g[i])  # float32 squares overflow from |g| > 1.8e19 (float() keeps float32)
+        s += x * x
     norm = math.sqrt(s)
     if norm > max_norm:
         scale = max_norm / norm
@@ -116,7 +117,8 @@ def sum_of_squares(g):
     """sum(g^2) in float64: NaN/Inf if any gradient entry is (the per-step divergence check)."""
     s = 0.0
     for i in range(g.shape[0]):
-        s += g[i] * g[i]
+        x = np.float64(g[i])  # float32 squares overflow from |g| > 1.8e19 (float() keeps float32)
+        s += x * x
     return s
 
 

@@ -222,7 +222,11 @@ class Trainer:
                 if bad.any():
                     kind = "NaN" if np.isnan(grads[p]).any() else "Inf"
                     return f"layer {node.layer or node.name!r} ({kind} in the gradient of {p})"
-        return "no single parameter (the global norm overflowed)"
+        norms = {p: float(np.linalg.norm(grads[p].astype(np.float64))) for n in self.program.graph.nodes
+                 for p in n.params}
+        worst = max(norms, key=norms.get) if norms else "?"
+        owner = next((n.layer or n.name for n in self.program.graph.nodes if worst in n.params), "?")
+        return f"the global norm overflowed; the largest gradient is in layer {owner!r} ({worst})"
 
     def evaluate(self, x: Feeds, y: np.ndarray, batch_size: int = 512) -> tuple[float, float | None]:
         """Mean loss and metric over a dataset (no parameter change)."""
@@ -311,8 +315,6 @@ class Trainer:
                 if metric:
                     c, m = count_correct(self.loss, out, t, self.fused)
                     correct, count = correct + c, count + m
-                if self.stop_signal is not None:
-                    self._interrupted(b + 1, nb, (total, correct, count, time.perf_counter() - t0))
                 if b + 1 == next_tick:  # progress: adapt the stride to ~10 reports a second
                     now = time.perf_counter()
                     done = min(n, (b + 1) * batch_size)
@@ -321,6 +323,8 @@ class Trainer:
                     if now > last_t and last_t > 0:
                         stride = max(1, int(0.1 * (b + 1 - last_b) / (now - last_t)))
                     last_t, last_b, next_tick = now, b + 1, b + 1 + stride
+                if self.stop_signal is not None:
+                    self._interrupted(b + 1, nb, (total, correct, count, time.perf_counter() - t0))
         except TrainingDiverged as err:
             err.args = (f"training diverged in epoch {e + 1}, batch {b + 1}/{nb}: {err.args[0]}; the "
                         "weights are those before this step (lower the learning rate, set train.clip_norm, "
