@@ -192,26 +192,30 @@ def test_signal_then_resume_equals_uninterrupted(tmp_path: Path, reference: Path
     assert history_without_time(run) == history_without_time(reference)
 
 
-def test_sigkill_at_random_moments_leaves_a_loadable_run(tmp_path: Path, reference: Path) -> None:
-    spec = write_spec(tmp_path)
+def test_sigkill_at_random_moments_leaves_a_loadable_run(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, epochs=30, early_stopping=None)
+    full = tmp_path / "full"
+    proc = start(["train", str(spec), "--run-dir", str(full), "-q"], tmp_path)
+    wait_for(full / "run.json", proc)
+    t0 = time.monotonic()
+    assert proc.wait(timeout=120) == 0
+    duration = time.monotonic() - t0  # from the directory's appearance to the end of the run
     outcomes = []
     for seed in range(5):
         run = tmp_path / f"run{seed}"
-        delay = np.random.default_rng(seed).uniform(0.0, 0.6)
+        delay = np.random.default_rng(seed).uniform(0.0, 1.0) * duration
         proc = start(["train", str(spec), "--run-dir", str(run), "-q"], tmp_path)
         wait_for(run / "run.json", proc)
         time.sleep(delay)
         proc.kill()
         proc.communicate(timeout=30)
-        if not run.exists():  # killed before the directory was complete: nothing half-made
-            assert not any(p.name == run.name for p in tmp_path.iterdir())
-            outcomes.append("none")
-            continue
-        r = open_run(run)  # always loads
+        r = open_run(run)  # always loads (the directory appears complete or not at all)
         assert r.spec_json and r.info["data_sha256"]
         if r.checkpoint is not None:
             run_model(run)  # and the latest checkpoint builds a model
         outcomes.append((r.checkpoint[1]["epoch"], r.checkpoint[1]["batch"]) if r.checkpoint else "no ckpt")
         train(resume=run, log=quiet)  # and resuming from whatever was saved is exact
-        assert np.array_equal(final_params(run), final_params(reference)), (seed, outcomes)
-    assert any(isinstance(o, tuple) for o in outcomes), outcomes
+        assert np.array_equal(final_params(run), final_params(full)), (seed, outcomes)
+        assert history_without_time(run) == history_without_time(full)
+    print("SIGKILL outcomes (epoch, batch) of the surviving checkpoint:", outcomes)
+    assert len({o for o in outcomes if isinstance(o, tuple)}) >= 2, outcomes
