@@ -24,31 +24,74 @@ from __future__ import annotations
 
 import math
 
-from numba import njit, prange
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
 
 from .activations import RELU, SIGMOID, TANH
 
 # Reassociation lets LLVM vectorise the dot-product reductions; nothing here depends on NaN/Inf
-# semantics (the trainer checks the loss for NaN/Inf after the forward pass).
+# semantics (the trainer checks the loss for NaN/Inf after the forward pass). error_model="numpy"
+# drops Python's zero-division check, whose branch would keep every loop with a "/" scalar.
 FM = {"reassoc", "contract"}
 
 
-@njit(cache=True, inline="always")
+# ---- tanh and sigmoid: exact in float64, a vectorisable rational approximation in float32 ------
+# Without SVML, math.tanh/exp are scalar libm calls (~10 ns each): the LSTM epilogue alone has
+# 5 of them per hidden unit per step, which made the gates cost more than the matrix products.
+# In float32 we use Eigen's rational tanh (|error| < 2e-7, clamped at |x| = 7.9, where
+# tanh rounds to +-1 in float32) and sigmoid(x) = (1 + tanh(x/2)) / 2: only multiplies, adds, a
+# division and min/max, which LLVM turns into SIMD code. float64 (the gradient checks) stays exact.
+
+_A1, _A3, _A5 = np.float32(4.89352455891786e-03), np.float32(6.37261928875436e-04), np.float32(1.48572235717979e-05)
+_A7, _A9 = np.float32(5.12229709037114e-08), np.float32(-8.60467152213735e-11)
+_A11, _A13 = np.float32(2.00018790482477e-13), np.float32(-2.76076847742355e-16)
+_B0, _B2 = np.float32(4.89352518554385e-03), np.float32(2.26843463243900e-03)
+_B4, _B6 = np.float32(1.18534705686654e-04), np.float32(1.19825839466702e-06)
+_CLAMP = np.float32(7.90531110763549805)
+_HALF = np.float32(0.5)
+
+
+def _tanh(a):
+    return math.tanh(a)
+
+
 def _sig(a):
-    if a >= 0:
-        return 1.0 / (1.0 + math.exp(-a))
-    e = math.exp(a)
-    return e / (1.0 + e)
+    return 1.0 / (1.0 + math.exp(-a))
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _tanh32(a):
+    x = min(max(a, -_CLAMP), _CLAMP)
+    x2 = x * x
+    p = ((((((_A13 * x2 + _A11) * x2 + _A9) * x2 + _A7) * x2 + _A5) * x2 + _A3) * x2 + _A1) * x
+    q = ((_B6 * x2 + _B4) * x2 + _B2) * x2 + _B0
+    return p / q
+
+
+@overload(_tanh, inline="always")
+def _tanh_impl(a):
+    if isinstance(a, types.Float) and a.bitwidth == 32:
+        return lambda a: _tanh32(a)
+    return lambda a: math.tanh(a)
+
+
+@overload(_sig, inline="always")
+def _sig_impl(a):
+    if isinstance(a, types.Float) and a.bitwidth == 32:
+        return lambda a: _HALF + _HALF * _tanh32(_HALF * a)
+    # exp(-a) overflows to inf for a < -709: 1 / inf = 0, the right limit (no NaN)
+    return lambda a: 1.0 / (1.0 + math.exp(-a))
 
 
 @njit(cache=True, inline="always")
 def _act(code, a):
     if code == TANH:
-        return math.tanh(a)
+        return _tanh(a)
     if code == SIGMOID:
         return _sig(a)
     if code == RELU:
-        return a if a > 0 else 0.0
+        return max(a, 0)
     return a
 
 
@@ -64,7 +107,7 @@ def _dact(code, y):
     return 1.0
 
 
-@njit(cache=True, fastmath=FM)
+@njit(cache=True, fastmath=FM, error_model="numpy")
 def _matvec(m, src, dst, lo, hi, r0, r1, c0, c1):
     """dst[b, r] = sum_{c0<=c<c1} m[r, c] * src[b, c]  for rows b in [lo, hi), r in [r0, r1)."""
     b = lo
@@ -101,7 +144,7 @@ def _time(d, s, T):
 
 # ---- simple RNN: h = f(x W^T + Wb + h_prev R^T + Rb) ------------------------------------------
 
-@njit(cache=True, parallel=True, fastmath=FM)
+@njit(cache=True, parallel=True, fastmath=FM, error_model="numpy")
 def rnn_forward(xw, bias, R, h0, use_h0, code, seq, hbuf, rec, hp, act, y, step):
     B, T = xw.shape[0], xw.shape[1]
     nd, H = R.shape[0], R.shape[2]
@@ -130,7 +173,7 @@ def rnn_forward(xw, bias, R, h0, use_h0, code, seq, hbuf, rec, hp, act, y, step)
                         y[b, 0, oh + k] = hbuf[b, k]
 
 
-@njit(cache=True, parallel=True, fastmath=FM)
+@njit(cache=True, parallel=True, fastmath=FM, error_model="numpy")
 def rnn_backward(dy, RT, code, seq, act, dxg, gs, dhc, dhp, dh0, want_dh0, step):
     """dy is (B, T, nd*H) with seq, else (B, 1, nd*H). Writes dxg (= drg) and dh0."""
     B, T = act.shape[0], act.shape[1]
@@ -164,7 +207,7 @@ def rnn_backward(dy, RT, code, seq, act, dxg, gs, dhc, dhp, dh0, want_dh0, step)
 # ---- LSTM (ONNX gate order i, o, f, c) ----------------------------------------------------------
 #   i = σ(a_i)  o = σ(a_o)  f = σ(a_f)  g = act(a_c)   c = f c_prev + i g   h = o act(c)
 
-@njit(cache=True, parallel=True, fastmath=FM)
+@njit(cache=True, parallel=True, fastmath=FM, error_model="numpy")
 def lstm_forward(xw, bias, R, h0, c0, use_h0, use_c0, code, seq, hbuf, cbuf, rec, hp, act, cs, ca, y,
                  step):
     B, T = xw.shape[0], xw.shape[1]
@@ -183,9 +226,10 @@ def lstm_forward(xw, bias, R, h0, c0, use_h0, use_c0, code, seq, hbuf, cbuf, rec
                 t = _time(d, s, T)
                 _matvec(R[d], hbuf, rec, lo, hi, 0, G, 0, H)
                 for b in range(lo, hi):
-                    for j in range(G):
-                        a = xw[b, t, og + j] + bias[d, j] + rec[b, j] + bias[d, G + j]
-                        act[b, t, og + j] = _act(code, a) if j >= 3 * H else _sig(a)
+                    for j in range(3 * H):
+                        act[b, t, og + j] = _sig(xw[b, t, og + j] + bias[d, j] + rec[b, j] + bias[d, G + j])
+                    for j in range(3 * H, G):
+                        act[b, t, og + j] = _act(code, xw[b, t, og + j] + bias[d, j] + rec[b, j] + bias[d, G + j])
                     for k in range(H):
                         i = act[b, t, og + k]
                         o = act[b, t, og + H + k]
@@ -207,7 +251,7 @@ def lstm_forward(xw, bias, R, h0, c0, use_h0, use_c0, code, seq, hbuf, cbuf, rec
                         y[b, 0, oh + k] = hbuf[b, k]
 
 
-@njit(cache=True, parallel=True, fastmath=FM)
+@njit(cache=True, parallel=True, fastmath=FM, error_model="numpy")
 def lstm_backward(dy, RT, c0, use_c0, code, seq, act, cs, ca, dxg, gs, dhc, dcc, dhp, dh0, dc0, want_d0,
                   step):
     B, T = act.shape[0], act.shape[1]
@@ -266,7 +310,7 @@ def lstm_backward(dy, RT, c0, use_c0, code, seq, act, cs, ca, dxg, gs, dhc, dcc,
 #   lbr=1: n = act(x W_h^T + Wb_h + r ⊙ (h_prev R_h^T + Rb_h))      aux = h_prev R_h^T + Rb_h
 #   h = (1 - z) n + z h_prev
 
-@njit(cache=True, parallel=True, fastmath=FM)
+@njit(cache=True, parallel=True, fastmath=FM, error_model="numpy")
 def gru_forward(xw, bias, R, h0, use_h0, code, seq, lbr, hbuf, rhbuf, rec, hp, act, aux, y, step):
     B, T = xw.shape[0], xw.shape[1]
     nd, H = R.shape[0], R.shape[2]
@@ -316,7 +360,7 @@ def gru_forward(xw, bias, R, h0, use_h0, code, seq, lbr, hbuf, rhbuf, rec, hp, a
                         y[b, 0, oh + k] = hbuf[b, k]
 
 
-@njit(cache=True, parallel=True, fastmath=FM)
+@njit(cache=True, parallel=True, fastmath=FM, error_model="numpy")
 def gru_backward(dy, RT, code, seq, lbr, hp, act, aux, dxg, drg, gs, dhc, dhp, drh, dh0, want_dh0, step):
     B, T = act.shape[0], act.shape[1]
     nd, H = RT.shape[0], RT.shape[1]
