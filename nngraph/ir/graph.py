@@ -3,6 +3,7 @@ parameter values live outside the graph (see ``nngraph.backend.params``), so one
 weight sets."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,10 +17,7 @@ class TensorType:
 
     @property
     def size(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     def __str__(self) -> str:
         return "(N, " + ", ".join(str(d) for d in self.shape) + ")"
@@ -37,10 +35,7 @@ class ParamInfo:
 
     @property
     def size(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
 
 @dataclass(frozen=True)
