@@ -29,7 +29,8 @@ def load_data(spec: Spec, source: str | None = None, base_dir: Path | None = Non
     """The dataset a spec trains on: ``source`` (a CLI --data) overrides the spec's ``data``."""
     options = spec.data_dict() or {}
     if source is not None:
-        options = {"train": source, **({"target": options["target"]} if "target" in options else {})}
+        # --data replaces the files; how to read them (target, windowing, seq_len ...) still applies
+        options = {"train": source, **{k: v for k, v in options.items() if k not in ("train", "y", "test", "y_test")}}
     if targets is not None:
         options["y"] = targets
     if not options.get("train"):

@@ -53,7 +53,16 @@ def load_digits() -> Dataset:
                          "input_scale": 1 / 16.0})
 
 
-BUILTINS: dict[str, Callable[[], Dataset]] = {"digits": load_digits}
+def _builtin_sequences(name: str) -> Callable[[], Dataset]:
+    def load() -> Dataset:
+        from . import sequences  # generated series: "sine" (regression), "waves" (classification)
+
+        return getattr(sequences, f"load_{name}")()
+    return load
+
+
+BUILTINS: dict[str, Callable[[], Dataset]] = {"digits": load_digits, "sine": _builtin_sequences("sine"),
+                                              "waves": _builtin_sequences("waves")}
 
 
 # ---- files --------------------------------------------------------------------------------------
@@ -138,6 +147,10 @@ def read_csv(path: Path, target: Any = None) -> tuple[np.ndarray, np.ndarray, li
 
 
 def _load_csv(path: Path, options: dict[str, Any]) -> Dataset:
+    if options.get("window") is not None:  # a time series, windowed into sequences
+        from .sequences import load_series_csv
+
+        return load_series_csv(path, options)
     x, y, _ = read_csv(path, options.get("target"))
     ds = Dataset(x, y, meta={"source": str(path)})
     test = options.get("test")
@@ -160,6 +173,15 @@ FILE_LOADERS: dict[str, Callable[[Path, dict[str, Any]], Dataset]] = {
     ".npy": _load_npy_pair,
     ".csv": _load_csv,
 }
+
+
+def _load_text(path: Path, options: dict[str, Any]) -> Dataset:
+    from .sequences import load_text  # a character corpus (data.seq_len)
+
+    return load_text(path, options)
+
+
+FILE_LOADERS[".txt"] = _load_text
 
 
 def load_source(source: str, options: dict[str, Any] | None = None, base_dir: Path | None = None) -> Dataset:

@@ -96,9 +96,23 @@ def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tup
     return ws
 
 
+# Below this many multiply-adds a product runs in a serial Numba loop instead of BLAS: OpenBLAS
+# splits products this small over its threads anyway, and on a loaded machine waiting for the
+# second thread cost 50 ms for a 32x1280x32 product that takes 0.05 ms on one.
+SMALL_GEMM = 1 << 21
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out = a @ b (2-D), BLAS for big products, a serial kernel for small ones."""
+    if a.shape[0] * a.shape[1] * b.shape[1] < SMALL_GEMM:
+        K.small_matmul(a, b, out)
+    else:
+        np.matmul(a, b, out=out)
+
+
 def _chunk(batch: int) -> int:
     """Rows per thread chunk: one chunk per thread, a multiple of 4 rows (the matvec block)."""
-    threads = max(1, min(numba.get_num_threads(), batch // 8))
+    threads = max(1, min(numba.get_num_threads(), batch // 8)) if K.PARALLEL else 1
     rows = -(-batch // threads)
     return -(-rows // 4) * 4
 
@@ -126,7 +140,7 @@ def _bind_forward(node, xs, ps, y, ws):
     kind = node.op
 
     def run():
-        np.matmul(x2, w_t, out=xw2)
+        matmul(x2, w_t, xw2)
         if kind == "RNN":
             K.rnn_forward(ws["xw"], bias, R, h0, use_h0, code, seq, ws["hbuf"], ws["rec"], ws["hp"], ws["act"],
                           y3, step)
@@ -175,19 +189,19 @@ def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws):
             K.gru_backward(dy3, ws["rt"], code, seq, lbr, ws["hp"], ws["act"], ws["aux"], dxg, drg, ws["gs"],
                            ws["dhc"], ws["dhp"], ws["drh"], dh0, want0, step)
         # the weight gradients: one GEMM over all rows (batch x time) and both directions
-        np.matmul(dx2.T, x2, out=dw2)
+        matmul(dx2.T, x2, dw2)
         for d in range(nd):
             g = slice(d * GH, (d + 1) * GH)
             h = slice(d * H, (d + 1) * H)
             np.sum(dx2[:, g], axis=0, out=dB[d, :GH])
             np.sum(dr2[:, g], axis=0, out=dB[d, GH:])
             if kind == "GRU" and not lbr:  # the h gate's recurrent product reads r ⊙ h_prev
-                np.matmul(dr2[:, d * GH:d * GH + 2 * H].T, hp2[:, h], out=dR[d, :2 * H])
-                np.matmul(dr2[:, d * GH + 2 * H:(d + 1) * GH].T, aux2[:, h], out=dR[d, 2 * H:])
+                matmul(dr2[:, d * GH:d * GH + 2 * H].T, hp2[:, h], dR[d, :2 * H])
+                matmul(dr2[:, d * GH + 2 * H:(d + 1) * GH].T, aux2[:, h], dR[d, 2 * H:])
             else:
-                np.matmul(dr2[:, g].T, hp2[:, h], out=dR[d])
+                matmul(dr2[:, g].T, hp2[:, h], dR[d])
         if dx_rows is not None:
-            np.matmul(dx2, w2, out=dx_rows)
+            matmul(dx2, w2, dx_rows)
     return run
 
 

@@ -1,8 +1,8 @@
 """Numba kernels of the recurrent cells (RNN, LSTM, GRU): the whole time loop inside one call.
 
-Work split: the batch rows are cut into chunks, one per thread (``prange``). A row's recurrence is
-independent of every other row, so a thread runs all time steps of its rows without ever waiting
-for another thread — no barrier per step, no shared accumulator. Inside a chunk each step does
+Work split: the batch rows can be cut into chunks, one per thread (``prange``; see PARALLEL). A row's
+recurrence is independent of every other row, so a thread runs all time steps of its rows without
+ever waiting for another thread — no barrier per step, no shared accumulator. Each step does
   1. the recurrent product  rec[b, :] = R h_prev[b]   (``_matvec``: four rows at a time, so each
      weight row loaded from cache feeds four dot products),
   2. the fused gate epilogue (input projection + biases + recurrent term -> activations -> state).
@@ -29,6 +29,13 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .activations import RELU, SIGMOID, TANH
+
+# Batch-chunk threading (prange below) is switched off: on this 2-core, shared machine a parallel
+# region right after an OpenBLAS GEMM waits for BLAS's spinning workers, and one descheduled thread
+# stalls the whole step at the region's barrier (measured: RNN backward 0.2 ms serial, 12 ms
+# threaded under load). With PARALLEL = False each prange is a plain loop over one chunk; the
+# threads go to BLAS for the big all-time-step GEMMs.
+PARALLEL = False
 
 # Reassociation lets LLVM vectorise the dot-product reductions; nothing here depends on NaN/Inf
 # semantics (the trainer checks the loss for NaN/Inf after the forward pass). error_model="numpy"
@@ -144,7 +151,7 @@ def _time(d, s, T):
 
 # ---- simple RNN: h = f(x W^T + Wb + h_prev R^T + Rb) ------------------------------------------
 
-@njit(cache=True, parallel=True, fastmath=FM, error_model="numpy")
+@njit(cache=True, parallel=PARALLEL, fastmath=FM, error_model="numpy")
 def rnn_forward(xw, bias, R, h0, use_h0, code, seq, hbuf, rec, hp, act, y, step):
     B, T = xw.shape[0], xw.shape[1]
     nd, H = R.shape[0], R.shape[2]
@@ -173,7 +180,7 @@ def rnn_forward(xw, bias, R, h0, use_h0, code, seq, hbuf, rec, hp, act, y, step)
                         y[b, 0, oh + k] = hbuf[b, k]
 
 
-@njit(cache=True, parallel=True, fastmath=FM, error_model="numpy")
+@njit(cache=True, parallel=PARALLEL, fastmath=FM, error_model="numpy")
 def rnn_backward(dy, RT, code, seq, act, dxg, gs, dhc, dhp, dh0, want_dh0, step):
     """dy is (B, T, nd*H) with seq, else (B, 1, nd*H). Writes dxg (= drg) and dh0."""
     B, T = act.shape[0], act.shape[1]
@@ -207,7 +214,7 @@ def rnn_backward(dy, RT, code, seq, act, dxg, gs, dhc, dhp, dh0, want_dh0, step)
 # ---- LSTM (ONNX gate order i, o, f, c) ----------------------------------------------------------
 #   i = σ(a_i)  o = σ(a_o)  f = σ(a_f)  g = act(a_c)   c = f c_prev + i g   h = o act(c)
 
-@njit(cache=True, parallel=True, fastmath=FM, error_model="numpy")
+@njit(cache=True, parallel=PARALLEL, fastmath=FM, error_model="numpy")
 def lstm_forward(xw, bias, R, h0, c0, use_h0, use_c0, code, seq, hbuf, cbuf, rec, hp, act, cs, ca, y,
                  step):
     B, T = xw.shape[0], xw.shape[1]
@@ -251,7 +258,7 @@ def lstm_forward(xw, bias, R, h0, c0, use_h0, use_c0, code, seq, hbuf, cbuf, rec
                         y[b, 0, oh + k] = hbuf[b, k]
 
 
-@njit(cache=True, parallel=True, fastmath=FM, error_model="numpy")
+@njit(cache=True, parallel=PARALLEL, fastmath=FM, error_model="numpy")
 def lstm_backward(dy, RT, c0, use_c0, code, seq, act, cs, ca, dxg, gs, dhc, dcc, dhp, dh0, dc0, want_d0,
                   step):
     B, T = act.shape[0], act.shape[1]
@@ -310,7 +317,7 @@ def lstm_backward(dy, RT, c0, use_c0, code, seq, act, cs, ca, dxg, gs, dhc, dcc,
 #   lbr=1: n = act(x W_h^T + Wb_h + r ⊙ (h_prev R_h^T + Rb_h))      aux = h_prev R_h^T + Rb_h
 #   h = (1 - z) n + z h_prev
 
-@njit(cache=True, parallel=True, fastmath=FM, error_model="numpy")
+@njit(cache=True, parallel=PARALLEL, fastmath=FM, error_model="numpy")
 def gru_forward(xw, bias, R, h0, use_h0, code, seq, lbr, hbuf, rhbuf, rec, hp, act, aux, y, step):
     B, T = xw.shape[0], xw.shape[1]
     nd, H = R.shape[0], R.shape[2]
@@ -360,7 +367,7 @@ def gru_forward(xw, bias, R, h0, use_h0, code, seq, lbr, hbuf, rhbuf, rec, hp, a
                         y[b, 0, oh + k] = hbuf[b, k]
 
 
-@njit(cache=True, parallel=True, fastmath=FM, error_model="numpy")
+@njit(cache=True, parallel=PARALLEL, fastmath=FM, error_model="numpy")
 def gru_backward(dy, RT, code, seq, lbr, hp, act, aux, dxg, drg, gs, dhc, dhp, drh, dh0, want_dh0, step):
     B, T = act.shape[0], act.shape[1]
     nd, H = RT.shape[0], RT.shape[1]
@@ -424,11 +431,24 @@ def gru_backward(dy, RT, code, seq, lbr, hp, act, aux, dxg, drg, gs, dhc, dhp, d
                         dh0[b, oh + k] = dhc[b, k]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def copy_transpose(r, rt):
     """rt[d] = r[d]^T (the backward kernels read R^T row by row)."""
     nd, g, h = r.shape
     for d in range(nd):
-        for k in prange(h):
+        for k in range(h):
             for j in range(g):
                 rt[d, k, j] = r[d, j, k]
+
+
+@njit(cache=True, fastmath=FM, error_model="numpy")
+def small_matmul(a, b, out):
+    """out = a @ b for small products (see recurrent.matmul): one thread, no BLAS hand-off."""
+    m, k = a.shape
+    n = b.shape[1]
+    out[:] = 0
+    for i in range(m):
+        for p in range(k):
+            aip = a[i, p]
+            for j in range(n):
+                out[i, j] += aip * b[p, j]

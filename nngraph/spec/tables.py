@@ -230,6 +230,18 @@ DATA: dict[str, Field] = {
     "y_test": Field("str", None, ".npy file of test targets", nullable=True),
     "target": Field("any", None, "CSV: target column name or index (default: the last column)",
                     nullable=True),
+    "window": Field("int", None, "CSV time series: time steps per input window (turns windowing on)",
+                    minimum=1, nullable=True),
+    "horizon": Field("int", 1, "CSV time series: the target is this many steps after the window", minimum=1),
+    "columns": Field("any", None, "CSV time series: feature columns (names or indices; default: every "
+                     "numeric column)", nullable=True),
+    "normalize": Field("bool", True, "CSV time series: standardise with the training rows' mean and std"),
+    "seq_len": Field("int", None, "text corpus (.txt): characters per training sequence", minimum=1,
+                     nullable=True),
+    "stride": Field("int", None, "text corpus: characters between sequence starts (default: seq_len)",
+                    minimum=1, nullable=True),
+    "split": Field("float", None, "time series / text: fraction held out (chronologically last) as the "
+                   "test set (default 0.2 for series, 0.1 for text)", minimum=0, maximum=0.9, nullable=True),
 }
 
-BUILTIN_DATASETS = ("digits",)
+BUILTIN_DATASETS = ("digits", "sine", "waves")
