@@ -260,6 +260,22 @@ def inspect(model: str) -> None:
 
 
 @main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--prime", default="", help="Text to start from (every character must be in the model's vocabulary).")
+@click.option("--length", type=click.IntRange(min=0), default=300, show_default=True,
+              help="Characters to generate.")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Below 1: safer, more repetitive text; above 1: more surprising.")
+@click.option("--seed", type=int, default=None, help="Seed for reproducible samples.")
+@handles_errors
+def sample(model: str, prime: str, length: int, temperature: float, seed: int | None) -> None:
+    """Generate text with MODEL, a character language model, run by onnxruntime."""
+    from .sample import sample as run_sample
+
+    click.echo(run_sample(model, prime=prime, length=length, temperature=temperature, seed=seed))
+
+
+@main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=3, show_default=True)
