@@ -87,13 +87,27 @@ class ProgressBar(Callback):
 
 
 class LogLines(Callback):
-    """One line per epoch (at most ~20 lines however long the run: first, every k-th, last)."""
+    """One line per epoch (at most ~20 lines however long the run: first, every k-th, last), plus a
+    line every ``every_s`` seconds inside long epochs, so a CI log shows the run is alive."""
 
-    def __init__(self, epochs: int, log: Callable[[str], None]):
-        self.epochs, self.log = epochs, log
+    wants_progress = True
+
+    def __init__(self, epochs: int, log: Callable[[str], None], every_s: float = 30.0):
+        self.epochs, self.log, self.every_s = epochs, log, every_s
         self.every = max(1, epochs // 20)
+        self._last = time.perf_counter()
+
+    def on_progress(self, trainer: "Trainer", epoch: int, batch: int, batches: int, loss: float,
+                    metric: float | None) -> None:
+        now = time.perf_counter()
+        if now - self._last >= self.every_s:
+            self._last = now
+            m = trainer.loss.metric
+            self.log(f"epoch {epoch + 1}/{self.epochs}  batch {batch}/{batches}  loss {loss:.4f}"
+                     + (f"  {m} {metric:.4f}" if m and metric is not None else ""))
 
     def on_epoch_end(self, trainer: "Trainer", record: "EpochRecord") -> None:
         e = record.epoch
+        self._last = time.perf_counter()
         if e == 1 or e % self.every == 0 or e == self.epochs or trainer.stop_training:
             self.log(format_record(record, trainer.loss.metric, self.epochs))

@@ -160,3 +160,17 @@ def test_progress_bar_on_a_terminal_stream(tmp_path: Path) -> None:
     assert text.count("\n") == 2  # one finished line per epoch; redraws use \r
     assert "\r" in text and "[" in text and "ETA" in text and "samples/s" in text
     assert text.splitlines()[-1].lstrip("\r").split()[0:2] == ["epoch", "2/2"]
+
+
+def test_log_lines_without_a_terminal(tmp_path: Path) -> None:
+    from nngraph.spec import load_spec
+    from nngraph.train.progress import LogLines
+
+    spec = tmp_path / "s.json"
+    spec.write_text(json.dumps(SPEC))
+    lines: list[str] = []
+    train(load_spec(spec), epochs=2, progress="none", log=lambda _: None,
+          callbacks=[LogLines(2, lines.append, every_s=0.0)])
+    assert any(l.startswith("epoch 1/2  batch ") for l in lines)  # alive-lines inside an epoch
+    assert [l.split("  ")[0] for l in lines if "samples/s" in l] == ["epoch 1/2", "epoch 2/2"]
+    assert not any("\r" in l for l in lines)
