@@ -175,6 +175,15 @@ FILE_LOADERS: dict[str, Callable[[Path, dict[str, Any]], Dataset]] = {
 }
 
 
+def _load_dir(path: Path, options: dict[str, Any]) -> Dataset:
+    from .idx import load_idx_folder  # IDX folders (MNIST style: train-*/t10k-* *-idx3-ubyte[.gz])
+
+    return load_idx_folder(path, options)
+
+
+FILE_LOADERS["<dir>"] = _load_dir
+
+
 def _load_text(path: Path, options: dict[str, Any]) -> Dataset:
     from .sequences import load_text  # a character corpus (data.seq_len)
 

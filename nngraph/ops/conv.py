@@ -22,13 +22,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import config, njit, prange
 
 from ..errors import ShapeError
 from ..ir.graph import Node, TensorType
-from .activations import CODES, ONNX_OP, RELU, SIGMOID, TANH, apply_reference
+from .activations import CHUNKS, CODES, ONNX_OP, RELU, SIGMOID, TANH, apply_reference
 from .base import OpDef, ParamDecl
 from .dense import default_initializer
+
+# Threaded kernels only from this many elements of col (measured, see tools/bench_train.py).
+THREADED_MIN = 1 << 20
 
 
 # ---- geometry ---------------------------------------------------------------------------------
@@ -153,12 +156,15 @@ def _valid_range(n_out, stride, offset, size):
     return lo, hi
 
 
-@njit(cache=True, parallel=True)
-def im2col(x, col, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow):
-    """col[(c, i, j), n P + a OW + b] = x[n, c, a sh - pt + i dh, b sw - pl + j dw] (0 outside)."""
+# Each kernel is a body over a block of samples (or filters) plus a serial and a threaded driver:
+# the threaded one splits the block range across Numba's threads, each block writing disjoint
+# memory (no races). Which driver runs is chosen at bind time by size (see ``threaded``).
+
+@njit(cache=True)
+def _im2col_rows(x, col, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, lo, hi):
     n_, c_, h_, w_ = x.shape
     npos = oh * ow
-    for n in prange(n_):
+    for n in range(lo, hi):
         base = n * npos
         for c in range(c_):
             for i in range(kh):
@@ -176,19 +182,21 @@ def im2col(x, col, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow):
                         xr = x[n, c, a * sh - pt + i * dh]
                         for b in range(b_lo):
                             row[o + b] = 0
-                        for b in range(b_lo, b_hi):
-                            row[o + b] = xr[b * sw + off]
+                        if sw == 1:  # the common case: a contiguous run the compiler vectorises
+                            for b in range(b_lo, b_hi):
+                                row[o + b] = xr[b + off]
+                        else:
+                            for b in range(b_lo, b_hi):
+                                row[o + b] = xr[b * sw + off]
                         for b in range(b_hi, ow):
                             row[o + b] = 0
 
 
-@njit(cache=True, parallel=True)
-def col2im(dcol, dx, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow):
-    """The adjoint of im2col: dx[n, c, h, w] = sum of the dcol entries im2col copied x[n, c, h, w] to.
-    Each sample is one thread's (disjoint writes, no races)."""
+@njit(cache=True)
+def _col2im_rows(dcol, dx, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, lo, hi):
     n_, c_, h_, w_ = dx.shape
     npos = oh * ow
-    for n in prange(n_):
+    for n in range(lo, hi):
         base = n * npos
         for c in range(c_):
             for h in range(h_):
@@ -207,15 +215,14 @@ def col2im(dcol, dx, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow):
                             xr[b * sw + off] += row[o + b]
 
 
-@njit(cache=True, parallel=True)
-def bias_act_transpose(zt, y, b, use_bias, code):
-    """y[n, f, p] = act(zT[f, n P + p] + b[f]): the GEMM's (F, N P) result into NCHW."""
+@njit(cache=True)
+def _bias_act_rows(zt, y, b, use_bias, code, lo, hi):
     n_, f_, npos = y.shape
-    for n in prange(n_):
+    for n in range(lo, hi):
         for f in range(f_):
             src = zt[f, n * npos:(n + 1) * npos]
             dst = y[n, f]
-            bias = b[f] if use_bias else 0.0
+            bias = b[f] if use_bias else 0
             if code == RELU:
                 for p in range(npos):
                     v = src[p] + bias
@@ -232,12 +239,10 @@ def bias_act_transpose(zt, y, b, use_bias, code):
                     dst[p] = src[p] + bias
 
 
-@njit(cache=True, parallel=True)
-def act_grad_transpose(dy, y, code, dzt, db, use_bias):
-    """dzT[f, n P + p] = dy[n, f, p] act'(y[n, f, p]); db[f] = its sum. One filter per thread
-    iteration, so each db[f] has a single writer."""
+@njit(cache=True)
+def _act_grad_filters(dy, y, code, dzt, db, use_bias, lo, hi):
     n_, f_, npos = y.shape
-    for f in prange(f_):
+    for f in range(lo, hi):
         s = 0.0
         for n in range(n_):
             g = dy[n, f]
@@ -245,7 +250,7 @@ def act_grad_transpose(dy, y, code, dzt, db, use_bias):
             dst = dzt[f, n * npos:(n + 1) * npos]
             if code == RELU:
                 for p in range(npos):
-                    v = g[p] if r[p] > 0 else 0.0
+                    v = g[p] if r[p] > 0 else 0
                     dst[p] = v
                     s += v
             elif code == SIGMOID:
@@ -264,6 +269,163 @@ def act_grad_transpose(dy, y, code, dzt, db, use_bias):
                     s += g[p]
         if use_bias:
             db[f] = s
+
+
+@njit(cache=True)
+def im2col(x, col, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow):
+    """col[(c, i, j), n P + a OW + b] = x[n, c, a sh - pt + i dh, b sw - pl + j dw] (0 outside)."""
+    _im2col_rows(x, col, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, 0, x.shape[0])
+
+
+@njit(cache=True, parallel=True)
+def im2col_threaded(x, col, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow):
+    n, k = x.shape[0], CHUNKS
+    for c in prange(k):
+        _im2col_rows(x, col, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, c * n // k, (c + 1) * n // k)
+
+
+@njit(cache=True)
+def col2im(dcol, dx, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow):
+    """The adjoint of im2col: dx[n, c, h, w] = sum of the dcol entries im2col copied x[n, c, h, w] to."""
+    _col2im_rows(dcol, dx, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, 0, dx.shape[0])
+
+
+@njit(cache=True, parallel=True)
+def col2im_threaded(dcol, dx, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow):
+    n, k = dx.shape[0], CHUNKS
+    for c in prange(k):  # samples are disjoint in dx: no races
+        _col2im_rows(dcol, dx, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, c * n // k, (c + 1) * n // k)
+
+
+@njit(cache=True)
+def bias_act_transpose(zt, y, b, use_bias, code):
+    """y[n, f, p] = act(zT[f, n P + p] + b[f]): the GEMM's (F, N P) result into NCHW."""
+    _bias_act_rows(zt, y, b, use_bias, code, 0, y.shape[0])
+
+
+@njit(cache=True, parallel=True)
+def bias_act_transpose_threaded(zt, y, b, use_bias, code):
+    n, k = y.shape[0], CHUNKS
+    for c in prange(k):
+        _bias_act_rows(zt, y, b, use_bias, code, c * n // k, (c + 1) * n // k)
+
+
+@njit(cache=True)
+def act_grad_transpose(dy, y, code, dzt, db, use_bias):
+    """dzT[f, n P + p] = dy[n, f, p] act'(y[n, f, p]); db[f] = its sum over n and p."""
+    _act_grad_filters(dy, y, code, dzt, db, use_bias, 0, y.shape[1])
+
+
+@njit(cache=True, parallel=True)
+def act_grad_transpose_threaded(dy, y, code, dzt, db, use_bias):
+    f = y.shape[1]
+    for c in prange(f):  # one filter per iteration: each db[f] has a single writer
+        _act_grad_filters(dy, y, code, dzt, db, use_bias, c, c + 1)
+
+
+# Products below this many multiply-adds run in serial Numba loops instead of BLAS: OpenBLAS splits
+# even small products over its threads, and on a loaded 2-core machine the hand-off to a
+# descheduled worker costs milliseconds for a product that takes microseconds on one thread.
+SMALL_GEMM = 1 << 21
+
+
+@njit(cache=True, fastmath=True)
+def gemm_nn(a, b, out):
+    """out = a @ b, row-major a (m, k), b (k, n): rows of b streamed (axpy), vectorised."""
+    m, k = a.shape
+    n = b.shape[1]
+    for i in range(m):
+        o = out[i]
+        o[:] = 0
+        for p in range(k):
+            aip = a[i, p]
+            r = b[p]
+            for j in range(n):
+                o[j] += aip * r[j]
+
+
+@njit(cache=True, fastmath=True)
+def gemm_nt(a, b, out):
+    """out = a @ b^T for row-major a (m, q) and b (n, q): dot products of contiguous rows."""
+    m, q = a.shape
+    n = b.shape[0]
+    for i in range(m):
+        ra = a[i]
+        for j in range(n):
+            rb = b[j]
+            s = 0.0
+            for t in range(q):
+                s += ra[t] * rb[t]
+            out[i, j] = s
+
+
+@njit(cache=True, fastmath=True)
+def gemm_tn(a, b, out):
+    """out = a^T @ b for row-major a (q, m) and b (q, n)."""
+    q, m = a.shape
+    n = b.shape[1]
+    out[:] = 0
+    for t in range(q):
+        rb = b[t]
+        for i in range(m):
+            ati = a[t, i]
+            o = out[i]
+            for j in range(n):
+                o[j] += ati * rb[j]
+
+
+def grouped_products(w, col, zt, dw):
+    """(forward, weight-gradient, input-gradient) closures for the three products of a conv, per
+    group: zt = w col, dw = zt col^T, col = w^T zt. BLAS for big products, Numba loops for small."""
+    groups, f, k = w.shape
+    npos = col.shape[2]
+    small = f * k * npos < SMALL_GEMM
+    if groups == 1 and not small:
+        w2, c2, z2, d2 = w[0], col[0], zt[0], dw[0]
+        c2t, w2t = c2.T, w2.T  # transposed views: BLAS reads them with its trans flag, no copy
+
+        def fwd():
+            np.matmul(w2, c2, out=z2)
+
+        def dweight():
+            np.matmul(z2, c2t, out=d2)
+
+        def dinput():
+            np.matmul(w2t, z2, out=c2)
+        return fwd, dweight, dinput
+    if not small:
+        col_t, w_t = col.transpose(0, 2, 1), w.transpose(0, 2, 1)
+
+        def fwd_g():
+            np.matmul(w, col, out=zt)
+
+        def dweight_g():
+            np.matmul(zt, col_t, out=dw)
+
+        def dinput_g():
+            np.matmul(w_t, zt, out=col)
+        return fwd_g, dweight_g, dinput_g
+    parts = [(w[g], col[g], zt[g], dw[g]) for g in range(groups)]
+
+    def fwd_s():
+        for wg, cg, zg, _ in parts:
+            gemm_nn(wg, cg, zg)
+
+    def dweight_s():
+        for _, cg, zg, dg in parts:
+            gemm_nt(zg, cg, dg)
+
+    def dinput_s():
+        for wg, cg, zg, _ in parts:
+            gemm_tn(wg, zg, cg)
+    return fwd_s, dweight_s, dinput_s
+
+
+def threaded(work: int) -> bool:
+    """Whether a conv kernel touching ``work`` elements runs on Numba's threads. Below the
+    threshold, waking the pool (and competing with OpenBLAS's spinning workers right after a GEMM)
+    costs more than it saves; see activations.PARALLEL_MIN."""
+    return config.NUMBA_NUM_THREADS > 1 and work >= THREADED_MIN
 
 
 # ---- binding ----------------------------------------------------------------------------------
@@ -289,13 +451,15 @@ def _bind_forward(node, xs, ps, y, ws):
     use_bias = node.attrs.get("use_bias", True)
     b = ps[1] if use_bias else np.zeros(1, y.dtype)
     code = CODES[node.attrs.get("activation", "identity")]
-    if w.shape[0] == 1:  # one group: plain 2-D GEMM (no batched-matmul loop)
-        w, col, zt = w[0], col[0], zt[0]
+    product, _, _ = grouped_products(w, col, zt, w)
+    par = threaded(ws["col"].size)
+    unfold = im2col_threaded if par else im2col
+    epilogue = bias_act_transpose_threaded if par else bias_act_transpose
 
     def run():
-        im2col(x4, ws["col"], *args)
-        np.matmul(w, col, out=zt)
-        bias_act_transpose(ws["zt"], y3, b, use_bias, code)
+        unfold(x4, ws["col"], *args)
+        product()
+        epilogue(ws["zt"], y3, b, use_bias, code)
     return run
 
 
@@ -309,17 +473,17 @@ def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws):
     dw = dps[0].reshape(w.shape)
     code = CODES[node.attrs.get("activation", "identity")]
     dx4 = dxs[0].reshape(n, g["C"], g["H"], g["W"]) if dxs[0] is not None else None
-    col_t = col.transpose(0, 2, 1)  # BLAS reads the transpose in place
-    w_t = w.transpose(0, 2, 1)
-    if w.shape[0] == 1:
-        col_t, w_t, col, zt, dw = col_t[0], w_t[0], col[0], zt[0], dw[0]
+    _, dweight, dinput = grouped_products(w, col, zt, dw)
+    par = threaded(ws["col"].size)
+    act_grad = act_grad_transpose_threaded if par else act_grad_transpose
+    fold = col2im_threaded if par else col2im
 
     def run():
-        act_grad_transpose(dy3, y3, code, ws["zt"], db, use_bias)   # zt now holds dzT
-        np.matmul(zt, col_t, out=dw)
+        act_grad(dy3, y3, code, ws["zt"], db, use_bias)   # zt now holds dzT
+        dweight()
         if dx4 is not None:
-            np.matmul(w_t, zt, out=col)                            # dcol over col
-            col2im(ws["col"], dx4, *args)
+            dinput()                                      # dcol over col (no longer needed)
+            fold(ws["col"], dx4, *args)
     return run
 
 

@@ -21,7 +21,8 @@ from numba import njit, prange
 from ..errors import ShapeError
 from ..ir.graph import Node, TensorType
 from .base import OpDef
-from .conv import explicit_pads, out_sizes, pair
+from .activations import CHUNKS
+from .conv import explicit_pads, out_sizes, pair, threaded
 
 
 def geometry(node: Node, in_shape: tuple[int, ...]) -> dict:
@@ -49,13 +50,14 @@ def _infer(node: Node, types: list[TensorType]) -> TensorType:
     return TensorType((g["C"],) + g["out"])
 
 
-# ---- kernels: one (sample, channel) plane per thread iteration ---------------------------------
+# ---- kernels: bodies over a block [lo, hi) of (sample, channel) planes; serial and threaded drivers ---------------------------------
 
-@njit(cache=True, parallel=True)
-def maxpool_forward(x, y, kh, kw, sh, sw, pt, pl):
+
+@njit(cache=True)
+def _maxpool_forward_planes(x, y, kh, kw, sh, sw, pt, pl, lo, hi):
     n_, c_, h_, w_ = x.shape
     oh, ow = y.shape[2], y.shape[3]
-    for q in prange(n_ * c_):
+    for q in range(lo, hi):
         n, c = q // c_, q % c_
         xp, yp = x[n, c], y[n, c]
         for a in range(oh):
@@ -72,11 +74,23 @@ def maxpool_forward(x, y, kh, kw, sh, sw, pt, pl):
                 yp[a, b] = m
 
 
+@njit(cache=True)
+def maxpool_forward(x, y, kh, kw, sh, sw, pt, pl):
+    _maxpool_forward_planes(x, y, kh, kw, sh, sw, pt, pl, 0, x.shape[0] * x.shape[1])
+
+
 @njit(cache=True, parallel=True)
-def maxpool_backward(x, dy, dx, kh, kw, sh, sw, pt, pl):
+def maxpool_forward_threaded(x, y, kh, kw, sh, sw, pt, pl):
+    m, k = x.shape[0] * x.shape[1], CHUNKS
+    for c in prange(k):  # planes are disjoint: no races
+        _maxpool_forward_planes(x, y, kh, kw, sh, sw, pt, pl, c * m // k, (c + 1) * m // k)
+
+
+@njit(cache=True)
+def _maxpool_backward_planes(x, dy, dx, kh, kw, sh, sw, pt, pl, lo, hi):
     n_, c_, h_, w_ = x.shape
     oh, ow = dy.shape[2], dy.shape[3]
-    for q in prange(n_ * c_):
+    for q in range(lo, hi):
         n, c = q // c_, q % c_
         xp, gp, dp = x[n, c], dy[n, c], dx[n, c]
         for h in range(h_):
@@ -98,11 +112,23 @@ def maxpool_backward(x, dy, dx, kh, kw, sh, sw, pt, pl):
                 dp[bh, bw] += gp[a, b]
 
 
+@njit(cache=True)
+def maxpool_backward(x, dy, dx, kh, kw, sh, sw, pt, pl):
+    _maxpool_backward_planes(x, dy, dx, kh, kw, sh, sw, pt, pl, 0, x.shape[0] * x.shape[1])
+
+
 @njit(cache=True, parallel=True)
-def avgpool_forward(x, y, kh, kw, sh, sw, pt, pl):
+def maxpool_backward_threaded(x, dy, dx, kh, kw, sh, sw, pt, pl):
+    m, k = x.shape[0] * x.shape[1], CHUNKS
+    for c in prange(k):  # planes are disjoint: no races
+        _maxpool_backward_planes(x, dy, dx, kh, kw, sh, sw, pt, pl, c * m // k, (c + 1) * m // k)
+
+
+@njit(cache=True)
+def _avgpool_forward_planes(x, y, kh, kw, sh, sw, pt, pl, lo, hi):
     n_, c_, h_, w_ = x.shape
     oh, ow = y.shape[2], y.shape[3]
-    for q in prange(n_ * c_):
+    for q in range(lo, hi):
         n, c = q // c_, q % c_
         xp, yp = x[n, c], y[n, c]
         for a in range(oh):
@@ -118,11 +144,23 @@ def avgpool_forward(x, y, kh, kw, sh, sw, pt, pl):
                 yp[a, b] = s / ((h_hi - h_lo) * (w_hi - w_lo))
 
 
+@njit(cache=True)
+def avgpool_forward(x, y, kh, kw, sh, sw, pt, pl):
+    _avgpool_forward_planes(x, y, kh, kw, sh, sw, pt, pl, 0, x.shape[0] * x.shape[1])
+
+
 @njit(cache=True, parallel=True)
-def avgpool_backward(dy, dx, kh, kw, sh, sw, pt, pl):
+def avgpool_forward_threaded(x, y, kh, kw, sh, sw, pt, pl):
+    m, k = x.shape[0] * x.shape[1], CHUNKS
+    for c in prange(k):  # planes are disjoint: no races
+        _avgpool_forward_planes(x, y, kh, kw, sh, sw, pt, pl, c * m // k, (c + 1) * m // k)
+
+
+@njit(cache=True)
+def _avgpool_backward_planes(dy, dx, kh, kw, sh, sw, pt, pl, lo, hi):
     n_, c_, h_, w_ = dx.shape
     oh, ow = dy.shape[2], dy.shape[3]
-    for q in prange(n_ * c_):
+    for q in range(lo, hi):
         n, c = q // c_, q % c_
         gp, dp = dy[n, c], dx[n, c]
         for h in range(h_):
@@ -140,22 +178,34 @@ def avgpool_backward(dy, dx, kh, kw, sh, sw, pt, pl):
                         dp[h, w] += v
 
 
+@njit(cache=True)
+def avgpool_backward(dy, dx, kh, kw, sh, sw, pt, pl):
+    _avgpool_backward_planes(dy, dx, kh, kw, sh, sw, pt, pl, 0, dy.shape[0] * dy.shape[1])
+
+
 @njit(cache=True, parallel=True)
+def avgpool_backward_threaded(dy, dx, kh, kw, sh, sw, pt, pl):
+    m, k = dy.shape[0] * dy.shape[1], CHUNKS
+    for c in prange(k):  # planes are disjoint: no races
+        _avgpool_backward_planes(dy, dx, kh, kw, sh, sw, pt, pl, c * m // k, (c + 1) * m // k)
+
+
+@njit(cache=True)
 def global_avg_forward(x, y):
     m, k = x.shape
     inv = 1.0 / k
-    for r in prange(m):
+    for r in range(m):
         s = 0.0
         for j in range(k):
             s += x[r, j]
         y[r] = s * inv
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def global_avg_backward(dy, dx):
     m, k = dx.shape
     inv = 1.0 / k
-    for r in prange(m):
+    for r in range(m):
         v = dy[r] * inv
         for j in range(k):
             dx[r, j] = v
@@ -169,7 +219,9 @@ def _make(kind: str) -> OpDef:
     def bind_forward(node, xs, ps, y, ws):
         g = geometry(node, xs[0].shape[1:])
         x, args = xs[0], g["args"]
-        fwd = maxpool_forward if is_max else avgpool_forward
+        par = threaded(x.size)
+        fwd = (maxpool_forward_threaded if par else maxpool_forward) if is_max else \
+            (avgpool_forward_threaded if par else avgpool_forward)
 
         def run():
             fwd(x, y, *args)
@@ -181,13 +233,17 @@ def _make(kind: str) -> OpDef:
             return lambda: None
         g = geometry(node, xs[0].shape[1:])
         x, args = xs[0], g["args"]
+        par = threaded(x.size)
         if is_max:
+            max_bwd = maxpool_backward_threaded if par else maxpool_backward
+
             def run_max():
-                maxpool_backward(x, dy, dx, *args)
+                max_bwd(x, dy, dx, *args)
             return run_max
+        avg_bwd = avgpool_backward_threaded if par else avgpool_backward
 
         def run_avg():
-            avgpool_backward(dy, dx, *args)
+            avg_bwd(dy, dx, *args)
         return run_avg
 
     def to_onnx(node, in_names, out_name, in_types, b):
