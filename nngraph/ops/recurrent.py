@@ -41,6 +41,7 @@ import numpy as np
 from ..errors import ShapeError
 from ..ir.graph import Node, TensorType
 from . import rnn_kernels as K
+from . import rnn_steps as S
 from .activations import CODES, apply_reference
 from .base import OpDef, ParamDecl
 
@@ -92,8 +93,19 @@ def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tup
     if node.op == "LSTM":
         ws.update(cbuf=(batch, H), dcc=(batch, H), cs=(batch, T, nd * H), ca=(batch, T, nd * H))
     if node.op == "GRU":
-        ws.update(drg=(batch, T, nd * G * H), aux=(batch, T, nd * H), rhbuf=(batch, H), drh=(batch, H))
+        ws.update(drg=(batch, T, nd * G * H), aux=(batch, T, nd * H), rhbuf=(batch, H), drh=(batch, H),
+                  rec_zr=(batch, 2 * H), rec_h=(batch, H), dhz=(batch, H), gs_zr=(batch, 2 * H), gs_n=(batch, H))
     return ws
+
+
+# Per-step BLAS mode (rnn_steps.py) from this many multiply-adds per step's recurrent product on:
+# below it the Python step loop costs more than BLAS saves over the in-kernel dot products.
+STEP_BLAS_MIN = 1 << 18
+
+
+def per_step_blas(batch: int, gates_h: int, hidden: int) -> bool:
+    """Whether a layer runs in per-step BLAS mode (else the whole time loop in one Numba call)."""
+    return batch * gates_h * hidden >= STEP_BLAS_MIN
 
 
 # Below this many multiply-adds a product runs in a serial Numba loop instead of BLAS: OpenBLAS
@@ -138,6 +150,12 @@ def _bind_forward(node, xs, ps, y, ws):
     code = CODES[node.attrs.get("activation", "tanh")]
     step = _chunk(B)
     kind = node.op
+    lbr = bool(node.attrs.get("linear_before_reset"))
+    if per_step_blas(B, GH, R.shape[2]):
+        def run_steps():
+            matmul(x2, w_t, xw2)
+            S.forward(kind, ws, bias, R, xs[1] if use_h0 else None, xs[2] if use_c0 else None, code, seq, lbr, y3)
+        return run_steps
 
     def run():
         matmul(x2, w_t, xw2)
@@ -148,7 +166,7 @@ def _bind_forward(node, xs, ps, y, ws):
             K.lstm_forward(ws["xw"], bias, R, h0, c0, use_h0, use_c0, code, seq, ws["hbuf"], ws["cbuf"],
                            ws["rec"], ws["hp"], ws["act"], ws["cs"], ws["ca"], y3, step)
         else:
-            K.gru_forward(ws["xw"], bias, R, h0, use_h0, code, seq, bool(node.attrs.get("linear_before_reset")),
+            K.gru_forward(ws["xw"], bias, R, h0, use_h0, code, seq, lbr,
                           ws["hbuf"], ws["rhbuf"], ws["rec"], ws["hp"], ws["act"], ws["aux"], y3, step)
     return run
 
@@ -177,7 +195,17 @@ def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws):
     dh0 = dxs[1] if len(dxs) > 1 and dxs[1] is not None else np.zeros((B, nd * H), y.dtype)
     dc0 = dxs[2] if len(dxs) > 2 and dxs[2] is not None else np.zeros((B, nd * H), y.dtype)
 
+    steps = per_step_blas(B, GH, H)
+
     def run():
+        if steps:
+            S.backward(kind, ws, R, xs[2] if use_c0 else None, code, seq, lbr, dy3, dh0 if want0 else None,
+                       dc0 if want0 else None)
+        else:
+            kernel_backward()
+        weight_grads()
+
+    def kernel_backward():
         K.copy_transpose(R, ws["rt"])
         if kind == "RNN":
             K.rnn_backward(dy3, ws["rt"], code, seq, ws["act"], dxg, ws["gs"], ws["dhc"], ws["dhp"], dh0, want0,
@@ -188,6 +216,8 @@ def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws):
         else:
             K.gru_backward(dy3, ws["rt"], code, seq, lbr, ws["hp"], ws["act"], ws["aux"], dxg, drg, ws["gs"],
                            ws["dhc"], ws["dhp"], ws["drh"], dh0, want0, step)
+
+    def weight_grads():
         # the weight gradients: one GEMM over all rows (batch x time) and both directions
         matmul(dx2.T, x2, dw2)
         for d in range(nd):
