@@ -72,8 +72,39 @@ def _mlp_gemms(batch: int) -> list[tuple[int, int, int, bool, bool]]:
     return out
 
 
+def _recurrent_spec(kind: str) -> dict[str, Any]:
+    """Input 16, hidden 128, sequence 50, last state -> dense 10, cross-entropy. The GRU uses
+    linear_before_reset, the variant PyTorch (and cuDNN) implement, so the networks are identical."""
+    layer: dict[str, Any] = {"type": kind, "units": 128}
+    if kind == "gru":
+        layer["linear_before_reset"] = True
+    return {"name": f"bench_{kind}", "inputs": {"x": {"shape": [50, 16]}},
+            "layers": [layer, {"type": "dense", "units": 10}],
+            "loss": "cross_entropy", "optimizer": {"type": "sgd", "lr": 0.01}}
+
+
+def _recurrent_torch(kind: str) -> Callable[[], Any]:
+    def make():
+        import torch.nn as nn
+
+        class LastState(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.rnn = getattr(nn, kind)(16, 128, batch_first=True)
+                self.fc = nn.Linear(128, 10)
+
+            def forward(self, x):
+                out, _ = self.rnn(x)
+                return self.fc(out[:, -1])
+        return LastState()
+    return make
+
+
 BENCHES: list[Bench] = [
     Bench("mlp 784-256-128-10", _mlp_spec(), _mlp_torch, (784,), 10, (32, 128, 512), _mlp_gemms),
+    Bench("rnn 16-128 x50 -> 10", _recurrent_spec("rnn"), _recurrent_torch("RNN"), (50, 16), 10, (64,), steps=40),
+    Bench("lstm 16-128 x50 -> 10", _recurrent_spec("lstm"), _recurrent_torch("LSTM"), (50, 16), 10, (64,), steps=20),
+    Bench("gru 16-128 x50 -> 10", _recurrent_spec("gru"), _recurrent_torch("GRU"), (50, 16), 10, (64,), steps=20),
 ]
 
 
