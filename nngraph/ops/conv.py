@@ -1,36 +1,38 @@
 """Conv: 1-D and 2-D convolution (NCHW / NCL), y = act(conv(x, W) + b), bias and activation fused.
 
-Layout: W is (F, C/g, kh, kw) (ONNX Conv, PyTorch Conv2d), a 1-D conv is a 2-D conv with kh = 1
-and W (F, C/g, k). With K = (C/g) kh kw, P = OH OW positions and N samples, im2col lays the patches
-out as col (g K, N P): row k = (c, i, j), column n P + (oh OW + ow), so every layer is ONE large
-GEMM per group (BLAS, threaded) instead of N small ones:
-    forward    zT[f, nP+p] = sum_k W[f, k] col[k, nP+p]            zT = W col        (F, N P)
-               y[n, f, p]  = act(zT[f, nP+p] + b[f])               (transpose fused in the epilogue)
+Layout: W is (F, C/g, kh, kw) (ONNX Conv, PyTorch Conv2d); a 1-D conv is a 2-D conv with height 1
+and W (F, C/g, k). Tap k = (c, i, j) of W's flattened rows reads, for output position (a, b),
+x[c, a sh - pt + i dh, b sw - pl + j dw] (zero in the padding). Per sample, with X the (K, P)
+matrix of those reads (K = (C/g) kh kw taps, P = OH OW positions):
+    forward    z = W X + b            y = act(z)
 Backward, with dz = dy * act'(y) (written in terms of y, see activations.py):
-               dzT[f, nP+p] = dz[n, f, p]       db[f] = sum_{n,p} dz[n, f, p]
-               dW = dzT col^T                   (F, K)     one GEMM, col read transposed in place
-               dcol = W^T dzT                   (K, N P)   written over col (no longer needed)
-               dx[n, c, h, w] = sum of dcol[(c, i, j), nP+p] over the (i, j, p) that read x[n, c, h, w]
-                                (col2im, the adjoint of im2col; padding positions drop out)
-Groups split rows of col and of W: group gi uses W[gi F/g : (gi+1) F/g] and col rows
-[gi K, (gi+1) K), a batched matmul over g.
+    db = sum over positions and samples of dz
+    dW = sum over samples of dz X^T
+    dX = W^T dz, and dx = the adjoint of the gather: every X entry's gradient is added back to
+         the x element it was read from (padding entries are dropped)
+Groups split the channels and filters into g independent convs (W rows [gi F/g, (gi+1) F/g) see
+channels [gi C/g, (gi+1) C/g)).
+
+Kernels (measured choices, see tools/bench_train.py): stride 1 computes W X without building X
+(conv_shift.py: products over shifted rows of the padded sample); strided convs unfold X per sample
+(conv_kernels.py). Both work sample by sample in cache, one block of samples per thread.
 Padding "same" is ONNX SAME_UPPER / Keras / PyTorch: OH = ceil(H / stride), total pad
 max((OH-1) s + d (k-1) + 1 - H, 0), the odd unit at the end; it is exported as explicit pads.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from numba import config, njit, prange
+from numba import config
 
 from ..errors import ShapeError
 from ..ir.graph import Node, TensorType
-from .activations import CHUNKS, CODES, ONNX_OP, RELU, SIGMOID, TANH, apply_reference
+from . import conv_kernels as K
+from . import conv_shift as S
+from .activations import CODES, ONNX_OP, apply_reference
 from .base import OpDef, ParamDecl
 from .dense import default_initializer
 
-# Threaded kernels only from this many elements of col (measured, see tools/bench_train.py).
+# A conv call runs on several threads from this many multiply-adds (see blocks()).
 THREADED_MIN = 1 << 20
 
 
@@ -135,356 +137,105 @@ def _params(node: Node, types: list[TensorType]) -> list[ParamDecl]:
     return decls
 
 
+def _shift_dims(g: dict) -> tuple[int, int, int]:
+    """(Hp, Wp, flat length with slack) of the padded sample of the stride-1 path (conv_shift.py)."""
+    hp = g["H"] + g["pt"] + (g["pads"][2] if len(g["pads"]) == 4 else 0)
+    wp = g["W"] + g["pl"] + g["pads"][-1]
+    return hp, wp, g["C"] * hp * wp + (g["kw"] - 1) * g["dw"]
+
+
 def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tuple[int, ...]]:
     g = geometry(node, types[0].shape)
+    f, groups = node.attrs["filters"], node.attrs["groups"]
     k = g["C"] * g["kh"] * g["kw"]
-    cols = batch * g["OH"] * g["OW"]
-    return {"col": (k, cols), "zt": (node.attrs["filters"], cols)}
+    t = blocks(node, g, batch)
+    ws = {"dws": (t, f, k // groups), "dbs": (t, f)}        # per-thread partial dW, db
+    if g["sh"] == g["sw"] == 1:
+        hp, wp, flat = _shift_dims(g)
+        ws.update(xps=(t, flat), dxps=(t, flat), zws=(t, f, g["OH"] * wp))
+    else:
+        ws["cols"] = (t, k, g["OH"] * g["OW"])                # one sample's patches per thread
+    return ws
 
 
-# ---- kernels ----------------------------------------------------------------------------------
-
-@njit(cache=True, inline="always")
-def _valid_range(n_out, stride, offset, size):
-    """[lo, hi) of output positions o with 0 <= o * stride + offset < size."""
-    lo = 0
-    while lo < n_out and lo * stride + offset < 0:
-        lo += 1
-    hi = n_out
-    while hi > lo and (hi - 1) * stride + offset >= size:
-        hi -= 1
-    return lo, hi
+def thread_count() -> int:
+    """Numba's thread count (a function, so tests can pretend to have more threads)."""
+    return config.NUMBA_NUM_THREADS
 
 
-# Each kernel is a body over a block of samples (or filters) plus a serial and a threaded driver:
-# the threaded one splits the block range across Numba's threads, each block writing disjoint
-# memory (no races). Which driver runs is chosen at bind time by size (see ``threaded``).
-
-@njit(cache=True)
-def _im2col_rows(x, col, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, lo, hi):
-    n_, c_, h_, w_ = x.shape
-    npos = oh * ow
-    for n in range(lo, hi):
-        base = n * npos
-        for c in range(c_):
-            for i in range(kh):
-                a_lo, a_hi = _valid_range(oh, sh, i * dh - pt, h_)
-                for j in range(kw):
-                    row = col[(c * kh + i) * kw + j]
-                    off = j * dw - pl
-                    b_lo, b_hi = _valid_range(ow, sw, off, w_)
-                    for a in range(oh):
-                        o = base + a * ow
-                        if a < a_lo or a >= a_hi or b_lo >= b_hi:
-                            for b in range(ow):
-                                row[o + b] = 0
-                            continue
-                        xr = x[n, c, a * sh - pt + i * dh]
-                        for b in range(b_lo):
-                            row[o + b] = 0
-                        if sw == 1:  # the common case: a contiguous run the compiler vectorises
-                            for b in range(b_lo, b_hi):
-                                row[o + b] = xr[b + off]
-                        else:
-                            for b in range(b_lo, b_hi):
-                                row[o + b] = xr[b * sw + off]
-                        for b in range(b_hi, ow):
-                            row[o + b] = 0
+def blocks(node: Node, g: dict, batch: int) -> int:
+    """Threads (blocks of samples) a conv's kernels use: 1 below THREADED_MIN multiply-adds per
+    call, where waking the pool (and meeting OpenBLAS's spinning workers from a preceding dense
+    layer) costs more than it saves."""
+    threads = thread_count()
+    macs = batch * node.attrs["filters"] * g["C"] // node.attrs["groups"] * g["kh"] * g["kw"] * g["OH"] * g["OW"]
+    return max(1, min(threads, batch)) if macs >= THREADED_MIN else 1
 
 
-@njit(cache=True)
-def _col2im_rows(dcol, dx, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, lo, hi):
-    n_, c_, h_, w_ = dx.shape
-    npos = oh * ow
-    for n in range(lo, hi):
-        base = n * npos
-        for c in range(c_):
-            for h in range(h_):
-                for w in range(w_):
-                    dx[n, c, h, w] = 0
-            for i in range(kh):
-                a_lo, a_hi = _valid_range(oh, sh, i * dh - pt, h_)
-                for j in range(kw):
-                    row = dcol[(c * kh + i) * kw + j]
-                    off = j * dw - pl
-                    b_lo, b_hi = _valid_range(ow, sw, off, w_)
-                    for a in range(a_lo, a_hi):
-                        xr = dx[n, c, a * sh - pt + i * dh]
-                        o = base + a * ow
-                        for b in range(b_lo, b_hi):
-                            xr[b * sw + off] += row[o + b]
+# ---- binding (kernels in conv_kernels.py) -----------------------------------------------------
 
-
-@njit(cache=True)
-def _bias_act_rows(zt, y, b, use_bias, code, lo, hi):
-    n_, f_, npos = y.shape
-    for n in range(lo, hi):
-        for f in range(f_):
-            src = zt[f, n * npos:(n + 1) * npos]
-            dst = y[n, f]
-            bias = b[f] if use_bias else 0
-            if code == RELU:
-                for p in range(npos):
-                    v = src[p] + bias
-                    dst[p] = v if v > 0 else 0
-            elif code == SIGMOID:
-                for p in range(npos):
-                    v = src[p] + bias
-                    dst[p] = 1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v))
-            elif code == TANH:
-                for p in range(npos):
-                    dst[p] = math.tanh(src[p] + bias)
-            else:
-                for p in range(npos):
-                    dst[p] = src[p] + bias
-
-
-@njit(cache=True)
-def _act_grad_filters(dy, y, code, dzt, db, use_bias, lo, hi):
-    n_, f_, npos = y.shape
-    for f in range(lo, hi):
-        s = 0.0
-        for n in range(n_):
-            g = dy[n, f]
-            r = y[n, f]
-            dst = dzt[f, n * npos:(n + 1) * npos]
-            if code == RELU:
-                for p in range(npos):
-                    v = g[p] if r[p] > 0 else 0
-                    dst[p] = v
-                    s += v
-            elif code == SIGMOID:
-                for p in range(npos):
-                    v = g[p] * r[p] * (1 - r[p])
-                    dst[p] = v
-                    s += v
-            elif code == TANH:
-                for p in range(npos):
-                    v = g[p] * (1 - r[p] * r[p])
-                    dst[p] = v
-                    s += v
-            else:
-                for p in range(npos):
-                    dst[p] = g[p]
-                    s += g[p]
-        if use_bias:
-            db[f] = s
-
-
-@njit(cache=True)
-def im2col(x, col, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow):
-    """col[(c, i, j), n P + a OW + b] = x[n, c, a sh - pt + i dh, b sw - pl + j dw] (0 outside)."""
-    _im2col_rows(x, col, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, 0, x.shape[0])
-
-
-@njit(cache=True, parallel=True)
-def im2col_threaded(x, col, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow):
-    n, k = x.shape[0], CHUNKS
-    for c in prange(k):
-        _im2col_rows(x, col, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, c * n // k, (c + 1) * n // k)
-
-
-@njit(cache=True)
-def col2im(dcol, dx, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow):
-    """The adjoint of im2col: dx[n, c, h, w] = sum of the dcol entries im2col copied x[n, c, h, w] to."""
-    _col2im_rows(dcol, dx, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, 0, dx.shape[0])
-
-
-@njit(cache=True, parallel=True)
-def col2im_threaded(dcol, dx, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow):
-    n, k = dx.shape[0], CHUNKS
-    for c in prange(k):  # samples are disjoint in dx: no races
-        _col2im_rows(dcol, dx, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, c * n // k, (c + 1) * n // k)
-
-
-@njit(cache=True)
-def bias_act_transpose(zt, y, b, use_bias, code):
-    """y[n, f, p] = act(zT[f, n P + p] + b[f]): the GEMM's (F, N P) result into NCHW."""
-    _bias_act_rows(zt, y, b, use_bias, code, 0, y.shape[0])
-
-
-@njit(cache=True, parallel=True)
-def bias_act_transpose_threaded(zt, y, b, use_bias, code):
-    n, k = y.shape[0], CHUNKS
-    for c in prange(k):
-        _bias_act_rows(zt, y, b, use_bias, code, c * n // k, (c + 1) * n // k)
-
-
-@njit(cache=True)
-def act_grad_transpose(dy, y, code, dzt, db, use_bias):
-    """dzT[f, n P + p] = dy[n, f, p] act'(y[n, f, p]); db[f] = its sum over n and p."""
-    _act_grad_filters(dy, y, code, dzt, db, use_bias, 0, y.shape[1])
-
-
-@njit(cache=True, parallel=True)
-def act_grad_transpose_threaded(dy, y, code, dzt, db, use_bias):
-    f = y.shape[1]
-    for c in prange(f):  # one filter per iteration: each db[f] has a single writer
-        _act_grad_filters(dy, y, code, dzt, db, use_bias, c, c + 1)
-
-
-# Products below this many multiply-adds run in serial Numba loops instead of BLAS: OpenBLAS splits
-# even small products over its threads, and on a loaded 2-core machine the hand-off to a
-# descheduled worker costs milliseconds for a product that takes microseconds on one thread.
-SMALL_GEMM = 1 << 21
-
-
-@njit(cache=True, fastmath=True)
-def gemm_nn(a, b, out):
-    """out = a @ b, row-major a (m, k), b (k, n): rows of b streamed (axpy), vectorised."""
-    m, k = a.shape
-    n = b.shape[1]
-    for i in range(m):
-        o = out[i]
-        o[:] = 0
-        for p in range(k):
-            aip = a[i, p]
-            r = b[p]
-            for j in range(n):
-                o[j] += aip * r[j]
-
-
-@njit(cache=True, fastmath=True)
-def gemm_nt(a, b, out):
-    """out = a @ b^T for row-major a (m, q) and b (n, q): dot products of contiguous rows."""
-    m, q = a.shape
-    n = b.shape[0]
-    for i in range(m):
-        ra = a[i]
-        for j in range(n):
-            rb = b[j]
-            s = 0.0
-            for t in range(q):
-                s += ra[t] * rb[t]
-            out[i, j] = s
-
-
-@njit(cache=True, fastmath=True)
-def gemm_tn(a, b, out):
-    """out = a^T @ b for row-major a (q, m) and b (q, n)."""
-    q, m = a.shape
-    n = b.shape[1]
-    out[:] = 0
-    for t in range(q):
-        rb = b[t]
-        for i in range(m):
-            ati = a[t, i]
-            o = out[i]
-            for j in range(n):
-                o[j] += ati * rb[j]
-
-
-def grouped_products(w, col, zt, dw):
-    """(forward, weight-gradient, input-gradient) closures for the three products of a conv, per
-    group: zt = w col, dw = zt col^T, col = w^T zt. BLAS for big products, Numba loops for small."""
-    groups, f, k = w.shape
-    npos = col.shape[2]
-    small = f * k * npos < SMALL_GEMM
-    if groups == 1 and not small:
-        w2, c2, z2, d2 = w[0], col[0], zt[0], dw[0]
-        c2t, w2t = c2.T, w2.T  # transposed views: BLAS reads them with its trans flag, no copy
-
-        def fwd():
-            np.matmul(w2, c2, out=z2)
-
-        def dweight():
-            np.matmul(z2, c2t, out=d2)
-
-        def dinput():
-            np.matmul(w2t, z2, out=c2)
-        return fwd, dweight, dinput
-    if not small:
-        col_t, w_t = col.transpose(0, 2, 1), w.transpose(0, 2, 1)
-
-        def fwd_g():
-            np.matmul(w, col, out=zt)
-
-        def dweight_g():
-            np.matmul(zt, col_t, out=dw)
-
-        def dinput_g():
-            np.matmul(w_t, zt, out=col)
-        return fwd_g, dweight_g, dinput_g
-    parts = [(w[g], col[g], zt[g], dw[g]) for g in range(groups)]
-
-    def fwd_s():
-        for wg, cg, zg, _ in parts:
-            gemm_nn(wg, cg, zg)
-
-    def dweight_s():
-        for _, cg, zg, dg in parts:
-            gemm_nt(zg, cg, dg)
-
-    def dinput_s():
-        for wg, cg, zg, _ in parts:
-            gemm_tn(wg, zg, cg)
-    return fwd_s, dweight_s, dinput_s
-
-
-def threaded(work: int) -> bool:
-    """Whether a conv kernel touching ``work`` elements runs on Numba's threads. Below the
-    threshold, waking the pool (and competing with OpenBLAS's spinning workers right after a GEMM)
-    costs more than it saves; see activations.PARALLEL_MIN."""
-    return config.NUMBA_NUM_THREADS > 1 and work >= THREADED_MIN
-
-
-# ---- binding ----------------------------------------------------------------------------------
-
-def _views(node, xs, ps, y, ws):
+def _setup(node, xs, ps, y):
     g = geometry(node, xs[0].shape[1:])
-    n = xs[0].shape[0]
+    n, f = xs[0].shape[0], node.attrs["filters"]
     x4 = xs[0].reshape(n, g["C"], g["H"], g["W"])
-    y3 = y.reshape(n, node.attrs["filters"], g["OH"] * g["OW"])
-    groups, f = node.attrs["groups"], node.attrs["filters"]
-    col, zt = ws["col"], ws["zt"]
-    w = ps[0].reshape(groups, f // groups, -1)
-    return g, x4, y3, w, col.reshape(groups, -1, col.shape[1]), zt.reshape(groups, f // groups, zt.shape[1])
-
-
-def _geom_args(g):
-    return (g["kh"], g["kw"], g["sh"], g["sw"], g["dh"], g["dw"], g["pt"], g["pl"], g["OH"], g["OW"])
+    y3 = y.reshape(n, f, g["OH"] * g["OW"])
+    w2 = ps[0].reshape(f, -1)
+    geo = (g["kh"], g["kw"], g["sh"], g["sw"], g["dh"], g["dw"], g["pt"], g["pl"], g["OH"], g["OW"])
+    use_bias = node.attrs.get("use_bias", True)
+    return g, x4, y3, w2, geo, use_bias
 
 
 def _bind_forward(node, xs, ps, y, ws):
-    g, x4, y3, w, col, zt = _views(node, xs, ps, y, ws)
-    args = _geom_args(g)
-    use_bias = node.attrs.get("use_bias", True)
-    b = ps[1] if use_bias else np.zeros(1, y.dtype)
+    g, x4, y3, w2, geo, use_bias = _setup(node, xs, ps, y)
+    b = ps[1] if use_bias else np.zeros(node.attrs["filters"], y.dtype)  # kernels always add b
     code = CODES[node.attrs.get("activation", "identity")]
-    product, _, _ = grouped_products(w, col, zt, w)
-    par = threaded(ws["col"].size)
-    unfold = im2col_threaded if par else im2col
-    epilogue = bias_act_transpose_threaded if par else bias_act_transpose
+    groups = node.attrs["groups"]
+    if "cols" in ws:  # strided: unfold each sample, then a register-blocked product
+        cols = ws["cols"]
+        kernel = K.forward_threaded if cols.shape[0] > 1 else K.forward
 
-    def run():
-        unfold(x4, ws["col"], *args)
-        product()
-        epilogue(ws["zt"], y3, b, use_bias, code)
-    return run
+        def run():
+            kernel(x4, w2, b, use_bias, code, y3, cols, groups, geo)
+        return run
+    hp, wp, _ = _shift_dims(g)
+    offs = S.offsets(g["C"] // groups, g["kh"], g["kw"], g["dh"], g["dw"], hp, wp)
+    offs = np.concatenate([offs + gi * (g["C"] // groups) * hp * wp for gi in range(groups)])
+    xps, zws = ws["xps"], ws["zws"]
+    shifted = S.forward_threaded if xps.shape[0] > 1 else S.forward
+    args = (offs, groups, g["pt"], g["pl"], hp, wp, g["OW"])
+
+    def run_shifted():
+        shifted(x4, w2, b, use_bias, code, y3, xps, zws, *args)
+    return run_shifted
 
 
 def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws):
-    g, x4, y3, w, col, zt = _views(node, xs, ps, y, ws)
-    args = _geom_args(g)
-    n = xs[0].shape[0]
+    g, x4, y3, w2, geo, use_bias = _setup(node, xs, ps, y)
     dy3 = dy.reshape(y3.shape)
-    use_bias = node.attrs.get("use_bias", True)
     db = dps[1] if use_bias else np.zeros(1, y.dtype)
-    dw = dps[0].reshape(w.shape)
+    dw2 = dps[0].reshape(w2.shape)
     code = CODES[node.attrs.get("activation", "identity")]
-    dx4 = dxs[0].reshape(n, g["C"], g["H"], g["W"]) if dxs[0] is not None else None
-    _, dweight, dinput = grouped_products(w, col, zt, dw)
-    par = threaded(ws["col"].size)
-    act_grad = act_grad_transpose_threaded if par else act_grad_transpose
-    fold = col2im_threaded if par else col2im
+    want_dx = dxs[0] is not None  # the first layer skips dx: a third of its work
+    dx4 = dxs[0].reshape(x4.shape) if want_dx else np.zeros((1, 1, 1, 1), y.dtype)
+    dws, groups = ws["dws"], node.attrs["groups"]
+    dbs = ws["dbs"][:, :db.shape[0]]
+    if "cols" in ws:
+        cols = ws["cols"]
+        kernel = K.backward_threaded if cols.shape[0] > 1 else K.backward
 
-    def run():
-        act_grad(dy3, y3, code, ws["zt"], db, use_bias)   # zt now holds dzT
-        dweight()
-        if dx4 is not None:
-            dinput()                                      # dcol over col (no longer needed)
-            fold(ws["col"], dx4, *args)
-    return run
+        def run():
+            kernel(x4, w2, y3, dy3, code, cols, dws, dbs, use_bias, dx4, want_dx, groups, geo, dw2, db)
+        return run
+    hp, wp, _ = _shift_dims(g)
+    offs = S.offsets(g["C"] // groups, g["kh"], g["kw"], g["dh"], g["dw"], hp, wp)
+    offs = np.concatenate([offs + gi * (g["C"] // groups) * hp * wp for gi in range(groups)])
+    xps, zws, dxps = ws["xps"], ws["zws"], ws["dxps"]
+    shifted = S.backward_threaded if xps.shape[0] > 1 else S.backward
+    args = (offs, groups, g["pt"], g["pl"], hp, wp, g["OW"], dw2, db)
+
+    def run_shifted():
+        shifted(x4, w2, y3, dy3, code, xps, zws, dxps, dws, dbs, use_bias, dx4, want_dx, *args)
+    return run_shifted
 
 
 # ---- export and reference ---------------------------------------------------------------------

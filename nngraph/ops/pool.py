@@ -16,13 +16,23 @@ cheaper than keeping an index buffer consistent across plans.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import config, njit, prange
 
 from ..errors import ShapeError
 from ..ir.graph import Node, TensorType
 from .base import OpDef
 from .activations import CHUNKS
-from .conv import explicit_pads, out_sizes, pair, threaded
+from .conv import explicit_pads, out_sizes, pair
+
+
+# Pooling is memory-bound and cheap: threads only for big tensors (the pool wake-up and barrier
+# cost more than a small pass on a loaded 2-core machine).
+THREADED_MIN = 1 << 20
+
+
+def threaded(elements: int) -> bool:
+    """Whether a pooling kernel over ``elements`` input values runs on Numba's threads."""
+    return config.NUMBA_NUM_THREADS > 1 and elements >= THREADED_MIN
 
 
 def geometry(node: Node, in_shape: tuple[int, ...]) -> dict:

@@ -194,3 +194,28 @@ def test_float32_forward_matches_float64():
     m64 = m32.astype(np.float64)
     x = np.random.default_rng(0).standard_normal((5, 1, 8, 8))
     np.testing.assert_allclose(m32.predict(x.astype(np.float32)), m64.predict(x), atol=1e-5)
+
+
+# ---- the threaded kernels (blocks of samples per thread, partial dW/db summed) ----------------
+
+THREADED = ["conv2d-same-relu", "conv2d-stride2-same", "conv2d-groups", "conv1d-stride-dilation", "cnn-stack",
+            "maxpool2d-overlap", "avgpool2d-same-excludes-pad"]
+
+
+@pytest.fixture
+def force_threads(monkeypatch):
+    """Every conv and pool call takes its threaded path, with 3 blocks whatever the machine has."""
+    from nngraph.ops import conv, pool
+
+    monkeypatch.setattr(conv, "THREADED_MIN", 0)
+    monkeypatch.setattr(conv, "thread_count", lambda: 3)
+    monkeypatch.setattr(pool, "threaded", lambda elements: True)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.id in THREADED], ids=lambda c: c.id)
+def test_threaded_kernels_match_reference_and_finite_differences(case, force_threads):
+    from dataclasses import replace
+
+    case = replace(case, batch=5)  # more samples than blocks, unevenly split
+    check_forward_reference(case)
+    check_gradients(case)
