@@ -100,11 +100,32 @@ def _recurrent_torch(kind: str) -> Callable[[], Any]:
     return make
 
 
+def _lenet_spec() -> dict[str, Any]:
+    """The specs/mnist_lenet.json network (conv 5x5 x16 same -> pool -> conv 5x5 x32 same -> pool ->
+    dense 128 -> 10), trained with SGD like every bench."""
+    conv = {"type": "conv2d", "kernel": 5, "padding": "same", "activation": "relu"}
+    return {"name": "bench_lenet", "inputs": {"x": {"shape": [1, 28, 28]}},
+            "layers": [{**conv, "filters": 16}, {"type": "maxpool2d", "size": 2},
+                       {**conv, "filters": 32}, {"type": "maxpool2d", "size": 2},
+                       {"type": "flatten"}, {"type": "dense", "units": 128, "activation": "relu"},
+                       {"type": "dense", "units": 10}],
+            "loss": "cross_entropy", "optimizer": {"type": "sgd", "lr": 0.01}}
+
+
+def _lenet_torch():
+    import torch.nn as nn
+
+    return nn.Sequential(nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(1568, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
 BENCHES: list[Bench] = [
     Bench("mlp 784-256-128-10", _mlp_spec(), _mlp_torch, (784,), 10, (32, 128, 512), _mlp_gemms),
     Bench("rnn 16-128 x50 -> 10", _recurrent_spec("rnn"), _recurrent_torch("RNN"), (50, 16), 10, (64,), steps=40),
     Bench("lstm 16-128 x50 -> 10", _recurrent_spec("lstm"), _recurrent_torch("LSTM"), (50, 16), 10, (64,), steps=20),
     Bench("gru 16-128 x50 -> 10", _recurrent_spec("gru"), _recurrent_torch("GRU"), (50, 16), 10, (64,), steps=20),
+    Bench("lenet mnist 1x28x28", _lenet_spec(), _lenet_torch, (1, 28, 28), 10, (64, 256), steps=12),
 ]
 
 
