@@ -103,6 +103,13 @@ def plot_history(run: "Run", path: str | Path) -> Path:
     ax.set(title="learning rate", xlabel="epoch")
     if len({r["lr"] for r in rows}) > 1 and min(r["lr"] for r in rows) > 0:
         ax.set_yscale("log")
+    from matplotlib.ticker import MaxNLocator
+
+    for a in axes:
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+        a.grid(alpha=0.3)
+    if len({r["lr"] for r in rows}) == 1:
+        axes[-1].set_ylim(0, 2 * rows[0]["lr"])
     fig.suptitle(f"{run.path.name}: {Path(run.info.get('spec_file') or 'spec').stem}")
     fig.tight_layout()
     buf = io.BytesIO()
