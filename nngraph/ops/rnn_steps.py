@@ -154,6 +154,7 @@ def lstm_bstep(dy, d, t, tp, code, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, d
         ar = act[b, t, og:og + G]
         i, o, f, g = ar[:H], ar[H:2 * H], ar[2 * H:3 * H], ar[3 * H:]
         car, dr, dcr, gr = ca[b, t, oh:oh + H], dhp[b], dcc[b], gs[b]
+        gi, go, gf, gg = gr[:H], gr[H:2 * H], gr[2 * H:3 * H], gr[3 * H:]
         dyr = dy[b, t if seq else 0, oh:oh + H]
         if tp >= 0:
             cpr = cs[b, tp, oh:oh + H]
@@ -166,10 +167,10 @@ def lstm_bstep(dy, d, t, tp, code, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, d
             tc = car[k]
             cprev = cpr[k] if (tp >= 0 or use_c0) else 0.0
             dc = dcr[k] + dh * o[k] * _dact(code, tc)
-            gr[k] = dc * g[k] * i[k] * (1.0 - i[k])
-            gr[H + k] = dh * tc * o[k] * (1.0 - o[k])
-            gr[2 * H + k] = dc * cprev * f[k] * (1.0 - f[k])
-            gr[3 * H + k] = dc * i[k] * _dact(code, g[k])
+            gi[k] = dc * g[k] * i[k] * (1.0 - i[k])
+            go[k] = dh * tc * o[k] * (1.0 - o[k])
+            gf[k] = dc * cprev * f[k] * (1.0 - f[k])
+            gg[k] = dc * i[k] * _dact(code, g[k])
             dcr[k] = dc * f[k]
         xg = dxg[b, t, og:og + G]
         for j in range(G):
@@ -186,18 +187,20 @@ def gru_bstep_lbr(dy, d, t, code, seq, hp, act, aux, dhp, dhz, gs, dxg, drg):
         z, r, n = ar[:H], ar[H:2 * H], ar[2 * H:]
         pr, xa, dr, dzr, gr = hp[b, t, oh:oh + H], aux[b, t, oh:oh + H], dhp[b], dhz[b], gs[b]
         xg, rg = dxg[b, t, og:og + G], drg[b, t, og:og + G]
+        gz, gr_, gn = gr[:H], gr[H:2 * H], gr[2 * H:]
+        xz, xr_, xn = xg[:H], xg[H:2 * H], xg[2 * H:]
         dyr = dy[b, t if seq else 0, oh:oh + H]
         for k in range(H):
             dh = dr[k] + dzr[k] + (dyr[k] if seq else 0.0)
             an = dh * (1.0 - z[k]) * _dact(code, n[k])
             az = dh * (pr[k] - n[k]) * z[k] * (1.0 - z[k])
             a_r = an * xa[k] * r[k] * (1.0 - r[k])
-            gr[k] = az
-            gr[H + k] = a_r
-            gr[2 * H + k] = an * r[k]
-            xg[k] = az
-            xg[H + k] = a_r
-            xg[2 * H + k] = an
+            gz[k] = az
+            gr_[k] = a_r
+            gn[k] = an * r[k]
+            xz[k] = az
+            xr_[k] = a_r
+            xn[k] = an
             dzr[k] = dh * z[k]
         for j in range(G):
             rg[j] = gr[j]
@@ -215,6 +218,7 @@ def gru_bstep_n(dy, d, t, code, seq, hp, act, dhp, dhz, dhc, gs_zr, gs_n, dxg, d
         pr, dr, dzr, dcr = hp[b, t, oh:oh + H], dhp[b], dhz[b], dhc[b]
         gz, gn = gs_zr[b], gs_n[b]
         xg, rg = dxg[b, t, og:og + G], drg[b, t, og:og + G]
+        xgn, rgn = xg[2 * H:], rg[2 * H:]
         dyr = dy[b, t if seq else 0, oh:oh + H]
         for k in range(H):
             dh = dr[k] + dzr[k] + (dyr[k] if seq else 0.0)
@@ -225,8 +229,8 @@ def gru_bstep_n(dy, d, t, code, seq, hp, act, dhp, dhz, dhc, gs_zr, gs_n, dxg, d
             gn[k] = an
             xg[k] = az
             rg[k] = az
-            xg[2 * H + k] = an
-            rg[2 * H + k] = an
+            xgn[k] = an
+            rgn[k] = an
 
 
 @njit(**_J)
@@ -239,11 +243,11 @@ def gru_bstep_r(d, t, hp, act, drh, dhc, dhz, gs_zr, dxg, drg):
         ar = act[b, t, og:og + G]
         z, r = ar[:H], ar[H:2 * H]
         pr, dd, dcr, dzr = hp[b, t, oh:oh + H], drh[b], dhc[b], dhz[b]
-        gz = gs_zr[b]
+        gz = gs_zr[b, H:]
         xg, rg = dxg[b, t, og + H:og + 2 * H], drg[b, t, og + H:og + 2 * H]
         for k in range(H):
             a_r = dd[k] * pr[k] * r[k] * (1.0 - r[k])
-            gz[H + k] = a_r
+            gz[k] = a_r
             xg[k] = a_r
             rg[k] = a_r
             dzr[k] = dcr[k] * z[k] + dd[k] * r[k]
