@@ -70,7 +70,52 @@ def measure(args: argparse.Namespace) -> dict:
     for _ in range(args.repeats):
         for v in times:
             times[v].append(run(v, args.epochs))
-    return {v: statistics.median(t) for v, t in times.items()} | {"all": times, "samples": int(len(ds.y))}
+    return {v: statistics.median(t) for v, t in times.items()} | {"all": times, "samples": int(len(ds.y)),
+                                                                  **components(spec, sink)}
+
+
+def components(spec, sink) -> dict:
+    """Each added cost alone, timed in isolation (immune to the machine's noise): the finite check
+    per step, one progress redraw, the epoch-end writes (history x2, best.npz, checkpoint.npz)."""
+    import tempfile
+
+    import numpy as np
+
+    from nngraph.model import Model
+    from nngraph.train.optimizers import sum_of_squares
+    from nngraph.train.progress import ProgressBar
+    from nngraph.train.rundir import RunDirCallback, create_run
+    from nngraph.train.trainer import EpochRecord
+
+    model = Model.compile(spec)
+    tr = model.trainer()
+    g = model.params.grad_flat
+    g[...] = np.random.default_rng(0).normal(size=g.shape)
+    sum_of_squares(g)
+    t0 = time.perf_counter()
+    for _ in range(2000):
+        sum_of_squares(g)
+    finite = (time.perf_counter() - t0) / 2000
+    bar = ProgressBar(10, 60000, spec.train.batch_size, stream=sink)
+    bar.on_epoch_begin(tr, 0)
+    t0 = time.perf_counter()
+    for i in range(2000):
+        bar.on_progress(tr, 0, i + 1, 5000, 0.5, 0.9)
+    redraw = (time.perf_counter() - t0) / 2000
+    run_dir = Path(tempfile.mkdtemp(prefix="overhead-")) / "run"
+    create_run(run_dir, spec.to_json(), {"status": "created"})
+    cb = RunDirCallback(run_dir, "loss", 100)
+    tr.callbacks = [cb]
+    writes = []
+    for e in range(1, 6):
+        rec = EpochRecord(e, 1.0 / e, 0.9, None, None, 0.001, 1.0, 1.0, {}, float(e), "accuracy")
+        tr.history.records.append(rec)
+        tr.epoch = e
+        t0 = time.perf_counter()
+        cb.on_epoch_end(tr, rec)
+        writes.append(time.perf_counter() - t0)
+    return {"finite_step_s": finite, "redraw_s": redraw, "epoch_writes_s": statistics.median(writes),
+            "params": int(model.params.flat.size), "batch_size": spec.train.batch_size}
 
 
 def main() -> None:
@@ -81,6 +126,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="rounds (each runs every variant)")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N training samples")
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--full-samples", type=int, default=0, help="also scale the figure to an epoch of N samples")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -100,6 +146,18 @@ def main() -> None:
         for v in ("bare", "finite", "full"):
             print(f"  {v:<7} {r[v]:8.3f} s/epoch  {100 * (r[v] / bare - 1):+6.2f}%   "
                   f"(rounds: {', '.join(f'{t:.3f}' for t in r['all'][v])})")
+        steps = -(-r["samples"] // r["batch_size"])
+        added = steps * r["finite_step_s"] + 10 * bare * r["redraw_s"] + r["epoch_writes_s"]
+        print(f"  components ({r['params']:,} params): finite check {1e6 * r['finite_step_s']:.1f} us/step, "
+              f"progress redraw {1e6 * r['redraw_s']:.1f} us (<= 10/s), epoch-end writes "
+              f"{1e3 * r['epoch_writes_s']:.1f} ms/epoch")
+        print(f"  => {1e3 * added:.1f} ms added to a {bare:.2f} s epoch = {100 * added / bare:.3f}%")
+        if args.full_samples:
+            bare_full = bare * args.full_samples / r["samples"]
+            steps_full = -(-args.full_samples // r["batch_size"])
+            added_full = steps_full * r["finite_step_s"] + 10 * bare_full * r["redraw_s"] + r["epoch_writes_s"]
+            print(f"  => scaled to a {args.full_samples:,}-sample epoch ({bare_full:.1f} s): "
+                  f"{100 * added_full / bare_full:.3f}%")
 
 
 if __name__ == "__main__":
