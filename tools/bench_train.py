@@ -120,11 +120,26 @@ def _lenet_torch():
                          nn.Linear(1568, 128), nn.ReLU(), nn.Linear(128, 10))
 
 
+def _recurrent_gemms(gates: int) -> Callable[[int], list[tuple[int, int, int, bool, bool]]]:
+    """The matrix products of one BPTT training step (T=50, I=16, H=128, dense 10)."""
+    def shapes(batch: int) -> list[tuple[int, int, int, bool, bool]]:
+        t, i, h, g = 50, 16, 128, gates * 128
+        per_step = [(batch, h, g, False, True), (batch, g, h, False, False)] * t  # h R^T, dg R
+        return per_step + [(batch * t, i, g, False, True),   # input projection, all steps at once
+                           (g, batch * t, i, True, False),   # dW
+                           (g, batch * t, h, True, False),   # dR
+                           (batch, h, 10, False, True), (10, batch, h, True, False), (batch, 10, h, False, False)]
+    return shapes
+
+
 BENCHES: list[Bench] = [
     Bench("mlp 784-256-128-10", _mlp_spec(), _mlp_torch, (784,), 10, (32, 128, 512), _mlp_gemms),
-    Bench("rnn 16-128 x50 -> 10", _recurrent_spec("rnn"), _recurrent_torch("RNN"), (50, 16), 10, (64,), steps=40),
-    Bench("lstm 16-128 x50 -> 10", _recurrent_spec("lstm"), _recurrent_torch("LSTM"), (50, 16), 10, (64,), steps=20),
-    Bench("gru 16-128 x50 -> 10", _recurrent_spec("gru"), _recurrent_torch("GRU"), (50, 16), 10, (64,), steps=20),
+    Bench("rnn 16-128 x50 -> 10", _recurrent_spec("rnn"), _recurrent_torch("RNN"), (50, 16), 10, (64,),
+          _recurrent_gemms(1), steps=40),
+    Bench("lstm 16-128 x50 -> 10", _recurrent_spec("lstm"), _recurrent_torch("LSTM"), (50, 16), 10, (64,),
+          _recurrent_gemms(4), steps=20),
+    Bench("gru 16-128 x50 -> 10", _recurrent_spec("gru"), _recurrent_torch("GRU"), (50, 16), 10, (64,),
+          _recurrent_gemms(3), steps=20),
     Bench("lenet mnist 1x28x28", _lenet_spec(), _lenet_torch, (1, 28, 28), 10, (64, 256), steps=12),
 ]
 
