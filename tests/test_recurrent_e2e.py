@@ -17,7 +17,7 @@ from nngraph.errors import DataError, ShapeError, SpecError
 from nngraph.model import Model
 from nngraph.onnx_io.dynamic_axes import with_time_length
 from nngraph.runtime import session
-from nngraph.spec import load_spec, parse_spec
+from nngraph.spec import parse_spec
 from nngraph.workflow import train
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
@@ -84,7 +84,8 @@ def test_a_layer_that_needs_a_fixed_length_keeps_the_time_axis_static(tmp_path):
                        "layers": [{"type": "gru", "units": 3, "return_sequences": True}, {"type": "flatten"},
                                   {"type": "dense", "units": 1}]})
     Model.compile(spec).export_onnx(tmp_path / "f.onnx")
-    dims = [d.dim_param or d.dim_value for d in onnx.load(str(tmp_path / "f.onnx")).graph.input[0].type.tensor_type.shape.dim]
+    shape = onnx.load(str(tmp_path / "f.onnx")).graph.input[0].type.tensor_type.shape
+    dims = [d.dim_param or d.dim_value for d in shape.dim]
     assert dims == ["batch", 5, 2]
 
 
@@ -101,7 +102,8 @@ def test_recurrent_spec_errors_name_the_path_and_the_layer():
     flat = parse_spec({**base, "inputs": {"x": {"shape": [10]}}, "layers": [{"type": "rnn", "units": 2}]})
     with pytest.raises(ShapeError, match=r"layer rnn_0: rnn expects a float sequence \(time, features\)"):
         Model.compile(flat)
-    ids = parse_spec({**base, "inputs": {"x": {"shape": [5], "dtype": "int64"}}, "layers": [{"type": "gru", "units": 2}]})
+    ids = parse_spec({**base, "inputs": {"x": {"shape": [5], "dtype": "int64"}},
+                      "layers": [{"type": "gru", "units": 2}]})
     with pytest.raises(ShapeError, match="embedding layer first"):
         Model.compile(ids)
     bad_state = parse_spec({**base, "inputs": {"x": {"shape": [5, 2]}, "h": {"shape": [3]}},

@@ -7,7 +7,6 @@ An id outside [0, vocab_size) is a DataError naming the id (never an out-of-boun
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 from ..errors import DataError, ShapeError

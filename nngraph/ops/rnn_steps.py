@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .rnn_kernels import FM, _act, _dact, _sig
+from .rnn_math import FM, _act, _dact, _sig
 
 _J = dict(cache=True, fastmath=FM, error_model="numpy")
 
