@@ -155,6 +155,18 @@ def test_csv_series_is_windowed_and_normalised_with_training_rows_only(tmp_path)
         load_series_csv(tmp_path / "s.csv", {"window": 60})
 
 
+def test_multivariate_csv_picks_feature_columns_and_target(tmp_path):
+    rows = ["date,temp,humidity,load"] + [f"d{i},{i},{10 * i},{100 * i}" for i in range(12)]
+    (tmp_path / "m.csv").write_text("\n".join(rows))
+    ds = load_series_csv(tmp_path / "m.csv", {"window": 3, "horizon": 2, "columns": ["temp", 2], "target": "load",
+                                              "normalize": False, "split": 0})
+    assert ds.x.shape == (8, 3, 2) and ds.meta["columns"] == ["temp", "humidity"]
+    np.testing.assert_array_equal(ds.x[0], [[0, 0], [1, 10], [2, 20]])
+    assert ds.y[0, 0] == 400  # load two steps after the window 0..2
+    with pytest.raises(DataError, match="feature column 'rain' is not a numeric column"):
+        load_series_csv(tmp_path / "m.csv", {"window": 3, "columns": ["rain"]})
+
+
 def test_cli_trains_an_lstm_on_a_windowed_csv_given_with_data(tmp_path):
     _series_csv(tmp_path / "series.csv", 60)
     spec = json.loads((SPECS / "airline_lstm.json").read_text())
