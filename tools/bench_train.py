@@ -112,6 +112,21 @@ def _lenet_spec() -> dict[str, Any]:
             "loss": "cross_entropy", "optimizer": {"type": "sgd", "lr": 0.01}}
 
 
+def _lenet_gemms(batch: int) -> list[tuple[int, int, int, bool, bool]]:
+    """The step's products in the im2col formulation, each as one whole-batch GEMM: conv
+    forward W (F, K) @ col (K, N P), dW = dz col^T, dcol = W^T dz (not for the first layer);
+    then the two dense layers as in _mlp_gemms."""
+    out = []
+    for f, k, p, first in ((16, 25, 784, True), (32, 400, 196, False)):
+        out.append((f, k, batch * p, False, False))
+        out.append((f, batch * p, k, False, True))
+        if not first:
+            out.append((k, f, batch * p, True, False))
+    for fi, fo in ((1568, 128), (128, 10)):
+        out += [(batch, fi, fo, False, True), (fo, batch, fi, True, False), (batch, fo, fi, False, False)]
+    return out
+
+
 def _lenet_torch():
     import torch.nn as nn
 
@@ -140,7 +155,8 @@ BENCHES: list[Bench] = [
           _recurrent_gemms(4), steps=20),
     Bench("gru 16-128 x50 -> 10", _recurrent_spec("gru"), _recurrent_torch("GRU"), (50, 16), 10, (64,),
           _recurrent_gemms(3), steps=20),
-    Bench("lenet mnist 1x28x28", _lenet_spec(), _lenet_torch, (1, 28, 28), 10, (64, 256), steps=12),
+    Bench("lenet mnist 1x28x28", _lenet_spec(), _lenet_torch, (1, 28, 28), 10, (64, 256), _lenet_gemms,
+          steps=12),
 ]
 
 
