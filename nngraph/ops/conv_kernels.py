@@ -163,7 +163,7 @@ def mm_nt_acc(a, b, out):
         r0, r1, r2, r3 = a[i], a[i + 1], a[i + 2], a[i + 3]
         for j in range(n):
             rb = b[j]
-            s0 = s1 = s2 = s3 = 0.0
+            s0 = s1 = s2 = s3 = rb[0] * 0  # in the array's type: float32 vectors
             for t in range(q):
                 v = rb[t]
                 s0 += r0[t] * v
@@ -179,7 +179,7 @@ def mm_nt_acc(a, b, out):
         r0 = a[i]
         for j in range(n):
             rb = b[j]
-            s0 = 0.0
+            s0 = rb[0] * 0
             for t in range(q):
                 s0 += r0[t] * rb[t]
             out[i, j] += s0
