@@ -305,11 +305,12 @@ def child(args) -> None:
     peak = peak_sgemm_gflops()
     rows = run_all(args.only, args.repeats, with_torch)
     print(json.dumps({"threads": args.threads, "peak_gflops": peak, "rows": rows,
+                      "blas": os.environ.get("OPENBLAS_CORETYPE", "OpenBLAS default"),
                       "torch": (__import__("torch").__version__ if with_torch else None)}))
 
 
 def report(res: dict[str, Any]) -> str:
-    lines = [f"threads {res['threads']}  (peak float32 GEMM {res['peak_gflops']:.1f} GFLOP/s; "
+    lines = [f"threads {res['threads']}  (OpenBLAS kernels {res.get('blas')}; peak float32 GEMM {res['peak_gflops']:.1f} GFLOP/s; "
              f"PyTorch {res['torch'] or 'not installed'})",
              f"{'network':<28}{'batch':>6}{'nngraph/s':>12}{'torch/s':>12}{'ratio':>8}{'gemm bound':>12}{'of peak':>9}"]
     for r in res["rows"]:
@@ -327,6 +328,8 @@ def main() -> None:
     ap.add_argument("--only", help="run benches whose label contains this text (e.g. mlp, lenet, lstm)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--openblas-coretype", help="run the children with OPENBLAS_CORETYPE set to this (e.g. "
+                    "SKYLAKEX: the AVX-512 kernels, which numpy's OpenBLAS does not pick on AMD Zen 4/5)")
     ap.add_argument("--json", help="also write the results to this JSON file")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -338,6 +341,8 @@ def main() -> None:
     for threads in args.threads or [1, 2]:
         env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                    MKL_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads))
+        if args.openblas_coretype:
+            env["OPENBLAS_CORETYPE"] = args.openblas_coretype
         cmd = [sys.executable, __file__, "--child", "--threads", str(threads), "--repeats", str(args.repeats)]
         if args.only:
             cmd += ["--only", args.only]
