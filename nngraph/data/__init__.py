@@ -104,15 +104,20 @@ def _load_npy_pair(path: Path, options: dict[str, Any]) -> Dataset:
     return Dataset(x, y, meta={"source": f"{path} + {y_path}"})
 
 
-def read_csv(path: Path, target: Any = None) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
-    """A numeric CSV (optional header row) as (features, target column, header)."""
+def read_csv_rows(path: Path) -> list[list[str]]:
+    """The non-blank rows of a CSV file as lists of cells; a DataError if it cannot be read."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+            return [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read ({e})") from None
+
+
+def read_csv(path: Path, target: Any = None) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """A numeric CSV (optional header row) as (features, target column, header)."""
+    rows = read_csv_rows(path)
     if not rows:
         raise DataError(f"{path}: the file is empty")
     header = None

@@ -15,14 +15,13 @@ test (validation) text; windows never straddle the cut.
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import DataError
-from . import Dataset
+from . import Dataset, read_csv_rows
 
 DEFAULT_SPLIT_SERIES = 0.2
 DEFAULT_SPLIT_TEXT = 0.1
@@ -50,13 +49,7 @@ def _split_option(options: dict[str, Any], path: Path, default: float) -> float:
 def read_series(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     """A CSV with a header row as {column name: float array}, numeric columns only (a column with
     any non-numeric cell, e.g. dates, is left out). Quoted cells and CRLF line ends are fine."""
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read ({e})") from None
+    rows = read_csv_rows(path)
     if len(rows) < 2:
         raise DataError(f"{path}: expected a header row and at least one data row")
     header = [c.strip() for c in rows[0]]

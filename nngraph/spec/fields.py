@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -98,6 +99,17 @@ def _in_range(f: Field, v: float) -> bool:
     return True
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def join_path(path: str, key: Any) -> str:
+    """``path.key``, or ``path["odd key"]`` when the key is not a plain name (so a path stays one
+    readable line whatever the user's keys contain)."""
+    if isinstance(key, str) and _PLAIN_KEY.match(key):
+        return f"{path}.{key}" if path else key
+    return f"{path}[{json.dumps(key)}]"
+
+
 def check_field(f: Field, value: Any, path: str) -> Any:
     """Validate ``value`` against ``f``; return it normalised (lists become tuples)."""
     fail = SpecError(path, f"expected {f.describe()}, got {show(value)}")
@@ -183,14 +195,14 @@ def check_section(
     for key, value in data.items():
         if key in skip:
             continue
-        sub = f"{path}.{key}" if path else key
+        sub = join_path(path, key)
         if key not in table:
             known = ", ".join(sorted(set(table) | set(skip)))
             raise SpecError(sub, f"unknown key for {what} (known: {known})")
         out[key] = check_field(table[key], value, sub)
     for key, f in table.items():
         if f.required and key not in data:
-            raise SpecError(f"{path}.{key}" if path else key, f"required for {what}, missing")
+            raise SpecError(join_path(path, key), f"required for {what}, missing")
     return out
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import SpecError
 from . import tables as T
-from .fields import check_field, check_section, resolved, show
+from .fields import join_path, check_field, check_section, resolved, show
 
 TOP_LEVEL = ("name", "spec_version", "inputs", "layers", "loss", "optimizer", "train", "data")
 
@@ -184,7 +184,7 @@ def parse_spec(d: Any) -> Spec:
         raise SpecError("", f"a spec must be a JSON object, got {show(d)}")
     for key in d:
         if key not in TOP_LEVEL:
-            raise SpecError(key, f"unknown top-level key (known: {', '.join(TOP_LEVEL)})")
+            raise SpecError(join_path("", key), f"unknown top-level key (known: {', '.join(TOP_LEVEL)})")
     for key in ("name", "inputs", "layers"):
         if key not in d:
             raise SpecError(key, "required, missing")
@@ -214,7 +214,7 @@ def _parse_inputs(raw: Any) -> tuple[tuple[str, Input], ...]:
         raise SpecError("inputs", f"expected an object mapping input names to {{\"shape\": [...]}}, got {show(raw)}")
     out = []
     for name, body in raw.items():
-        path = f"inputs.{name}"
+        path = join_path("inputs", name)
         vals = check_section(T.INPUT, body, path, "an input")
         if not vals["shape"]:
             raise SpecError(f"{path}.shape", "expected at least one dimension, got []")

@@ -181,14 +181,19 @@ class Trainer:
             self._targets[batch] = buf
         return buf
 
-    def step(self, x: Feeds, y: np.ndarray, idx: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        """One training step on rows ``idx``: returns (loss, outputs, targets) of the batch.
-        Raises TrainingDiverged (parameters untouched) if the loss or the gradient is not finite."""
+    def _gather(self, x: Feeds, y: np.ndarray, idx: np.ndarray):
+        """The plan for this batch size, its inputs filled with rows ``idx``; and the targets buffer."""
         plan = self.program.plan(len(idx))
         for name, buf in plan.inputs.items():
             np.take(x[name], idx, axis=0, out=buf)
         t = self._target_buffer(y, len(idx))
         np.take(y, idx, axis=0, out=t)
+        return plan, t
+
+    def step(self, x: Feeds, y: np.ndarray, idx: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """One training step on rows ``idx``: returns (loss, outputs, targets) of the batch.
+        Raises TrainingDiverged (parameters untouched) if the loss or the gradient is not finite."""
+        plan, t = self._gather(x, y, idx)
         out = plan.forward()
         value = self.loss.compute(out, t, plan.output_grad, self.fused)
         if not math.isfinite(value):
@@ -241,11 +246,7 @@ class Trainer:
         running = [RunningMetric(name, top_k) for name in extras]
         for start in range(0, n, batch_size):
             idx = np.arange(start, min(n, start + batch_size))
-            plan = self.program.plan(len(idx))
-            for name, buf in plan.inputs.items():
-                np.take(x[name], idx, axis=0, out=buf)
-            t = self._target_buffer(y, len(idx))
-            np.take(y, idx, axis=0, out=t)
+            plan, t = self._gather(x, y, idx)
             out = plan.forward()
             total += self.loss.compute(out, t, plan.output_grad, self.fused) * len(idx)
             c, m = count_correct(self.loss, out, t, self.fused)
