@@ -63,6 +63,37 @@ def _infer(node: Node, types: list[TensorType]) -> TensorType:
 # ---- kernels: bodies over a block [lo, hi) of (sample, channel) planes; serial and threaded drivers ---------------------------------
 
 
+@njit(cache=True, inline="always")
+def _clip_window(a, stride, pad, k, n):
+    """[lo, hi) of the input rows (or columns) output position ``a`` reads, padding cut off."""
+    start = a * stride - pad
+    return max(start, 0), min(start + k, n)
+
+
+@njit(cache=True, inline="always")
+def _max_window(xp, h_lo, h_hi, w_lo, w_hi):
+    """The window's maximum (tracking its position, as the backward must, costs 35% more)."""
+    m = xp[h_lo, w_lo]
+    for h in range(h_lo, h_hi):
+        for w in range(w_lo, w_hi):
+            if xp[h, w] > m:
+                m = xp[h, w]
+    return m
+
+
+@njit(cache=True, inline="always")
+def _argmax_window(xp, h_lo, h_hi, w_lo, w_hi):
+    """Position of the first maximum in a window (forward and backward must agree on it)."""
+    bh, bw = h_lo, w_lo
+    m = xp[h_lo, w_lo]
+    for h in range(h_lo, h_hi):
+        for w in range(w_lo, w_hi):
+            if xp[h, w] > m:
+                m = xp[h, w]
+                bh, bw = h, w
+    return bh, bw
+
+
 @njit(cache=True)
 def _maxpool_forward_planes(x, y, kh, kw, sh, sw, pt, pl, lo, hi):
     n_, c_, h_, w_ = x.shape
@@ -71,17 +102,10 @@ def _maxpool_forward_planes(x, y, kh, kw, sh, sw, pt, pl, lo, hi):
         n, c = q // c_, q % c_
         xp, yp = x[n, c], y[n, c]
         for a in range(oh):
-            h0 = a * sh - pt
-            h_lo, h_hi = max(h0, 0), min(h0 + kh, h_)
+            h_lo, h_hi = _clip_window(a, sh, pt, kh, h_)
             for b in range(ow):
-                w0 = b * sw - pl
-                w_lo, w_hi = max(w0, 0), min(w0 + kw, w_)
-                m = xp[h_lo, w_lo]
-                for h in range(h_lo, h_hi):
-                    for w in range(w_lo, w_hi):
-                        if xp[h, w] > m:
-                            m = xp[h, w]
-                yp[a, b] = m
+                w_lo, w_hi = _clip_window(b, sw, pl, kw, w_)
+                yp[a, b] = _max_window(xp, h_lo, h_hi, w_lo, w_hi)
 
 
 @njit(cache=True)
@@ -107,19 +131,11 @@ def _maxpool_backward_planes(x, dy, dx, kh, kw, sh, sw, pt, pl, lo, hi):
             for w in range(w_):
                 dp[h, w] = 0
         for a in range(oh):
-            h0 = a * sh - pt
-            h_lo, h_hi = max(h0, 0), min(h0 + kh, h_)
+            h_lo, h_hi = _clip_window(a, sh, pt, kh, h_)
             for b in range(ow):
-                w0 = b * sw - pl
-                w_lo, w_hi = max(w0, 0), min(w0 + kw, w_)
-                bh, bw = h_lo, w_lo
-                m = xp[h_lo, w_lo]
-                for h in range(h_lo, h_hi):
-                    for w in range(w_lo, w_hi):
-                        if xp[h, w] > m:
-                            m = xp[h, w]
-                            bh, bw = h, w
-                dp[bh, bw] += gp[a, b]
+                w_lo, w_hi = _clip_window(b, sw, pl, kw, w_)
+                bh, bw = _argmax_window(xp, h_lo, h_hi, w_lo, w_hi)
+                dp[bh, bw] += gp[a, b]  # the gradient goes to the (first) maximum, as forward chose it
 
 
 @njit(cache=True)
@@ -142,11 +158,9 @@ def _avgpool_forward_planes(x, y, kh, kw, sh, sw, pt, pl, lo, hi):
         n, c = q // c_, q % c_
         xp, yp = x[n, c], y[n, c]
         for a in range(oh):
-            h0 = a * sh - pt
-            h_lo, h_hi = max(h0, 0), min(h0 + kh, h_)
+            h_lo, h_hi = _clip_window(a, sh, pt, kh, h_)
             for b in range(ow):
-                w0 = b * sw - pl
-                w_lo, w_hi = max(w0, 0), min(w0 + kw, w_)
+                w_lo, w_hi = _clip_window(b, sw, pl, kw, w_)
                 s = 0.0
                 for h in range(h_lo, h_hi):
                     for w in range(w_lo, w_hi):
@@ -177,11 +191,9 @@ def _avgpool_backward_planes(dy, dx, kh, kw, sh, sw, pt, pl, lo, hi):
             for w in range(w_):
                 dp[h, w] = 0
         for a in range(oh):
-            h0 = a * sh - pt
-            h_lo, h_hi = max(h0, 0), min(h0 + kh, h_)
+            h_lo, h_hi = _clip_window(a, sh, pt, kh, h_)
             for b in range(ow):
-                w0 = b * sw - pl
-                w_lo, w_hi = max(w0, 0), min(w0 + kw, w_)
+                w_lo, w_hi = _clip_window(b, sw, pl, kw, w_)
                 v = gp[a, b] / ((h_hi - h_lo) * (w_hi - w_lo))
                 for h in range(h_lo, h_hi):
                     for w in range(w_lo, w_hi):
