@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import nngraph  # noqa: F401  (before numpy, as in the `nngraph` command: it tunes OpenBLAS's threads)
 import numpy as np
 
 
