@@ -1,16 +1,18 @@
 """Training throughput of nngraph vs PyTorch's CPU build, measured in the same run.
 
     python tools/bench_train.py                  # every bench, 1 and 2 threads
-    python tools/bench_train.py --only mlp --threads 2 --repeats 5
+    python tools/bench_train.py --only mlp --threads 2 --rounds 5
 
 For each network and batch size it times full training steps (gather the batch, forward, loss,
 backward, SGD update) and prints samples/s for nngraph and, when ``torch`` is importable, for the
-identical network in PyTorch, alternating the two so machine noise hits both alike; the ratio is
-nngraph / PyTorch. For the MLP it also prints the fraction of the float32 GEMM bound reached:
+identical network in PyTorch; the ratio is nngraph / PyTorch (best time of each). Every contender
+runs in its own process, and the processes alternate over several rounds, so machine noise hits all
+alike and neither side's idle BLAS/OpenMP threads can steal the other's cores (they did when both
+ran in one process). It also prints the fraction of the float32 GEMM bound reached:
 ``gemm bound`` = time of the step's own matrix products alone (same shapes, same BLAS) / step time,
 and ``of peak`` = the step's GEMM FLOP rate / this machine's large-SGEMM rate.
 
-Each thread count runs in a fresh subprocess (BLAS and Numba read their thread counts at start-up).
+Thread counts are fixed per process (BLAS and Numba read them at start-up).
 PyTorch is a benchmark peer only; nngraph never imports it.
 """
 from __future__ import annotations
@@ -244,48 +246,34 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def measure(bench: Bench, batch: int, repeats: int, with_torch: bool) -> dict[str, Any]:
+def _data(bench: Bench, batch: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     n = batch * 8
     if bench.input_dtype == "int64":
         x = rng.integers(0, bench.extra.get("vocab", 2), size=(n,) + bench.input_shape).astype(np.int64)
     else:
         x = rng.random((n,) + bench.input_shape, dtype=np.float32)
-    y = rng.integers(0, bench.classes, size=n).astype(np.int64)
+    return x, rng.integers(0, bench.classes, size=n).astype(np.int64)
+
+
+def measure_side(bench: Bench, batch: int, side: str, repeats: int) -> list[float] | None:
+    """Seconds per step of one contender ('nngraph', 'torch' or 'gemm'), ``repeats`` timings."""
+    x, y = _data(bench, batch)
+    if side == "nngraph":
+        run = _nngraph_runner(bench, batch, x, y)
+    elif side == "torch":
+        run = _torch_runner(bench, batch, x, y)
+    elif bench.gemm_shapes is not None:
+        run = _gemm_runner(bench.gemm_shapes(batch))
+    else:
+        return None
     steps = bench.steps or _steps_for(batch)
-    runners = {"nngraph": _nngraph_runner(bench, batch, x, y)}
-    if with_torch:
-        runners["torch"] = _torch_runner(bench, batch, x, y)
-    if bench.gemm_shapes is not None:
-        runners["gemm"] = _gemm_runner(bench.gemm_shapes(batch))
-    for run in runners.values():  # warm-up: JIT, BLAS buffers, allocator
-        run(max(3, steps // 10))
-    times: dict[str, list[float]] = {k: [] for k in runners}
-    for _ in range(repeats):  # alternate, so noise hits every contender alike
-        for name, run in runners.items():
-            times[name].append(run(steps))
-    best = {k: min(v) / steps for k, v in times.items()}
-    result: dict[str, Any] = {"bench": bench.label, "batch": batch,
-                              "nngraph": batch / best["nngraph"],
-                              "nngraph_median": batch / statistics.median(times["nngraph"]) * steps}
-    if "torch" in best:
-        result["torch"] = batch / best["torch"]
-        result["ratio"] = best["torch"] / best["nngraph"]
-    if "gemm" in best:
-        flops = sum(2 * m * k * nn for m, k, nn, _, _ in bench.gemm_shapes(batch))
-        result["gemm_bound"] = best["gemm"] / best["nngraph"]
-        result["step_gflops"] = flops / best["nngraph"] / 1e9
-    return result
+    run(max(3, steps // 10))  # warm-up: JIT cache load, BLAS buffers, allocator
+    return [run(steps) / steps for _ in range(repeats)]
 
 
-def run_all(only: str | None, repeats: int, with_torch: bool) -> list[dict[str, Any]]:
-    rows = []
-    for bench in BENCHES:
-        if only and only.lower() not in bench.label.lower():
-            continue
-        for batch in bench.batch_sizes:
-            rows.append(measure(bench, batch, repeats, with_torch))
-    return rows
+def selected(only: str | None) -> list[Bench]:
+    return [b for b in BENCHES if not only or only.lower() in b.label.lower()]
 
 
 def _torch_available() -> bool:
@@ -297,22 +285,54 @@ def _torch_available() -> bool:
 
 
 def child(args) -> None:
-    """Runs inside a subprocess whose thread counts are fixed by the environment."""
-    with_torch = _torch_available() and not args.no_torch
-    if with_torch:
+    """One contender in a subprocess whose thread counts are fixed by the environment."""
+    out: dict[str, Any] = {"threads": args.threads, "side": args.side,
+                           "blas": os.environ.get("OPENBLAS_CORETYPE", "OpenBLAS default"), "times": {}}
+    if args.side == "torch":
         import torch
 
         torch.set_num_threads(args.threads)
-    peak = peak_sgemm_gflops()
-    rows = run_all(args.only, args.repeats, with_torch)
-    print(json.dumps({"threads": args.threads, "peak_gflops": peak, "rows": rows,
-                      "blas": os.environ.get("OPENBLAS_CORETYPE", "OpenBLAS default"),
-                      "torch": (__import__("torch").__version__ if with_torch else None)}))
+        out["torch"] = torch.__version__
+    if args.side == "gemm":
+        out["peak_gflops"] = peak_sgemm_gflops()
+    for bench in selected(args.only):
+        for batch in bench.batch_sizes:
+            t = measure_side(bench, batch, args.side, args.repeats)
+            if t is not None:
+                out["times"][f"{bench.label}|{batch}"] = t
+    print(json.dumps(out))
+
+
+def combine(parts: list[dict[str, Any]], only: str | None) -> dict[str, Any]:
+    """Best time per contender over every round -> the report's rows."""
+    times: dict[tuple[str, str], list[float]] = {}
+    for part in parts:
+        for key, ts in part["times"].items():
+            times.setdefault((part["side"], key), []).extend(ts)
+    rows = []
+    for bench in selected(only):
+        for batch in bench.batch_sizes:
+            key = f"{bench.label}|{batch}"
+            best = {side: min(times[(side, key)]) for side in ("nngraph", "torch", "gemm") if (side, key) in times}
+            row: dict[str, Any] = {"bench": bench.label, "batch": batch, "nngraph": batch / best["nngraph"],
+                                   "nngraph_median": batch / statistics.median(times[("nngraph", key)])}
+            if "torch" in best:
+                row["torch"] = batch / best["torch"]
+                row["ratio"] = best["torch"] / best["nngraph"]
+            if "gemm" in best:
+                flops = sum(2 * m * k * n for m, k, n, _, _ in bench.gemm_shapes(batch))
+                row["gemm_bound"] = best["gemm"] / best["nngraph"]
+                row["step_gflops"] = flops / best["nngraph"] / 1e9
+            rows.append(row)
+    first = parts[0]
+    return {"threads": first["threads"], "blas": first["blas"], "rows": rows,
+            "peak_gflops": max(p.get("peak_gflops", 0.0) for p in parts),
+            "torch": next((p["torch"] for p in parts if "torch" in p), None)}
 
 
 def report(res: dict[str, Any]) -> str:
-    lines = [f"threads {res['threads']}  (OpenBLAS kernels {res.get('blas')}; peak float32 GEMM {res['peak_gflops']:.1f} GFLOP/s; "
-             f"PyTorch {res['torch'] or 'not installed'})",
+    lines = [f"threads {res['threads']}  (OpenBLAS kernels {res.get('blas')}; peak float32 GEMM "
+             f"{res['peak_gflops']:.1f} GFLOP/s; PyTorch {res['torch'] or 'not installed'})",
              f"{'network':<28}{'batch':>6}{'nngraph/s':>12}{'torch/s':>12}{'ratio':>8}{'gemm bound':>12}{'of peak':>9}"]
     for r in res["rows"]:
         torch_s = f"{r['torch']:>12,.0f}" if "torch" in r else f"{'-':>12}"
@@ -327,33 +347,37 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, action="append", help="thread counts (default: 1 and 2)")
     ap.add_argument("--only", help="run benches whose label contains this text (e.g. mlp, lenet, lstm)")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of one process per contender")
+    ap.add_argument("--repeats", type=int, default=2, help="timings per contender within a round")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--openblas-coretype", help="run the children with OPENBLAS_CORETYPE set to this (e.g. "
                     "SKYLAKEX: the AVX-512 kernels, which numpy's OpenBLAS does not pick on AMD Zen 4/5)")
     ap.add_argument("--json", help="also write the results to this JSON file")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--side", default="nngraph", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         args.threads = args.threads[0]
         child(args)
         return
+    sides = ["nngraph", "gemm"] + ([] if args.no_torch or not _torch_available() else ["torch"])
     results = []
     for threads in args.threads or [1, 2]:
         env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                    MKL_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads))
         if args.openblas_coretype:
             env["OPENBLAS_CORETYPE"] = args.openblas_coretype
-        cmd = [sys.executable, __file__, "--child", "--threads", str(threads), "--repeats", str(args.repeats)]
-        if args.only:
-            cmd += ["--only", args.only]
-        if args.no_torch:
-            cmd.append("--no-torch")
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if out.returncode != 0:
-            sys.stderr.write(out.stderr)
-            sys.exit(out.returncode)
-        res = json.loads(out.stdout.strip().splitlines()[-1])
+        parts = []
+        for _ in range(args.rounds):  # alternate the contenders' processes, so noise hits all alike
+            for side in sides:
+                cmd = [sys.executable, __file__, "--child", "--side", side, "--threads", str(threads),
+                       "--repeats", str(args.repeats)] + (["--only", args.only] if args.only else [])
+                out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if out.returncode != 0:
+                    sys.stderr.write(out.stderr)
+                    sys.exit(out.returncode)
+                parts.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        res = combine(parts, args.only)
         results.append(res)
         print(report(res), flush=True)
         print()
