@@ -318,8 +318,6 @@ def _read_inputs(path: str):
             return next(iter(arrays.values()))
         return arrays
     if suffix == ".csv":
-        import numpy as np  # noqa: F811
-
         x, last, _ = read_csv(p, target=None)
         return np.concatenate([x, last.reshape(-1, 1).astype(np.float32)], axis=1)
     raise DataError(f"{p}: unsupported input format {suffix!r} (use .npy, .npz or .csv)")

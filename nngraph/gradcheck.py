@@ -17,6 +17,7 @@ import numpy as np
 from .backend.program import Plan, Program
 from .ir import mark_loss_fused
 from .model import Model
+from .runtime import random_inputs
 from .spec import Spec
 
 
@@ -49,20 +50,6 @@ class GradReport:
             lines.append(f"{r.name:<{width}}  {r.checks:>6}  {r.max_error:9.2e}{flag}")
         lines.append(f"{'OK' if self.ok else 'FAILED'}: float64 central differences, tolerance {self.tol:g}")
         return "\n".join(lines)
-
-
-def random_feeds(model: Model, batch: int, rng: np.random.Generator, scale: float = 1.0,
-                 id_limit: int | None = None) -> dict[str, np.ndarray]:
-    """Random inputs for a model: normal floats, valid ids for integer inputs."""
-    feeds = {}
-    for name in model.graph.inputs:
-        t = model.graph.values[name]
-        if t.dtype == "int64":
-            high = id_limit or model.input_id_limit(name)
-            feeds[name] = rng.integers(0, high, size=(batch,) + t.shape).astype(np.int64)
-        else:
-            feeds[name] = scale * rng.standard_normal((batch,) + t.shape)
-    return feeds
 
 
 def compare_gradients(plan: Plan, objective: Callable[[], float], grads: dict[str, np.ndarray],
@@ -117,7 +104,7 @@ def gradcheck(spec: Spec, seed: int = 0, batch: int = 3, tol: float = 1e-6) -> G
     loss = model.loss
     graph = mark_loss_fused(model.graph, loss.fuses_with)
     plan = Program(graph, model.params).plan(batch)
-    feeds = random_feeds(model, batch, rng)
+    feeds = random_inputs(model, batch, rng, np.float64)
     t = _random_targets(model, batch, rng)
     fused = model._loss_fused()
 

@@ -2,9 +2,11 @@
 metadata. Reads the file with onnx only (no numba)."""
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 from onnx import TensorProto
 
 from .onnx_io.importer import read_model
@@ -19,6 +21,15 @@ def _dims(vi) -> str:
 
 def _elem(vi) -> str:
     return TensorProto.DataType.Name(vi.type.tensor_type.elem_type).lower()
+
+
+def _spec_summary(text: str) -> str:
+    """One line for the embedded spec instead of its whole JSON."""
+    try:
+        spec = json.loads(text)
+        return f"spec {spec.get('name')!r}, {len(spec.get('layers', []))} layers, loss {spec.get('loss')}"
+    except (ValueError, AttributeError):
+        return "(unreadable spec JSON)"
 
 
 def describe(path: str | Path) -> str:
@@ -38,19 +49,11 @@ def describe(path: str | Path) -> str:
         lines.append(f"  {vi.name}: {_elem(vi)} {_dims(vi)}")
     counts = Counter(n.op_type for n in g.node)
     lines.append("ops: " + ", ".join(f"{op} x{c}" for op, c in counts.items()))
-    n_params = sum(int(__import__("numpy").prod(t.dims)) for t in g.initializer)
+    n_params = sum(int(np.prod(t.dims)) for t in g.initializer)
     lines.append(f"initializers: {len(g.initializer)} ({n_params:,} values)")
     if model.metadata_props:
         lines.append("metadata:")
         for p in model.metadata_props:
-            value = p.value if p.key != "nngraph.spec" else f"({len(p.value)} chars of spec JSON; name "
-            if p.key == "nngraph.spec":
-                import json
-
-                try:
-                    spec = json.loads(p.value)
-                    value = f"spec {spec.get('name')!r}, {len(spec.get('layers', []))} layers, loss {spec.get('loss')}"
-                except ValueError:
-                    value = "(unreadable spec JSON)"
+            value = _spec_summary(p.value) if p.key == "nngraph.spec" else p.value
             lines.append(f"  {p.key}: {value}")
     return "\n".join(lines)

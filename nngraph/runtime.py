@@ -100,16 +100,19 @@ def compare(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(diff.max()), float(rel.max())
 
 
-def random_inputs(model, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Inputs for a verification run: standard-normal floats; valid ids for integer inputs."""
+def random_inputs(model, batch: int, rng: np.random.Generator, dtype=np.float32, scale: float = 1.0,
+                  id_limit: int | None = None) -> dict[str, np.ndarray]:
+    """Random inputs for a model: normal floats (times ``scale``); valid ids for integer inputs
+    (below ``id_limit``, default the consuming layer's vocabulary size). Shared by ``verify``,
+    ``gradcheck`` and the op tests."""
     feeds = {}
     for name in model.graph.inputs:
         t = model.graph.values[name]
         if t.dtype == "int64":
-            high = model.input_id_limit(name)
+            high = id_limit or model.input_id_limit(name)
             feeds[name] = rng.integers(0, high, size=(batch,) + t.shape).astype(np.int64)
         else:
-            feeds[name] = rng.standard_normal((batch,) + t.shape).astype(np.float32)
+            feeds[name] = (scale * rng.standard_normal((batch,) + t.shape)).astype(dtype)
     return feeds
 
 

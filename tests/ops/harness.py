@@ -16,6 +16,7 @@ import numpy as np
 
 from nngraph.backend.program import Program
 from nngraph.gradcheck import compare_gradients
+from nngraph.runtime import random_inputs
 from nngraph.model import Model
 from nngraph.ops.registry import get_op
 from nngraph.spec import parse_spec
@@ -43,14 +44,7 @@ class OpCase:
 
 
 def make_feeds(case: OpCase, model: Model, batch: int, rng: np.random.Generator, dtype) -> dict[str, np.ndarray]:
-    feeds = {}
-    for name in model.graph.inputs:
-        t = model.graph.values[name]
-        if t.dtype == "int64":
-            feeds[name] = rng.integers(0, case.id_limit, size=(batch,) + t.shape).astype(np.int64)
-        else:
-            feeds[name] = (case.scale * rng.standard_normal((batch,) + t.shape)).astype(dtype)
-    return feeds
+    return random_inputs(model, batch, rng, dtype, case.scale, case.id_limit)
 
 
 def randomize_params(model: Model, rng: np.random.Generator) -> None:
