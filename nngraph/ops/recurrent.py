@@ -40,7 +40,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.graph import Node, TensorType
-from . import rnn_kernels as K
+from ..linalg.gemm import matmul_into
 from . import rnn_steps as S
 from .activations import CODES, apply_reference
 from .base import OpDef, ParamDecl
@@ -89,7 +89,7 @@ def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tup
     T, I, H, G, nd = _dims(node, types[0])
     ws = {"xw": (batch, T, nd * G * H), "act": (batch, T, nd * G * H), "dxg": (batch, T, nd * G * H),
           "hp": (batch, T, nd * H), "hbuf": (batch, H), "rec": (batch, G * H), "gs": (batch, G * H),
-          "dhc": (batch, H), "dhp": (batch, H), "rt": (nd, H, G * H)}
+          "dhc": (batch, H), "dhp": (batch, H), "rt": (nd, H, G * H), "wt": (I, nd * G * H)}
     if node.op == "LSTM":
         ws.update(cbuf=(batch, H), dcc=(batch, H), cs=(batch, T, nd * H), ca=(batch, T, nd * H))
     if node.op == "GRU":
@@ -98,35 +98,18 @@ def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tup
     return ws
 
 
-# Per-step BLAS mode (rnn_steps.py) from this many multiply-adds per step's recurrent product on:
-# below it the Python step loop costs more than BLAS saves over the in-kernel dot products.
-STEP_BLAS_MIN = 1 << 18
+# Products from this many multiply-adds on share their tiles over Numba's threads (a parallel
+# region costs a few microseconds to start; below this it is not paid back).
+THREADED_MIN = 1 << 19
 
 
-def per_step_blas(batch: int, gates_h: int, hidden: int) -> bool:
-    """Whether a layer runs in per-step BLAS mode (else the whole time loop in one Numba call)."""
-    return batch * gates_h * hidden >= STEP_BLAS_MIN
-
-
-# Below this many multiply-adds a product runs in a serial Numba loop instead of BLAS: OpenBLAS
-# splits products this small over its threads anyway, and on a loaded machine waiting for the
-# second thread cost 50 ms for a 32x1280x32 product that takes 0.05 ms on one.
-SMALL_GEMM = 1 << 21
+def _threaded(m: int, k: int, n: int) -> bool:
+    return numba.get_num_threads() > 1 and m * k * n >= THREADED_MIN
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    """out = a @ b (2-D), BLAS for big products, a serial kernel for small ones."""
-    if a.shape[0] * a.shape[1] * b.shape[1] < SMALL_GEMM:
-        K.small_matmul(a, b, out)
-    else:
-        np.matmul(a, b, out=out)
-
-
-def _chunk(batch: int) -> int:
-    """Rows per thread chunk: one chunk per thread, a multiple of 4 rows (the matvec block)."""
-    threads = max(1, min(numba.get_num_threads(), batch // 8)) if K.PARALLEL else 1
-    rows = -(-batch // threads)
-    return -(-rows // 4) * 4
+    """out = a @ b (2-D) with the vector GEMM kernels (linalg.gemm), threaded when it pays."""
+    matmul_into(a, b, out, False, _threaded(a.shape[0], a.shape[1], b.shape[1]))
 
 
 def _views(node: Node, xs, y):
@@ -143,31 +126,29 @@ def _bind_forward(node, xs, ps, y, ws):
     x = xs[0]
     B, T, I = x.shape
     W, R, bias = ps
-    nd, GH = W.shape[0], W.shape[1]
+    nd, GH, H = R.shape
     x2, xw2 = x.reshape(B * T, I), ws["xw"].reshape(B * T, nd * GH)
-    w_t = W.reshape(nd * GH, I).T  # one GEMM projects every time step of both directions
+    w2, wt, rt = W.reshape(nd * GH, I), ws["wt"], ws["rt"]
     seq, y3, h0, c0, use_h0, use_c0 = _views(node, xs, y)
     code = CODES[node.attrs.get("activation", "tanh")]
-    step = _chunk(B)
     kind = node.op
     lbr = bool(node.attrs.get("linear_before_reset"))
-    if per_step_blas(B, GH, R.shape[2]):
-        def run_steps():
-            matmul(x2, w_t, xw2)
-            S.forward(kind, ws, bias, R, xs[1] if use_h0 else None, xs[2] if use_c0 else None, code, seq, lbr, y3)
-        return run_steps
+    threaded = _threaded(B, H, GH)
 
     def run():
-        matmul(x2, w_t, xw2)
+        # B matrices with unit-stride rows for the GEMM kernels: W^T and each R[d]^T, once per call
+        np.copyto(wt, w2.T)
+        np.copyto(rt, R.transpose(0, 2, 1))
+        matmul(x2, wt, xw2)  # one GEMM projects every time step of both directions
         if kind == "RNN":
-            K.rnn_forward(ws["xw"], bias, R, h0, use_h0, code, seq, ws["hbuf"], ws["rec"], ws["hp"], ws["act"],
-                          y3, step)
+            S.rnn_forward(ws["xw"], bias, rt, h0, use_h0, code, seq, ws["hbuf"], ws["rec"], ws["hp"], ws["act"],
+                          y3, threaded)
         elif kind == "LSTM":
-            K.lstm_forward(ws["xw"], bias, R, h0, c0, use_h0, use_c0, code, seq, ws["hbuf"], ws["cbuf"],
-                           ws["rec"], ws["hp"], ws["act"], ws["cs"], ws["ca"], y3, step)
+            S.lstm_forward(ws["xw"], bias, rt, h0, c0, use_h0, use_c0, code, seq, ws["hbuf"], ws["cbuf"],
+                           ws["rec"], ws["hp"], ws["act"], ws["cs"], ws["ca"], y3, threaded)
         else:
-            K.gru_forward(ws["xw"], bias, R, h0, use_h0, code, seq, lbr,
-                          ws["hbuf"], ws["rhbuf"], ws["rec"], ws["hp"], ws["act"], ws["aux"], y3, step)
+            S.gru_forward(ws["xw"], bias, rt, h0, use_h0, code, seq, lbr, ws["hbuf"], ws["rhbuf"], ws["rec"],
+                          ws["rec_zr"], ws["rec_h"], ws["hp"], ws["act"], ws["aux"], y3, threaded)
     return run
 
 
@@ -180,7 +161,6 @@ def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws):
     rows = B * T
     seq, dy3, h0, c0, use_h0, use_c0 = _views(node, xs, dy)
     code = CODES[node.attrs.get("activation", "tanh")]
-    step = _chunk(B)
     kind = node.op
     lbr = bool(node.attrs.get("linear_before_reset"))
     dxg = ws["dxg"]
@@ -194,28 +174,18 @@ def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws):
     # initial-state gradients land in the caller's buffers, or in scratch nobody reads
     dh0 = dxs[1] if len(dxs) > 1 and dxs[1] is not None else np.zeros((B, nd * H), y.dtype)
     dc0 = dxs[2] if len(dxs) > 2 and dxs[2] is not None else np.zeros((B, nd * H), y.dtype)
-
-    steps = per_step_blas(B, GH, H)
+    threaded = _threaded(B, GH, H)
 
     def run():
-        if steps:
-            S.backward(kind, ws, R, xs[2] if use_c0 else None, code, seq, lbr, dy3, dh0 if want0 else None,
-                       dc0 if want0 else None)
-        else:
-            kernel_backward()
-        weight_grads()
-
-    def kernel_backward():
-        K.copy_transpose(R, ws["rt"])
         if kind == "RNN":
-            K.rnn_backward(dy3, ws["rt"], code, seq, ws["act"], dxg, ws["gs"], ws["dhc"], ws["dhp"], dh0, want0,
-                           step)
+            S.rnn_backward(R, code, seq, dy3, ws["dhp"], ws["act"], ws["gs"], dxg, dh0, want0, threaded)
         elif kind == "LSTM":
-            K.lstm_backward(dy3, ws["rt"], c0, use_c0, code, seq, ws["act"], ws["cs"], ws["ca"], dxg, ws["gs"],
-                            ws["dhc"], ws["dcc"], ws["dhp"], dh0, dc0, want0, step)
+            S.lstm_backward(R, c0, use_c0, code, seq, dy3, ws["dhp"], ws["dcc"], ws["act"], ws["cs"], ws["ca"],
+                            ws["gs"], dxg, dh0, dc0, want0, threaded)
         else:
-            K.gru_backward(dy3, ws["rt"], code, seq, lbr, ws["hp"], ws["act"], ws["aux"], dxg, drg, ws["gs"],
-                           ws["dhc"], ws["dhp"], ws["drh"], dh0, want0, step)
+            S.gru_backward(R, code, seq, lbr, dy3, ws["dhp"], ws["dhz"], ws["dhc"], ws["drh"], ws["hp"], ws["act"],
+                           ws["aux"], ws["gs"], ws["gs_zr"], ws["gs_n"], dxg, drg, dh0, want0, threaded)
+        weight_grads()
 
     def weight_grads():
         # the weight gradients: one GEMM over all rows (batch x time) and both directions

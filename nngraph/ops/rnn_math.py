@@ -1,4 +1,4 @@
-"""Scalar math shared by the recurrent kernels (rnn_kernels.py, rnn_steps.py): the activations
+"""Scalar math shared by the recurrent kernels (rnn_steps.py): the activations
 and their derivatives, exact in float64 and vectorisable in float32, and the compiler flags."""
 from __future__ import annotations
 

@@ -1,23 +1,29 @@
-"""Recurrent cells, per-step mode: BLAS for each step's recurrent product, a fused Numba epilogue
-for the gates. Same equations and buffers as rnn_kernels.py (read its docstring first).
+"""Recurrent cells (RNN, LSTM, GRU): the time loops, compiled, and their fused per-step epilogues.
 
-Why two modes: for a wide layer (e.g. 64 x 128 x 512 multiply-adds per LSTM step) OpenBLAS's
-tuned GEMM runs about twice as fast as the hand-written dot products in rnn_kernels._matvec, which
-pays more than the ~10 us of Python per step it costs. For small layers (and the unit tests) the
-whole time loop inside one Numba call wins. ``recurrent.py`` picks the mode per layer and batch size.
+Each step of direction d at time t does
+  1. the recurrent product  rec = h_prev R[d]^T  with the vector GEMM kernels (linalg.gemm; rt
+     holds R[d]^T so the kernels read unit-stride rows), shared over threads when it pays,
+  2. the fused gate epilogue: input projection + biases + recurrent term -> activations -> state.
+Backward runs the steps in reverse: the epilogue turns dL/dh (the carry dhp plus the output's own
+gradient) into the gate gradients gs, then dhp = gs R[d]. The input projection x W^T of all time
+steps is ONE GEMM before the loop and the weight gradients dW, dR and dx are big GEMMs after it
+(recurrent.py), so the loops only carry what is genuinely sequential.
 
-Per step (direction d, time t), forward:
-    rec = h_prev @ R[d]^T                 (BLAS, into a preallocated buffer)
-    epilogue(xw[:, t], bias, rec) -> gates, state, outputs
-and backward (dhp holds dL/dh_prev from the later step, already multiplied through R):
-    epilogue(dhp + dy[:, t] (+ the GRU's direct z-path term dhz)) -> gate gradients gs, dxg, drg
-    dhp = gs @ R[d]                       (BLAS)
+Layouts (the caller's buffers; d = direction, t = time, G = gates, H = hidden):
+  xw   (B, T, nd*G*H)  x W^T for every step (biases are added here, in the epilogue)
+  hp   (B, T, nd*H)    h_prev used at time t by direction d (for dR and the GRU backward)
+  act  (B, T, nd*G*H)  gate activations after the nonlinearity
+  dxg  (B, T, nd*G*H)  dL/d(pre-activation) w.r.t. the x W^T + Wb term
+  drg  (B, T, nd*G*H)  dL/d(pre-activation) w.r.t. the h R^T + Rb term (differs only for GRU
+                       with linear_before_reset, where the h gate's recurrent term is scaled by r)
+Direction 1 runs backwards in time (t = T-1 ... 0); its "last" state is the one at t = 0.
+float64 (the gradient checks) takes the same loops with plain-loop products.
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
+from ..linalg.gemm import matmul_into
 from .rnn_math import FM, _act, _dact, _sig
 
 _J = dict(cache=True, fastmath=FM, error_model="numpy")
@@ -253,89 +259,133 @@ def gru_bstep_r(d, t, hp, act, drh, dhc, dhz, gs_zr, dxg, drg):
             dzr[k] = dcr[k] * z[k] + dd[k] * r[k]
 
 
-# ---- drivers: the time loop ----------------------------------------------------------------------
+# ---- drivers: the time loops, compiled (no Python per step) ---------------------------------------
+# rt holds R[d]^T (H, G*H) C-contiguous, so every product reads unit-stride rows of its B matrix
+# (what the vector GEMM kernels need); the backward products read R[d] itself.
 
-def _order(d: int, T: int) -> range:
-    return range(T - 1, -1, -1) if d == 1 else range(T)
+@njit(**_J)
+def _start(d, T):
+    return T - 1 if d == 1 else 0
 
 
-def forward(kind: str, ws: dict, bias, R, h0, c0, code: int, seq: bool, lbr: bool, y3) -> None:
-    """The forward time loop of one layer (all directions); fills the same buffers as the kernels."""
-    nd, GH, H = R.shape
-    T = ws["xw"].shape[1]
-    hbuf, xw, hp, act = ws["hbuf"], ws["xw"], ws["hp"], ws["act"]
+@njit(**_J)
+def _init_state(buf, init, use_init, d):
+    H = buf.shape[1]
+    if use_init:
+        buf[:, :] = init[:, d * H:(d + 1) * H]
+    else:
+        buf[:, :] = 0.0
+
+
+@njit(**_J)
+def rnn_forward(xw, bias, rt, h0, use_h0, code, seq, hbuf, rec, hp, act, y3, threaded):
+    nd, H = rt.shape[0], rt.shape[1]
+    T = xw.shape[1]
     for d in range(nd):
-        rd = R[d]
-        if h0 is not None:
-            np.copyto(hbuf, h0[:, d * H:(d + 1) * H])
-        else:
-            hbuf.fill(0)
-        if kind == "LSTM":
-            if c0 is not None:
-                np.copyto(ws["cbuf"], c0[:, d * H:(d + 1) * H])
-            else:
-                ws["cbuf"].fill(0)
-        for t in _order(d, T):
-            if kind == "RNN":
-                np.matmul(hbuf, rd.T, out=ws["rec"])
-                rnn_step(xw, bias, ws["rec"], d, t, code, seq, hbuf, hp, act, y3)
-            elif kind == "LSTM":
-                np.matmul(hbuf, rd.T, out=ws["rec"])
-                lstm_step(xw, bias, ws["rec"], d, t, code, seq, hbuf, ws["cbuf"], hp, act, ws["cs"], ws["ca"], y3)
-            else:
-                if lbr:  # one product for all three gates
-                    np.matmul(hbuf, rd.T, out=ws["rec"])
-                    rec_zr, rec_h, hoff = ws["rec"], ws["rec"], 2 * H
-                else:
-                    np.matmul(hbuf, rd[:2 * H].T, out=ws["rec_zr"])
-                    rec_zr, rec_h, hoff = ws["rec_zr"], ws["rec_h"], 0
-                gru_gates(xw, bias, rec_zr, d, t, lbr, rec_h, hoff, hbuf, ws["rhbuf"], hp, act, ws["aux"])
-                if not lbr:
-                    np.matmul(ws["rhbuf"], rd[2 * H:].T, out=rec_h)
-                gru_state(xw, bias, rec_h, hoff, d, t, code, seq, lbr, hbuf, act, ws["aux"], y3)
+        _init_state(hbuf, h0, use_h0, d)
+        for s in range(T):
+            t = T - 1 - s if d == 1 else s
+            matmul_into(hbuf, rt[d], rec, False, threaded)
+            rnn_step(xw, bias, rec, d, t, code, seq, hbuf, hp, act, y3)
         if not seq:
-            np.copyto(y3[:, 0, d * H:(d + 1) * H], hbuf)
+            y3[:, 0, d * H:(d + 1) * H] = hbuf
 
 
-def backward(kind: str, ws: dict, R, c0, code: int, seq: bool, lbr: bool, dy3, dh0, dc0) -> None:
-    """The backward time loop (all directions): fills dxg/drg and the initial-state gradients."""
-    nd, GH, H = R.shape
-    T = ws["xw"].shape[1]
-    dhp, act, hp, dxg = ws["dhp"], ws["act"], ws["hp"], ws["dxg"]
-    dummy = np.zeros((1, 1), dhp.dtype)
+@njit(**_J)
+def lstm_forward(xw, bias, rt, h0, c0, use_h0, use_c0, code, seq, hbuf, cbuf, rec, hp, act, cs, ca, y3,
+                 threaded):
+    nd, H = rt.shape[0], rt.shape[1]
+    T = xw.shape[1]
     for d in range(nd):
-        rd = R[d]
-        if seq:
-            dhp.fill(0)
-        else:
-            np.copyto(dhp, dy3[:, 0, d * H:(d + 1) * H])
-        if kind == "LSTM":
-            ws["dcc"].fill(0)
-        if kind == "GRU":
-            ws["dhz"].fill(0)
-        order = list(_order(d, T))[::-1]  # reverse of the forward order
-        for s, t in enumerate(order):
-            if kind == "RNN":
-                rnn_bstep(dy3, d, t, code, seq, dhp, act, ws["gs"], dxg)
-                np.matmul(ws["gs"], rd, out=dhp)
-            elif kind == "LSTM":
-                tp = order[s + 1] if s + 1 < T else -1
-                lstm_bstep(dy3, d, t, tp, code, seq, c0 if c0 is not None else dummy, c0 is not None, act,
-                           ws["cs"], ws["ca"], dhp, ws["dcc"], ws["gs"], dxg)
-                np.matmul(ws["gs"], rd, out=dhp)
-            elif lbr:
-                gru_bstep_lbr(dy3, d, t, code, seq, hp, act, ws["aux"], dhp, ws["dhz"], ws["gs"], dxg, ws["drg"])
-                np.matmul(ws["gs"], rd, out=dhp)
+        _init_state(hbuf, h0, use_h0, d)
+        _init_state(cbuf, c0, use_c0, d)
+        for s in range(T):
+            t = T - 1 - s if d == 1 else s
+            matmul_into(hbuf, rt[d], rec, False, threaded)
+            lstm_step(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, ca, y3)
+        if not seq:
+            y3[:, 0, d * H:(d + 1) * H] = hbuf
+
+
+@njit(**_J)
+def gru_forward(xw, bias, rt, h0, use_h0, code, seq, lbr, hbuf, rhbuf, rec, rec_zr, rec_h, hp, act, aux, y3,
+                threaded):
+    nd, H = rt.shape[0], rt.shape[1]
+    T = xw.shape[1]
+    for d in range(nd):
+        _init_state(hbuf, h0, use_h0, d)
+        for s in range(T):
+            t = T - 1 - s if d == 1 else s
+            if lbr:  # one product for all three gates
+                matmul_into(hbuf, rt[d], rec, False, threaded)
+                gru_gates(xw, bias, rec, d, t, lbr, rec, 2 * H, hbuf, rhbuf, hp, act, aux)
+                gru_state(xw, bias, rec, 2 * H, d, t, code, seq, lbr, hbuf, act, aux, y3)
             else:
-                gru_bstep_n(dy3, d, t, code, seq, hp, act, dhp, ws["dhz"], ws["dhc"], ws["gs_zr"], ws["gs_n"], dxg,
-                            ws["drg"])
-                np.matmul(ws["gs_n"], rd[2 * H:], out=ws["drh"])
-                gru_bstep_r(d, t, hp, act, ws["drh"], ws["dhc"], ws["dhz"], ws["gs_zr"], dxg, ws["drg"])
-                np.matmul(ws["gs_zr"], rd[:2 * H], out=dhp)
-        if dh0 is not None:
-            g = dh0[:, d * H:(d + 1) * H]
-            np.copyto(g, dhp)
-            if kind == "GRU":
-                g += ws["dhz"]
-        if dc0 is not None and kind == "LSTM":
-            np.copyto(dc0[:, d * H:(d + 1) * H], ws["dcc"])
+                matmul_into(hbuf, rt[d][:, :2 * H], rec_zr, False, threaded)
+                gru_gates(xw, bias, rec_zr, d, t, lbr, rec_h, 0, hbuf, rhbuf, hp, act, aux)
+                matmul_into(rhbuf, rt[d][:, 2 * H:], rec_h, False, threaded)
+                gru_state(xw, bias, rec_h, 0, d, t, code, seq, lbr, hbuf, act, aux, y3)
+        if not seq:
+            y3[:, 0, d * H:(d + 1) * H] = hbuf
+
+
+@njit(**_J)
+def _init_carry(dhp, dy3, seq, d):
+    H = dhp.shape[1]
+    if seq:
+        dhp[:, :] = 0.0
+    else:
+        dhp[:, :] = dy3[:, 0, d * H:(d + 1) * H]
+
+
+@njit(**_J)
+def rnn_backward(R, code, seq, dy3, dhp, act, gs, dxg, dh0, want_d0, threaded):
+    nd, H = R.shape[0], R.shape[2]
+    T = act.shape[1]
+    for d in range(nd):
+        _init_carry(dhp, dy3, seq, d)
+        for s in range(T):  # reverse of the forward order
+            t = s if d == 1 else T - 1 - s
+            rnn_bstep(dy3, d, t, code, seq, dhp, act, gs, dxg)
+            matmul_into(gs, R[d], dhp, False, threaded)
+        if want_d0:
+            dh0[:, d * H:(d + 1) * H] = dhp
+
+
+@njit(**_J)
+def lstm_backward(R, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, ca, gs, dxg, dh0, dc0, want_d0, threaded):
+    nd, H = R.shape[0], R.shape[2]
+    T = act.shape[1]
+    for d in range(nd):
+        _init_carry(dhp, dy3, seq, d)
+        dcc[:, :] = 0.0
+        for s in range(T):
+            t = s if d == 1 else T - 1 - s
+            tp = -1 if s == T - 1 else (t + 1 if d == 1 else t - 1)  # the step that ran before t
+            lstm_bstep(dy3, d, t, tp, code, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, dxg)
+            matmul_into(gs, R[d], dhp, False, threaded)
+        if want_d0:
+            dh0[:, d * H:(d + 1) * H] = dhp
+            dc0[:, d * H:(d + 1) * H] = dcc
+
+
+@njit(**_J)
+def gru_backward(R, code, seq, lbr, dy3, dhp, dhz, dhc, drh, hp, act, aux, gs, gs_zr, gs_n, dxg, drg, dh0,
+                 want_d0, threaded):
+    nd, H = R.shape[0], R.shape[2]
+    T = act.shape[1]
+    for d in range(nd):
+        _init_carry(dhp, dy3, seq, d)
+        dhz[:, :] = 0.0
+        for s in range(T):
+            t = s if d == 1 else T - 1 - s
+            if lbr:
+                gru_bstep_lbr(dy3, d, t, code, seq, hp, act, aux, dhp, dhz, gs, dxg, drg)
+                matmul_into(gs, R[d], dhp, False, threaded)
+            else:
+                gru_bstep_n(dy3, d, t, code, seq, hp, act, dhp, dhz, dhc, gs_zr, gs_n, dxg, drg)
+                matmul_into(gs_n, R[d][2 * H:], drh, False, threaded)
+                gru_bstep_r(d, t, hp, act, drh, dhc, dhz, gs_zr, dxg, drg)
+                matmul_into(gs_zr, R[d][:2 * H], dhp, False, threaded)
+        if want_d0:
+            dh0[:, d * H:(d + 1) * H] = dhp + dhz

@@ -118,3 +118,36 @@ def check_onnx_parity(case: OpCase, tmp_path, seed: int = 0, atol: float = 1e-5)
         if batch <= 3:
             np.testing.assert_allclose(ref.run(None, feeds)[0], theirs, atol=atol, rtol=1e-5,
                                        err_msg=f"{case.id}: onnx.reference, batch {batch}")
+
+
+def _backward(case: OpCase, dtype, seed: int):
+    """(output, {gradient name: value}) of L = sum(r * y) with the same seeded params, inputs and r."""
+    model = Model.compile(case.spec(), dtype=dtype)
+    rng = np.random.default_rng(seed)
+    randomize_params(model, rng)
+    feeds = make_feeds(case, model, case.batch, rng, np.float64)
+    feeds = {k: (v.astype(dtype) if v.dtype.kind == "f" else v) for k, v in feeds.items()}
+    plan = Program(model.graph, model.params, input_grads=True).plan(case.batch)
+    r = rng.standard_normal(plan.output.shape)
+    plan.set_inputs(feeds)
+    out = plan.forward().astype(np.float64)
+    plan.output_grad[...] = r
+    plan.backward()
+    grads = {f"param {k}": v.astype(np.float64) for k, v in model.params.grads.items()}
+    for name in model.graph.inputs:
+        if model.graph.values[name].dtype != "int64":
+            grads[f"input {name}"] = plan.grads[name].astype(np.float64)
+    return out, grads
+
+
+def check_float32_matches_float64(case: OpCase, seed: int = 0, tol: float = 2e-5) -> None:
+    """The float32 kernels (the vector GEMM paths, which float64 never takes) compute what the
+    float64 ones do, forward and backward, to float32 accuracy relative to each tensor's scale."""
+    out32, g32 = _backward(case, np.float32, seed)
+    out64, g64 = _backward(case, np.float64, seed)
+    scale = max(1.0, float(np.abs(out64).max()))
+    assert np.abs(out32 - out64).max() <= tol * scale, f"{case.id}: float32 forward differs from float64"
+    for name, want in g64.items():
+        scale = max(1.0, float(np.abs(want).max()))
+        err = float(np.abs(g32[name] - want).max())
+        assert err <= tol * scale * 10, f"{case.id}: float32 {name} differs from float64 by {err:.3g}"

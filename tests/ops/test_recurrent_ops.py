@@ -7,7 +7,8 @@ import pytest
 from nngraph.model import Model
 from nngraph.onnx_io.dynamic_axes import TIME, with_time_length
 
-from .harness import OpCase, check_forward_reference, check_gradients, check_onnx_parity, make_feeds, randomize_params
+from .harness import (OpCase, check_float32_matches_float64, check_forward_reference, check_gradients, check_onnx_parity,
+                      make_feeds, randomize_params)
 
 
 def _rec(kind, seq, bi, **extra):
@@ -104,32 +105,8 @@ def test_harness_parity_row_for_the_default_variants(tmp_path):
             check_onnx_parity(case, tmp_path)
 
 
-STEP_CASES = [c for c in CASES if c.id != "embedding"]
-
-
-@pytest.mark.parametrize("case", STEP_CASES, ids=lambda c: c.id)
-def test_per_step_blas_mode_matches_too(case, monkeypatch):
-    """Wide layers run a Python step loop with BLAS products (rnn_steps.py): same checks, forced on."""
-    from nngraph.ops import recurrent
-
-    monkeypatch.setattr(recurrent, "STEP_BLAS_MIN", 0)
-    check_forward_reference(case)
-    check_gradients(case)
-
-
-def test_the_two_modes_agree_in_float32():
-    from nngraph.ops import recurrent
-
-    for case in STEP_CASES:
-        model = Model.compile(case.spec())
-        rng = np.random.default_rng(1)
-        randomize_params(model, rng)
-        feeds = make_feeds(case, model, 5, rng, np.float32)
-        kernel = model.predict(feeds)
-        old = recurrent.STEP_BLAS_MIN
-        recurrent.STEP_BLAS_MIN = 0
-        try:
-            steps = Model(model.spec, model.graph, model.params).predict(feeds)
-        finally:
-            recurrent.STEP_BLAS_MIN = old
-        np.testing.assert_allclose(steps, kernel, atol=2e-6, rtol=0, err_msg=case.id)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_float32_kernels_match_float64(case):
+    """float32 runs the vector GEMM kernels inside the time loop; float64 (the gradient checks) plain
+    loops: both must compute the same forward pass and gradients."""
+    check_float32_matches_float64(case)

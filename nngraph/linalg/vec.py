@@ -1,0 +1,123 @@
+"""A 16-lane float32 vector type for Numba, lowered to LLVM ``<16 x float>``.
+
+LLVM maps it to one AVX-512 register (two AVX2 registers elsewhere). Only what the GEMM kernels
+need: loads and stores of 16 consecutive floats (a lane count ``n`` masks the rest: masked lanes
+are neither read nor written, so a row's tail never touches memory past its end), a broadcast of
+one float, fused multiply-add and add. Addresses are raw float32 pointers (``data_ptr``) plus an
+element offset; callers keep the arrays alive and in bounds.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+LANES = 16
+_VEC = ir.VectorType(ir.FloatType(), LANES)
+_MASK = ir.VectorType(ir.IntType(1), LANES)
+_I32 = ir.IntType(32)
+f32_ptr = types.CPointer(types.float32)
+
+
+class F32x16Type(types.Type):
+    def __init__(self) -> None:
+        super().__init__(name="f32x16")
+
+
+f32x16 = F32x16Type()
+
+
+@register_model(F32x16Type)
+class _F32x16Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VEC)
+
+
+def _address(builder, ptr, offset):
+    return builder.bitcast(builder.gep(ptr, [offset]), _VEC.as_pointer())
+
+
+def _lanes_below(builder, n):
+    """<16 x i1>: lane index < n."""
+    i64x = ir.VectorType(ir.IntType(64), LANES)
+    splat = builder.insert_element(ir.Constant(i64x, ir.Undefined), n, ir.Constant(_I32, 0))
+    splat = builder.shuffle_vector(splat, splat, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+    return builder.icmp_signed("<", ir.Constant(i64x, list(range(LANES))), splat)
+
+
+def _intrinsic_fn(builder, name, ret, args):
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, args), name)
+
+
+@intrinsic
+def data_ptr(typingctx, arr):
+    """The float32 pointer to an array's first element."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.float32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return context.make_array(sig.args[0])(context, builder, args[0]).data
+    return f32_ptr(arr), codegen
+
+
+@intrinsic
+def vload(typingctx, ptr, offset):
+    """ptr[offset : offset + 16]."""
+    def codegen(context, builder, sig, args):
+        return builder.load(_address(builder, args[0], args[1]), align=4)
+    return f32x16(ptr, offset), codegen
+
+
+@intrinsic
+def vload_n(typingctx, ptr, offset, n):
+    """ptr[offset : offset + n] in the first n lanes (n may be <= 0 or >= 16), zeros elsewhere."""
+    def codegen(context, builder, sig, args):
+        fn = _intrinsic_fn(builder, "llvm.masked.load.v16f32.p0", _VEC, [_VEC.as_pointer(), _I32, _MASK, _VEC])
+        mask = _lanes_below(builder, builder.sext(args[2], ir.IntType(64)))
+        return builder.call(fn, [_address(builder, args[0], args[1]), ir.Constant(_I32, 4), mask,
+                                 ir.Constant(_VEC, [0.0] * LANES)])
+    return f32x16(ptr, offset, n), codegen
+
+
+@intrinsic
+def vstore_n(typingctx, ptr, offset, v, n):
+    """ptr[offset : offset + n] = the first n lanes of v; nothing else is written."""
+    def codegen(context, builder, sig, args):
+        fn = _intrinsic_fn(builder, "llvm.masked.store.v16f32.p0", ir.VoidType(), [_VEC, _VEC.as_pointer(), _I32, _MASK])
+        mask = _lanes_below(builder, builder.sext(args[3], ir.IntType(64)))
+        builder.call(fn, [args[2], _address(builder, args[0], args[1]), ir.Constant(_I32, 4), mask])
+        return context.get_dummy_value()
+    return types.void(ptr, offset, v, n), codegen
+
+
+@intrinsic
+def vsplat(typingctx, ptr, offset):
+    """ptr[offset] in all 16 lanes."""
+    def codegen(context, builder, sig, args):
+        x = builder.load(builder.gep(args[0], [args[1]]), align=4)
+        v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), x, ir.Constant(_I32, 0))
+        return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+    return f32x16(ptr, offset), codegen
+
+
+@intrinsic
+def vzero(typingctx):
+    def codegen(context, builder, sig, args):
+        return ir.Constant(_VEC, [0.0] * LANES)
+    return f32x16(), codegen
+
+
+@intrinsic
+def vfma(typingctx, a, b, c):
+    """a * b + c, fused (one rounding)."""
+    def codegen(context, builder, sig, args):
+        return builder.call(_intrinsic_fn(builder, "llvm.fma.v16f32", _VEC, [_VEC] * 3), args)
+    return f32x16(f32x16, f32x16, f32x16), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+    return f32x16(f32x16, f32x16), codegen

@@ -1,0 +1,74 @@
+"""The vector GEMM kernels (nngraph.linalg): exact shapes, edges, layouts, accumulation, threads."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import njit
+
+from nngraph.linalg.gemm import KC, MR, NR, gemm, gemm_threaded, matmul_into
+
+SHAPES = [(1, 1, 1), (7, 3, 5), (MR, 32, NR), (MR + 1, 33, NR + 1), (17, 100, 70), (64, 128, 512),
+          (5, KC + 3, 40), (3, 0, 4), (0, 4, 3), (2, 2 * KC + 1, 17)]
+
+
+def _operands(m, k, n, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32),
+            rng.standard_normal((m, n)).astype(np.float32))
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_gemm_matches_float64_product(shape):
+    a, b, c = _operands(*shape)
+    want = a.astype(np.float64) @ b
+    out = c.copy()
+    gemm(a, b, out)
+    np.testing.assert_allclose(out, want, atol=1e-4 * max(1, shape[1]) ** 0.5, rtol=0)
+    acc = c.copy()
+    gemm(a, b, acc, True)
+    np.testing.assert_allclose(acc, c + want, atol=1e-4 * max(1, shape[1]) ** 0.5, rtol=0)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_threads_give_the_same_bits(shape):
+    a, b, c = _operands(*shape, seed=1)
+    one, two = c.copy(), c.copy()
+    gemm(a, b, one, True)
+    gemm_threaded(a, b, two, True)
+    assert np.array_equal(one, two)
+
+
+def test_strided_a_and_views_of_b_and_c():
+    """A may be any view (transposed, sliced); B and C rows unit-stride but not contiguous blocks;
+    nothing outside C's block is written."""
+    rng = np.random.default_rng(2)
+    big_a = rng.standard_normal((70, 90)).astype(np.float32)
+    a = big_a[5:60:3, 2:80].T          # (78, 19), non-unit strides both ways
+    big_b = rng.standard_normal((40, 50)).astype(np.float32)
+    b = big_b[3:22, 7:44]              # (19, 37), row stride 50
+    big_c = rng.standard_normal((100, 60)).astype(np.float32)
+    before = big_c.copy()
+    c = big_c[10:88, 5:42]
+    gemm(a, b, c)
+    np.testing.assert_allclose(c, a.astype(np.float64) @ b, atol=2e-5)
+    mask = np.ones_like(big_c, bool)
+    mask[10:88, 5:42] = False
+    assert np.array_equal(big_c[mask], before[mask])
+
+
+def test_matmul_into_from_python_and_numba_both_dtypes():
+    @njit
+    def jitted(a, b, c):
+        matmul_into(a, b, c, True, False)
+
+    for dtype in (np.float32, np.float64):
+        a, b, c = (x.astype(dtype) for x in _operands(9, 13, 21, seed=3))
+        want = c.astype(np.float64) + a.astype(np.float64) @ b
+        for f in (lambda *args: matmul_into(*args, accumulate=True), jitted):
+            out = c.copy()
+            f(a, b, out)
+            np.testing.assert_allclose(out, want, atol=1e-5 if dtype == np.float32 else 1e-12)
+        # a B matrix whose rows are not unit-stride takes the plain loops, same result
+        out = c.copy()
+        matmul_into(a, np.asfortranarray(b), out, True)
+        np.testing.assert_allclose(out, want, atol=1e-5 if dtype == np.float32 else 1e-12)
