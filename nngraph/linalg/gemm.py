@@ -197,3 +197,60 @@ def _matmul_into_jit(A, B, C, accumulate=False, threaded=False):
     def impl_loops(A, B, C, accumulate=False, threaded=False):
         _matmul_loops(A, B, C, accumulate)
     return impl_loops
+
+
+# ---- products over offset tables (the convolutions' shifted rows) -------------------------------
+
+@njit(**_J)
+def _tables_loops(K, A, arow, sak, B, brow, b0, C, c0, sci, M, N, accumulate):
+    for i in range(M):
+        for j in range(N):
+            s = C[c0 + i * sci + j] if accumulate else C.dtype.type(0)
+            for k in range(K):
+                s += A[arow[i] + k * sak] * B[brow[k] + b0 + j]
+            C[c0 + i * sci + j] = s
+
+
+@njit(**_J)
+def _tables_vector(K, A, arow, sak, B, brow, b0, C, c0, sci, M, N, accumulate):
+    nj = (N + NR - 1) // NR
+    pa, pb, pc = data_ptr(A), data_ptr(B), data_ptr(C)
+    for k0 in range(0, K, KC):
+        kc = min(KC, K - k0)
+        acc = accumulate or k0 > 0
+        ka = k0 * sak
+        bk = brow[k0:]
+        for t in range(((M + MR - 1) // MR) * nj):
+            i0 = (t // nj) * MR
+            j0 = (t % nj) * NR
+            m = M - 1
+            tile(kc, pa, arow[min(i0, m)] + ka, arow[min(i0 + 1, m)] + ka, arow[min(i0 + 2, m)] + ka,
+                 arow[min(i0 + 3, m)] + ka, arow[min(i0 + 4, m)] + ka, arow[min(i0 + 5, m)] + ka,
+                 arow[min(i0 + 6, m)] + ka, arow[min(i0 + 7, m)] + ka, sak,
+                 pb, b0 + j0, 0, bk, pc, c0 + i0 * sci + j0, sci, min(MR, M - i0), min(NR, N - j0), acc)
+
+
+def gemm_tables(K, A, arow, sak, B, brow, b0, C, c0, sci, M, N, accumulate=False):
+    """C[c0 + i*sci + j] (+)= sum_k A[arow[i] + k*sak] * B[brow[k] + b0 + j] over flat 1-D arrays,
+    for i < M, j < N, k < K: a product whose rows live anywhere in a buffer (a convolution's
+    shifted input rows, a zero-padded gradient). float32 runs the vector kernels, float64 loops;
+    callable from Numba code. Every address the formula names must be inside its array."""
+    if A.dtype == np.float32:
+        _tables_vector(K, A, arow, sak, B, brow, b0, C, c0, sci, M, N, accumulate)
+    else:
+        _tables_loops(K, A, arow, sak, B, brow, b0, C, c0, sci, M, N, accumulate)
+
+
+@overload(gemm_tables, jit_options=_J)
+def _gemm_tables_jit(K, A, arow, sak, B, brow, b0, C, c0, sci, M, N, accumulate=False):
+    if A.dtype == types.float32 and B.dtype == types.float32 and C.dtype == types.float32:
+        def impl(K, A, arow, sak, B, brow, b0, C, c0, sci, M, N, accumulate=False):
+            if M > 0 and N > 0 and K > 0:
+                _tables_vector(K, A, arow, sak, B, brow, b0, C, c0, sci, M, N, accumulate)
+            elif M > 0 and N > 0:
+                _tables_loops(K, A, arow, sak, B, brow, b0, C, c0, sci, M, N, accumulate)
+        return impl
+
+    def impl_loops(K, A, arow, sak, B, brow, b0, C, c0, sci, M, N, accumulate=False):
+        _tables_loops(K, A, arow, sak, B, brow, b0, C, c0, sci, M, N, accumulate)
+    return impl_loops

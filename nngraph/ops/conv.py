@@ -147,6 +147,31 @@ def _shift_dims(g: dict) -> tuple[int, int, int]:
     return hp, wp, g["C"] * hp * wp + (g["kw"] - 1) * g["dw"]
 
 
+def _shift_rows(g: dict) -> tuple[int, int]:
+    """(front, L) of the stride-1 path's per-filter rows: dz on the wide grid sits after ``front``
+    zeros (the largest tap shift), so the dx product reads every shifted row in bounds; L = front +
+    Hp Wp."""
+    hp, wp, _ = _shift_dims(g)
+    front = (g["kh"] - 1) * g["dh"] * wp + (g["kw"] - 1) * g["dw"]
+    return front, front + hp * wp
+
+
+def _shift_tables(node: Node, g: dict) -> dict[str, np.ndarray]:
+    """Row-offset tables of the stride-1 products (see conv_shift.py)."""
+    hp, wp, _ = _shift_dims(g)
+    front, length = _shift_rows(g)
+    groups, f = node.attrs["groups"], node.attrs["filters"]
+    cg, fg = g["C"] // groups, f // groups
+    offs = S.offsets(cg, g["kh"], g["kw"], g["dh"], g["dw"], hp, wp)
+    offs = np.concatenate([offs + gi * cg * hp * wp for gi in range(groups)])
+    taps = g["kh"] * g["kw"]
+    fi, ii, jj = np.meshgrid(np.arange(f), np.arange(g["kh"]), np.arange(g["kw"]), indexing="ij")
+    xoffs = (fi * length + front - ii * g["dh"] * wp - jj * g["dw"]).reshape(-1).astype(np.int64)
+    return dict(offs=offs, arow=np.arange(f, dtype=np.int64) * cg * taps,
+                qrow=np.arange(g["OH"] * wp, dtype=np.int64) * f,
+                xrow=np.arange(g["C"], dtype=np.int64) * fg * taps, xoffs=xoffs, front=front)
+
+
 def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tuple[int, ...]]:
     g = geometry(node, types[0].shape)
     f, groups = node.attrs["filters"], node.attrs["groups"]
@@ -155,7 +180,9 @@ def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tup
     ws = {"dws": (t, f, k // groups), "dbs": (t, f)}        # per-thread partial dW, db
     if g["sh"] == g["sw"] == 1:
         hp, wp, flat = _shift_dims(g)
-        ws.update(xps=(t, flat), dxps=(t, flat), zws=(t, f, g["OH"] * wp))
+        front, length = _shift_rows(g)
+        ws.update(xps=(t, flat), dxps=(t, flat), zws=(t, f * length), dzts=(t, g["OH"] * wp * f),
+                  wperm=(f * k // groups,))
     else:
         ws["cols"] = (t, k, g["OH"] * g["OW"])                # one sample's patches per thread
     return ws
@@ -201,14 +228,14 @@ def _bind_forward(node, xs, ps, y, ws):
             kernel(x4, w2, b, use_bias, code, y3, cols, groups, geo)
         return run
     hp, wp, _ = _shift_dims(g)
-    offs = S.offsets(g["C"] // groups, g["kh"], g["kw"], g["dh"], g["dw"], hp, wp)
-    offs = np.concatenate([offs + gi * (g["C"] // groups) * hp * wp for gi in range(groups)])
+    tab = _shift_tables(node, g)
     xps, zws = ws["xps"], ws["zws"]
     shifted = S.forward_threaded if xps.shape[0] > 1 else S.forward
-    args = (offs, groups, g["pt"], g["pl"], hp, wp, g["OW"])
+    args = (tab["offs"], tab["arow"], groups, g["pt"], g["pl"], hp, wp, g["OW"])
+    w_flat = w2.reshape(-1)
 
     def run_shifted():
-        shifted(x4, w2, b, use_bias, code, y3, xps, zws, *args)
+        shifted(x4, w_flat, b, use_bias, code, y3, xps, zws, *args)
     return run_shifted
 
 
@@ -230,14 +257,22 @@ def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws):
             kernel(x4, w2, y3, dy3, code, cols, dws, dbs, use_bias, dx4, want_dx, groups, geo, dw2, db)
         return run
     hp, wp, _ = _shift_dims(g)
-    offs = S.offsets(g["C"] // groups, g["kh"], g["kw"], g["dh"], g["dw"], hp, wp)
-    offs = np.concatenate([offs + gi * (g["C"] // groups) * hp * wp for gi in range(groups)])
-    xps, zws, dxps = ws["xps"], ws["zws"], ws["dxps"]
-    shifted = S.backward_threaded if xps.shape[0] > 1 else S.backward
-    args = (offs, groups, g["pt"], g["pl"], hp, wp, g["OW"], dw2, db)
+    tab = _shift_tables(node, g)
+    shifted = S.backward_threaded if ws["xps"].shape[0] > 1 else S.backward
+    wperm = ws["wperm"]
+    f, cg = node.attrs["filters"], g["C"] // groups
+    # W with each input channel's taps as one row: wperm[c, (f, i, j)] = W[f, c, i, j] (per group)
+    w_by_channel = ps[0].reshape(groups, f // groups, cg, g["kh"] * g["kw"]).transpose(0, 2, 1, 3)
+    wperm4 = wperm.reshape(w_by_channel.shape)
+    dwts = dws.reshape(dws.shape[0], -1)
+    args = (tab["offs"], tab["qrow"], wperm, tab["xrow"], tab["xoffs"], groups, tab["front"], g["pt"], g["pl"],
+            hp, wp, g["OW"], dw2, db)
 
     def run_shifted():
-        shifted(x4, w2, y3, dy3, code, xps, zws, dxps, dws, dbs, use_bias, dx4, want_dx, *args)
+        if want_dx:
+            np.copyto(wperm4, w_by_channel)
+        shifted(x4, y3, dy3, code, ws["xps"], ws["zws"], ws["dzts"], ws["dxps"], dwts, dbs, use_bias, dx4, want_dx,
+                *args)
     return run_shifted
 
 

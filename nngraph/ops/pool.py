@@ -94,13 +94,55 @@ def _argmax_window(xp, h_lo, h_hi, w_lo, w_hi):
     return bh, bw
 
 
+# The common 2x2 window at stride 2 without padding: windows tile the input, so each loop below is
+# branch-free over a row pair and LLVM vectorises it (the general loops: ~6x slower on LeNet).
+
+@njit(cache=True)
+def _max2x2_forward_plane(xp, yp):
+    for a in range(yp.shape[0]):
+        r0, r1, out = xp[2 * a], xp[2 * a + 1], yp[a]
+        for b in range(yp.shape[1]):
+            out[b] = max(max(r0[2 * b], r0[2 * b + 1]), max(r1[2 * b], r1[2 * b + 1]))
+
+
+@njit(cache=True)
+def _max2x2_backward_plane(xp, gp, dp):
+    """The gradient to the first maximum in row-major order, like the general path; dx rows and
+    columns outside every window (odd sizes) are zero."""
+    oh, ow = gp.shape
+    for a in range(oh):
+        r0, r1, d0, d1, g = xp[2 * a], xp[2 * a + 1], dp[2 * a], dp[2 * a + 1], gp[a]
+        for b in range(ow):
+            v00, v01, v10, v11 = r0[2 * b], r0[2 * b + 1], r1[2 * b], r1[2 * b + 1]
+            m = max(max(v00, v01), max(v10, v11))
+            # & and | (not "and"/"or"): no short-circuit branches, so the loop vectorises
+            w00 = v00 == m
+            w01 = (v01 == m) & ~w00
+            w10 = (v10 == m) & ~(w00 | w01)
+            w11 = ~(w00 | w01 | w10)
+            gb = g[b]
+            d0[2 * b] = gb if w00 else 0
+            d0[2 * b + 1] = gb if w01 else 0
+            d1[2 * b] = gb if w10 else 0
+            d1[2 * b + 1] = gb if w11 else 0
+        if dp.shape[1] > 2 * ow:
+            d0[2 * ow:] = 0
+            d1[2 * ow:] = 0
+    if dp.shape[0] > 2 * oh:
+        dp[2 * oh:] = 0
+
+
 @njit(cache=True)
 def _maxpool_forward_planes(x, y, kh, kw, sh, sw, pt, pl, lo, hi):
     n_, c_, h_, w_ = x.shape
     oh, ow = y.shape[2], y.shape[3]
+    fast = kh == kw == sh == sw == 2 and pt == pl == 0 and 2 * oh <= h_ and 2 * ow <= w_  # no end pads
     for q in range(lo, hi):
         n, c = q // c_, q % c_
         xp, yp = x[n, c], y[n, c]
+        if fast:
+            _max2x2_forward_plane(xp, yp)
+            continue
         for a in range(oh):
             h_lo, h_hi = _clip_window(a, sh, pt, kh, h_)
             for b in range(ow):
@@ -124,9 +166,13 @@ def maxpool_forward_threaded(x, y, kh, kw, sh, sw, pt, pl):
 def _maxpool_backward_planes(x, dy, dx, kh, kw, sh, sw, pt, pl, lo, hi):
     n_, c_, h_, w_ = x.shape
     oh, ow = dy.shape[2], dy.shape[3]
+    fast = kh == kw == sh == sw == 2 and pt == pl == 0 and 2 * oh <= h_ and 2 * ow <= w_  # no end pads
     for q in range(lo, hi):
         n, c = q // c_, q % c_
         xp, gp, dp = x[n, c], dy[n, c], dx[n, c]
+        if fast:
+            _max2x2_backward_plane(xp, gp, dp)
+            continue
         for h in range(h_):
             for w in range(w_):
                 dp[h, w] = 0

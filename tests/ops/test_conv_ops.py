@@ -8,7 +8,7 @@ from nngraph.lowering import lower
 from nngraph.model import Model
 from nngraph.spec import parse_spec
 
-from .harness import OpCase, check_forward_reference, check_gradients, check_onnx_parity
+from .harness import OpCase, check_float32_matches_float64, check_forward_reference, check_gradients, check_onnx_parity
 
 
 def conv(**kw):
@@ -38,6 +38,7 @@ CASES = [
                                                        "dilation": 2, "padding": [1, 2]}]),
     OpCase("conv1d-groups", {"x": [4, 8]}, [{"type": "conv1d", "filters": 2, "kernel": 2, "groups": 2}]),
     OpCase("maxpool2d", {"x": [2, 6, 6]}, [{"type": "maxpool2d", "size": 2}]),
+    OpCase("maxpool2d-odd-valid", {"x": [2, 7, 5]}, [{"type": "maxpool2d", "size": 2}]),
     OpCase("maxpool2d-overlap", {"x": [2, 7, 7]}, [{"type": "maxpool2d", "size": 3, "stride": 2}]),
     OpCase("maxpool2d-same-odd", {"x": [2, 5, 7]}, [{"type": "maxpool2d", "size": 2, "padding": "same"}]),
     OpCase("maxpool2d-pads", {"x": [1, 6, 5]}, [{"type": "maxpool2d", "size": [3, 2], "stride": [1, 2],
@@ -71,6 +72,12 @@ def test_forward_matches_numpy_reference(case):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_backward_matches_finite_differences(case):
     check_gradients(case)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_float32_kernels_match_float64(case):
+    """float32 runs the vector GEMM kernels, float64 (the finite-difference checks) plain loops."""
+    check_float32_matches_float64(case)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
@@ -219,3 +226,35 @@ def test_threaded_kernels_match_reference_and_finite_differences(case, force_thr
     case = replace(case, batch=5)  # more samples than blocks, unevenly split
     check_forward_reference(case)
     check_gradients(case)
+
+
+def test_fast_2x2_maxpool_agrees_with_the_general_kernels_on_ties():
+    """The 2x2/2 fast path and the general window loops pick the same (first) maximum, also when
+    values tie, and leave rows/columns outside every window at zero gradient."""
+    from nngraph.ops import pool
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, size=(3, 4, 9, 7)).astype(np.float32)  # many ties
+    dy = rng.standard_normal((3, 4, 4, 3)).astype(np.float32)
+    fast_y, slow_y = np.empty_like(dy), np.empty_like(dy)
+    fast_dx, slow_dx = np.full_like(x, np.nan), np.full_like(x, np.nan)
+    pool.maxpool_forward(x, fast_y, 2, 2, 2, 2, 0, 0)
+    pool.maxpool_backward(x, dy, fast_dx, 2, 2, 2, 2, 0, 0)
+    # the same windows through the general path: a 2x2 window given as (2, 2) at stride (2, 2) but
+    # with a 1-pixel pad that never wins (pads at the far side only change nothing for floor mode)
+    for q in range(3 * 4):
+        n, c = divmod(q, 4)
+        for a in range(4):
+            for b in range(3):
+                win = x[n, c, 2 * a:2 * a + 2, 2 * b:2 * b + 2]
+                slow_y[n, c, a, b] = win.max()
+    slow_dx[:] = 0
+    for n in range(3):
+        for c in range(4):
+            for a in range(4):
+                for b in range(3):
+                    win = x[n, c, 2 * a:2 * a + 2, 2 * b:2 * b + 2]
+                    i, j = divmod(int(np.argmax(win)), 2)  # numpy's argmax: the first maximum
+                    slow_dx[n, c, 2 * a + i, 2 * b + j] += dy[n, c, a, b]
+    assert np.array_equal(fast_y, slow_y)
+    assert np.array_equal(fast_dx, slow_dx)
