@@ -121,3 +121,38 @@ def vadd(typingctx, a, b):
     def codegen(context, builder, sig, args):
         return builder.fadd(args[0], args[1])
     return f32x16(f32x16, f32x16), codegen
+
+
+@intrinsic
+def vmax(typingctx, a, b):
+    """Lane-wise max (for ReLU: max(x, 0))."""
+    def codegen(context, builder, sig, args):
+        return builder.call(_intrinsic_fn(builder, "llvm.maxnum.v16f32", _VEC, [_VEC] * 2), args)
+    return f32x16(f32x16, f32x16), codegen
+
+
+@intrinsic
+def vwhere_positive(typingctx, cond, a):
+    """a where cond > 0, else 0 (ReLU's derivative, written in terms of its output)."""
+    def codegen(context, builder, sig, args):
+        positive = builder.fcmp_ordered(">", args[0], ir.Constant(_VEC, [0.0] * LANES))
+        return builder.select(positive, args[1], ir.Constant(_VEC, [0.0] * LANES))
+    return f32x16(f32x16, f32x16), codegen
+
+
+@intrinsic
+def vsum(typingctx, v):
+    """The sum of the 16 lanes (a tree reduction)."""
+    def codegen(context, builder, sig, args):
+        fn = _intrinsic_fn(builder, "llvm.vector.reduce.fadd.v16f32", ir.FloatType(), [ir.FloatType(), _VEC])
+        return builder.call(fn, [ir.Constant(ir.FloatType(), 0.0), args[0]], fastmath=("reassoc",))
+    return types.float32(f32x16), codegen
+
+
+@intrinsic
+def vsplat_value(typingctx, x):
+    """A float32 value in all 16 lanes."""
+    def codegen(context, builder, sig, args):
+        v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), args[0], ir.Constant(_I32, 0))
+        return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+    return f32x16(types.float32), codegen

@@ -20,8 +20,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..linalg.gemm import gemm_tables
-
-from .activations import RELU, SIGMOID, TANH
+from ..linalg.rows import bias_relu_rows, copy_rows, relu_grad_rows
+from .activations import IDENTITY, RELU, SIGMOID, TANH
 
 
 def offsets(c: int, kh: int, kw: int, dh: int, dw: int, hp: int, wp: int) -> np.ndarray:
@@ -32,12 +32,10 @@ def offsets(c: int, kh: int, kw: int, dh: int, dw: int, hp: int, wp: int) -> np.
 
 @njit(cache=True)
 def _pad_in(x, n, xp, pt, pl, hp, wp):
+    """Sample n's interior into the padded planes of xp (the padding stays zero)."""
     c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
     for c in range(c_):
-        for h in range(h_):
-            base = c * hp * wp + (h + pt) * wp + pl
-            for w in range(w_):
-                xp[base + w] = x[n, c, h, w]
+        copy_rows(x[n, c].reshape(h_ * w_), 0, w_, xp, c * hp * wp + pt * wp + pl, wp, h_, w_)
 
 
 # Plane kernels with the activation chosen outside the loops, so each loop is branch-free and LLVM
@@ -110,7 +108,10 @@ def _forward_block(x, w, b, use_bias, code, y, xp, zw, offs, arow, groups, pt, p
             gemm_tables(kg, w, arow[g * fg:(g + 1) * fg], 1, xp, offs[g * kg:(g + 1) * kg], 0,
                         zw, g * fg * L, L, fg, q, False)
         for f in range(f_):  # epilogue: wide grid -> (OH, OW), + bias (zeros without one), activation
-            _bias_act_plane(zw, f * L, wp, b[f], code, y[n, f], ow)
+            if code == RELU or code == IDENTITY:
+                bias_relu_rows(zw, f * L, wp, y[n, f], 0, ow, oh, ow, b[f], code == RELU)
+            else:
+                _bias_act_plane(zw, f * L, wp, b[f], code, y[n, f], ow)
 
 
 @njit(cache=True)
@@ -147,7 +148,10 @@ def _backward_block(x, y, dy, code, xp, zw, dzt, dxp, dwt, db, use_bias, dx, wan
     dzt[:] = 0
     for n in range(lo, hi):
         for f in range(f_):  # dz = dy act'(y) onto the wide grid, after the front pad
-            s = _act_grad_plane(dy[n, f], y[n, f], code, zw, f * L + front, wp, ow)
+            if code == RELU or code == IDENTITY:
+                s = relu_grad_rows(dy[n, f], 0, ow, y[n, f], 0, ow, zw, f * L + front, wp, oh, ow, code == RELU)
+            else:
+                s = _act_grad_plane(dy[n, f], y[n, f], code, zw, f * L + front, wp, ow)
             if use_bias:
                 db[f] += s
         for j in range(q):  # and transposed (positions x filters) for the dW product
@@ -161,11 +165,8 @@ def _backward_block(x, y, dy, code, xp, zw, dzt, dxp, dwt, db, use_bias, dx, wan
             for gi in range(groups):  # dxp[c, q'] = sum_(f,i,j) W[f, c, i, j] dz[f, q' - i dh Wp - j dw]
                 gemm_tables(k2, wperm, xrow[gi * cg:(gi + 1) * cg], 1, zw, xoffs[gi * k2:(gi + 1) * k2], pt * wp,
                             dxp, gi * cg * hp * wp + pt * wp, hp * wp, cg, h_ * wp, False)
-            for c in range(c_):
-                for h in range(h_):
-                    base = c * hp * wp + (h + pt) * wp + pl
-                    for v in range(w_):
-                        dx[n, c, h, v] = dxp[base + v]
+            for c in range(c_):  # the interior of dxp
+                copy_rows(dxp, c * hp * wp + pt * wp + pl, wp, dx[n, c].reshape(h_ * w_), 0, w_, h_, w_)
 
 
 @njit(cache=True)

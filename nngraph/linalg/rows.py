@@ -1,0 +1,118 @@
+"""Element-wise passes over short rows of flat buffers (a conv's output rows, a padded image's
+interior), on masked 16-lane vectors in float32.
+
+Why: LLVM vectorises a loop only when it runs at least one full vector, so rows of 14 or 28
+floats (LeNet's planes) ran scalar; one masked vector op per 16 elements covers any length. Every
+function takes flat arrays with (start, row stride) per side, ``rows`` rows of ``n`` elements:
+    src[s0 + r * ss + i]  ->  dst[d0 + r * ds + i]      r < rows, i < n
+float64 (the gradient checks) runs plain loops with the same meaning. Callable from Numba code.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, types
+from numba.extending import overload
+
+from .vec import LANES, data_ptr, vadd, vload_n, vmax, vsplat_value, vstore_n, vsum, vwhere_positive, vzero
+
+_J = dict(cache=True, error_model="numpy", boundscheck=False)
+
+
+def copy_rows(src, s0, ss, dst, d0, ds, rows, n):
+    """dst rows = src rows."""
+    for r in range(rows):
+        dst[d0 + r * ds:d0 + r * ds + n] = src[s0 + r * ss:s0 + r * ss + n]
+
+
+def bias_relu_rows(src, s0, ss, dst, d0, ds, rows, n, bias, relu):
+    """dst = src + bias, then max(., 0) when ``relu``."""
+    for r in range(rows):
+        v = src[s0 + r * ss:s0 + r * ss + n] + bias
+        dst[d0 + r * ds:d0 + r * ds + n] = np.maximum(v, 0) if relu else v
+
+
+def relu_grad_rows(g, gs0, gss, y, ys0, yss, dst, d0, ds, rows, n, relu):
+    """dst = g where y > 0 else 0 (just g without ``relu``), rows of g and y alike; returns sum(dst)."""
+    total = 0.0
+    for r in range(rows):
+        v = g[gs0 + r * gss:gs0 + r * gss + n]
+        if relu:
+            v = np.where(y[ys0 + r * yss:ys0 + r * yss + n] > 0, v, 0)
+        dst[d0 + r * ds:d0 + r * ds + n] = v
+        total += v.sum()
+    return total
+
+
+def _is_f32(*arrays) -> bool:
+    return all(isinstance(a, types.Array) and a.dtype == types.float32 for a in arrays)
+
+
+@overload(copy_rows, jit_options=_J)
+def _copy_rows_jit(src, s0, ss, dst, d0, ds, rows, n):
+    if _is_f32(src, dst):
+        def impl(src, s0, ss, dst, d0, ds, rows, n):
+            ps, pd = data_ptr(src), data_ptr(dst)
+            for r in range(rows):
+                a, b = s0 + r * ss, d0 + r * ds
+                for i in range(0, n, LANES):
+                    vstore_n(pd, b + i, vload_n(ps, a + i, n - i), n - i)
+        return impl
+
+    def loops(src, s0, ss, dst, d0, ds, rows, n):
+        for r in range(rows):
+            for i in range(n):
+                dst[d0 + r * ds + i] = src[s0 + r * ss + i]
+    return loops
+
+
+@overload(bias_relu_rows, jit_options=_J)
+def _bias_relu_rows_jit(src, s0, ss, dst, d0, ds, rows, n, bias, relu):
+    if _is_f32(src, dst):
+        def impl(src, s0, ss, dst, d0, ds, rows, n, bias, relu):
+            ps, pd = data_ptr(src), data_ptr(dst)
+            b, zero = vsplat_value(np.float32(bias)), vzero()
+            for r in range(rows):
+                a, c = s0 + r * ss, d0 + r * ds
+                for i in range(0, n, LANES):
+                    v = vadd(vload_n(ps, a + i, n - i), b)
+                    if relu:
+                        v = vmax(v, zero)
+                    vstore_n(pd, c + i, v, n - i)
+        return impl
+
+    def loops(src, s0, ss, dst, d0, ds, rows, n, bias, relu):
+        for r in range(rows):
+            for i in range(n):
+                v = src[s0 + r * ss + i] + bias
+                dst[d0 + r * ds + i] = max(v, 0) if relu else v
+    return loops
+
+
+@overload(relu_grad_rows, jit_options=_J)
+def _relu_grad_rows_jit(g, gs0, gss, y, ys0, yss, dst, d0, ds, rows, n, relu):
+    if _is_f32(g, y, dst):
+        def impl(g, gs0, gss, y, ys0, yss, dst, d0, ds, rows, n, relu):
+            pg, py, pd = data_ptr(g), data_ptr(y), data_ptr(dst)
+            acc = vzero()
+            for r in range(rows):
+                a, b, c = gs0 + r * gss, ys0 + r * yss, d0 + r * ds
+                for i in range(0, n, LANES):
+                    v = vload_n(pg, a + i, n - i)
+                    if relu:
+                        v = vwhere_positive(vload_n(py, b + i, n - i), v)
+                    vstore_n(pd, c + i, v, n - i)
+                    acc = vadd(acc, v)
+            return vsum(acc)
+        return impl
+
+    def loops(g, gs0, gss, y, ys0, yss, dst, d0, ds, rows, n, relu):
+        total = dst.dtype.type(0)
+        for r in range(rows):
+            for i in range(n):
+                v = g[gs0 + r * gss + i]
+                if relu and not y[ys0 + r * yss + i] > 0:
+                    v = 0.0
+                dst[d0 + r * ds + i] = v
+                total += v
+        return total
+    return loops
