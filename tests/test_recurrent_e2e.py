@@ -21,7 +21,7 @@ from nngraph.spec import parse_spec
 from nngraph.workflow import train
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
-SINE_TEST_MSE = 1e-4  # specs/sine_rnn.json reaches ~1.6e-5; the bar leaves room for BLAS differences
+SINE_TEST_MSE = 1e-4  # specs/sine_rnn.json reaches 2.8e-5 (seeds 1-3: 2.2e-5 to 4.5e-5)
 
 
 def _quiet(_: str) -> None:

@@ -11,11 +11,12 @@ not depend on tiling or thread count.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from .vec import data_ptr, vfma, vload_n, vsplat, vstore_n, vzero
+from .vec import data_ptr, vfma, vload, vload_n, vsplat, vstore_n, vsum, vzero
 
 MR, NR = 8, 32
 _J = dict(cache=True, error_model="numpy", boundscheck=False)
@@ -254,3 +255,131 @@ def _gemm_tables_jit(K, A, arow, sak, B, brow, b0, C, c0, sci, M, N, accumulate=
     def impl_loops(K, A, arow, sak, B, brow, b0, C, c0, sci, M, N, accumulate=False):
         _tables_loops(K, A, arow, sak, B, brow, b0, C, c0, sci, M, N, accumulate)
     return impl_loops
+
+
+# ---- C = A B^T: dot products along unit-stride rows of both ----------------------------------------
+# For y = x W^T with W stored (out, in) (ONNX Gemm transB=1): no transposed copy of W per step. A 4 x 4
+# block of C keeps 16 vector accumulators over 16-wide slices of k and reduces each to one number at
+# the end; the reduction costs ~8 instructions per element, small against K/16 FMAs when K >= 128.
+
+MR_NT, NR_NT = 4, 4
+
+
+@njit(inline="always", **_J)
+def _put(pc, c, v, accumulate):
+    if accumulate:
+        pc[c] += v
+    else:
+        pc[c] = v
+
+
+@njit(**_J)
+def tile_nt(K, pa, a0, a1, a2, a3, pb, b0, b1, b2, b3, pc, c0, sci, mr, nr, accumulate):
+    """C[c0 + i*sci + j] (+)= sum_k pa[a_i + k] * pb[b_j + k] for i < mr, j < nr (<= 4 each).
+    Rows past mr / nr must still be valid addresses (callers repeat the last row)."""
+    s00 = vzero(); s01 = vzero(); s02 = vzero(); s03 = vzero()
+    s10 = vzero(); s11 = vzero(); s12 = vzero(); s13 = vzero()
+    s20 = vzero(); s21 = vzero(); s22 = vzero(); s23 = vzero()
+    s30 = vzero(); s31 = vzero(); s32 = vzero(); s33 = vzero()
+    full = K - K % 16
+    for k in range(0, K, 16):
+        # whole 16-wide slices load unmasked; only the tail slice needs a mask
+        n = 16 if k < full else K - k
+        x0 = vload_n(pb, b0 + k, n) if k >= full else vload(pb, b0 + k)
+        x1 = vload_n(pb, b1 + k, n) if k >= full else vload(pb, b1 + k)
+        x2 = vload_n(pb, b2 + k, n) if k >= full else vload(pb, b2 + k)
+        x3 = vload_n(pb, b3 + k, n) if k >= full else vload(pb, b3 + k)
+        a = vload_n(pa, a0 + k, n) if k >= full else vload(pa, a0 + k)
+        s00 = vfma(a, x0, s00); s01 = vfma(a, x1, s01); s02 = vfma(a, x2, s02); s03 = vfma(a, x3, s03)
+        a = vload_n(pa, a1 + k, n) if k >= full else vload(pa, a1 + k)
+        s10 = vfma(a, x0, s10); s11 = vfma(a, x1, s11); s12 = vfma(a, x2, s12); s13 = vfma(a, x3, s13)
+        a = vload_n(pa, a2 + k, n) if k >= full else vload(pa, a2 + k)
+        s20 = vfma(a, x0, s20); s21 = vfma(a, x1, s21); s22 = vfma(a, x2, s22); s23 = vfma(a, x3, s23)
+        a = vload_n(pa, a3 + k, n) if k >= full else vload(pa, a3 + k)
+        s30 = vfma(a, x0, s30); s31 = vfma(a, x1, s31); s32 = vfma(a, x2, s32); s33 = vfma(a, x3, s33)
+    _put_row(pc, c0, vsum(s00), vsum(s01), vsum(s02), vsum(s03), nr, accumulate)
+    if mr > 1:
+        _put_row(pc, c0 + sci, vsum(s10), vsum(s11), vsum(s12), vsum(s13), nr, accumulate)
+    if mr > 2:
+        _put_row(pc, c0 + 2 * sci, vsum(s20), vsum(s21), vsum(s22), vsum(s23), nr, accumulate)
+    if mr > 3:
+        _put_row(pc, c0 + 3 * sci, vsum(s30), vsum(s31), vsum(s32), vsum(s33), nr, accumulate)
+
+
+@njit(inline="always", **_J)
+def _put_row(pc, c, v0, v1, v2, v3, nr, accumulate):
+    _put(pc, c, v0, accumulate)
+    if nr > 1:
+        _put(pc, c + 1, v1, accumulate)
+    if nr > 2:
+        _put(pc, c + 2, v2, accumulate)
+    if nr > 3:
+        _put(pc, c + 3, v3, accumulate)
+
+
+@njit(inline="always", **_J)
+def _nt_tile(t, nj, A, B, C, accumulate):
+    M, K = A.shape
+    N = B.shape[0]
+    i0 = (t // nj) * MR_NT
+    j0 = (t % nj) * NR_NT
+    sa, sb = A.strides[0] // 4, B.strides[0] // 4
+    m, n = M - 1, N - 1
+    tile_nt(K, data_ptr(A), min(i0, m) * sa, min(i0 + 1, m) * sa, min(i0 + 2, m) * sa, min(i0 + 3, m) * sa,
+            data_ptr(B), min(j0, n) * sb, min(j0 + 1, n) * sb, min(j0 + 2, n) * sb, min(j0 + 3, n) * sb,
+            data_ptr(C), i0 * (C.strides[0] // 4) + j0, C.strides[0] // 4, min(MR_NT, M - i0),
+            min(NR_NT, N - j0), accumulate)
+
+
+@njit(**_J)
+def gemm_nt(A, B, C, accumulate=False):
+    """C = A @ B.T (or +=) for float32 2-D arrays whose rows are all unit-stride. One thread."""
+    M, N = A.shape[0], B.shape[0]
+    nj = (N + NR_NT - 1) // NR_NT
+    for t in range(((M + MR_NT - 1) // MR_NT) * nj):
+        _nt_tile(t, nj, A, B, C, accumulate)
+
+
+@njit(parallel=True, **_J)
+def gemm_nt_threaded(A, B, C, accumulate=False):
+    """``gemm_nt`` with the tiles shared over Numba's threads (same bits)."""
+    M, N = A.shape[0], B.shape[0]
+    nj = (N + NR_NT - 1) // NR_NT
+    for t in prange(((M + MR_NT - 1) // MR_NT) * nj):
+        _nt_tile(t, nj, A, B, C, accumulate)
+
+
+# ---- Python-level entry points: the layers' products, threaded when it pays ----------------------
+
+# Products from this many multiply-adds on share their tiles over Numba's threads (starting a
+# parallel region costs a few microseconds; below this it is not paid back).
+THREADED_MIN = 1 << 19
+
+
+def threads_pay(m: int, k: int, n: int) -> bool:
+    """Whether an (m x k) @ (k x n) product runs on Numba's threads."""
+    return numba.get_num_threads() > 1 and m * k * n >= THREADED_MIN
+
+
+def _vector_ready(*arrays: np.ndarray) -> bool:
+    return all(x.dtype == np.float32 for x in arrays) and all(x.shape[1] <= 1 or x.strides[1] == 4 for x in arrays[1:])
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, accumulate: bool = False) -> None:
+    """out (+)= a @ b (2-D) on the vector kernels; numpy for float64 (the gradient checks)."""
+    if _vector_ready(a, b, out):
+        kernel = gemm_threaded if threads_pay(a.shape[0], a.shape[1], b.shape[1]) else gemm
+        kernel(a, b, out, accumulate)
+    elif accumulate:
+        out += a @ b
+    else:
+        np.matmul(a, b, out=out)
+
+
+def matmul_nt(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out = a @ b.T (2-D; b stored row-major, e.g. a Gemm weight (units, in)) without transposing b."""
+    if _vector_ready(a, b, out) and (a.shape[1] <= 1 or a.strides[1] == 4):
+        kernel = gemm_nt_threaded if threads_pay(a.shape[0], a.shape[1], b.shape[0]) else gemm_nt
+        kernel(a, b, out, False)
+    else:
+        np.matmul(a, b.T, out=out)

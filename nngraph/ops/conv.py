@@ -36,7 +36,7 @@ from .dense import default_initializer
 # Measured on the shared 2-core machine under load: a parallel region waits for its slowest thread,
 # and a descheduled one stalls it for a time slice, so small calls threaded were 5x slower
 # (digits_cnn, batch 32: 6 ms/step serial, 33 ms/step threaded).
-THREADED_MIN = 1 << 26
+THREADED_MIN = 1 << 23
 
 
 # ---- geometry ---------------------------------------------------------------------------------

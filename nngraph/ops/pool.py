@@ -27,7 +27,7 @@ from .conv import explicit_pads, out_sizes, pair
 
 # Pooling is memory-bound and cheap: threads only for big tensors (the pool wake-up and barrier
 # cost more than a small pass on a loaded 2-core machine).
-THREADED_MIN = 1 << 20
+THREADED_MIN = 1 << 18
 
 
 def threaded(elements: int) -> bool:

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.graph import Node, TensorType
-from ..linalg.gemm import matmul_into
+from ..linalg.gemm import matmul, matmul_nt, threads_pay
 from . import rnn_steps as S
 from .activations import CODES, apply_reference
 from .base import OpDef, ParamDecl
@@ -89,7 +89,7 @@ def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tup
     T, I, H, G, nd = _dims(node, types[0])
     ws = {"xw": (batch, T, nd * G * H), "act": (batch, T, nd * G * H), "dxg": (batch, T, nd * G * H),
           "hp": (batch, T, nd * H), "hbuf": (batch, H), "rec": (batch, G * H), "gs": (batch, G * H),
-          "dhc": (batch, H), "dhp": (batch, H), "rt": (nd, H, G * H), "wt": (I, nd * G * H)}
+          "dhc": (batch, H), "dhp": (batch, H), "rt": (nd, H, G * H)}
     if node.op == "LSTM":
         ws.update(cbuf=(batch, H), dcc=(batch, H), cs=(batch, T, nd * H), ca=(batch, T, nd * H))
     if node.op == "GRU":
@@ -98,18 +98,8 @@ def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tup
     return ws
 
 
-# Products from this many multiply-adds on share their tiles over Numba's threads (a parallel
-# region costs a few microseconds to start; below this it is not paid back).
-THREADED_MIN = 1 << 19
-
-
 def _threaded(m: int, k: int, n: int) -> bool:
-    return numba.get_num_threads() > 1 and m * k * n >= THREADED_MIN
-
-
-def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    """out = a @ b (2-D) with the vector GEMM kernels (linalg.gemm), threaded when it pays."""
-    matmul_into(a, b, out, False, _threaded(a.shape[0], a.shape[1], b.shape[1]))
+    return threads_pay(m, k, n)
 
 
 def _views(node: Node, xs, y):
@@ -128,7 +118,7 @@ def _bind_forward(node, xs, ps, y, ws):
     W, R, bias = ps
     nd, GH, H = R.shape
     x2, xw2 = x.reshape(B * T, I), ws["xw"].reshape(B * T, nd * GH)
-    w2, wt, rt = W.reshape(nd * GH, I), ws["wt"], ws["rt"]
+    w2, rt = W.reshape(nd * GH, I), ws["rt"]
     seq, y3, h0, c0, use_h0, use_c0 = _views(node, xs, y)
     code = CODES[node.attrs.get("activation", "tanh")]
     kind = node.op
@@ -136,10 +126,10 @@ def _bind_forward(node, xs, ps, y, ws):
     threaded = _threaded(B, H, GH)
 
     def run():
-        # B matrices with unit-stride rows for the GEMM kernels: W^T and each R[d]^T, once per call
-        np.copyto(wt, w2.T)
+        # each R[d]^T with unit-stride rows for the per-step products (K = H is too short for the
+        # dot-product kernel's reductions to pay), once per call
         np.copyto(rt, R.transpose(0, 2, 1))
-        matmul(x2, wt, xw2)  # one GEMM projects every time step of both directions
+        matmul_nt(x2, w2, xw2)  # one GEMM projects every time step of both directions
         if kind == "RNN":
             S.rnn_forward(ws["xw"], bias, rt, h0, use_h0, code, seq, ws["hbuf"], ws["rec"], ws["hp"], ws["act"],
                           y3, threaded)

@@ -1,7 +1,7 @@
 """Every op, every variant: one row each. Adding an op adds rows here (see harness.py)."""
 import pytest
 
-from .harness import OpCase, check_forward_reference, check_gradients, check_onnx_parity
+from .harness import OpCase, check_float32_matches_float64, check_forward_reference, check_gradients, check_onnx_parity
 
 CASES = [
     OpCase("dense-identity", {"x": [5]}, [{"type": "dense", "units": 3}]),
@@ -31,6 +31,12 @@ CASES = [
                                    {"type": "dense", "units": 3, "activation": "sigmoid", "name": "p", "inputs": ["h"]},
                                    {"type": "add", "inputs": ["h", "p", "h"]}]),
 ]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_float32_kernels_match_float64(case):
+    """float32 runs the vector GEMM kernels, float64 (the finite-difference checks) numpy."""
+    check_float32_matches_float64(case)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
