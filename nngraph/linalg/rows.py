@@ -10,7 +10,7 @@ float64 (the gradient checks) runs plain loops with the same meaning. Callable f
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, types
+from numba import types
 from numba.extending import overload
 
 from .vec import LANES, data_ptr, vadd, vload_n, vmax, vsplat_value, vstore_n, vsum, vwhere_positive, vzero

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
 from ..errors import ShapeError
