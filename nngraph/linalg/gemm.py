@@ -349,6 +349,52 @@ def gemm_nt_threaded(A, B, C, accumulate=False):
         _nt_tile(t, nj, A, B, C, accumulate)
 
 
+@njit(**_J)
+def _nt_tables_loops(K, A, arow, B, brow, C, c0, sci, M, N, accumulate):
+    for i in range(M):
+        for j in range(N):
+            s = C[c0 + i * sci + j] if accumulate else C.dtype.type(0)
+            for k in range(K):
+                s += A[arow[i] + k] * B[brow[j] + k]
+            C[c0 + i * sci + j] = s
+
+
+@njit(**_J)
+def _nt_tables_vector(K, A, arow, B, brow, C, c0, sci, M, N, accumulate):
+    nj = (N + NR_NT - 1) // NR_NT
+    pa, pb, pc = data_ptr(A), data_ptr(B), data_ptr(C)
+    m, n = M - 1, N - 1
+    for t in range(((M + MR_NT - 1) // MR_NT) * nj):
+        i0 = (t // nj) * MR_NT
+        j0 = (t % nj) * NR_NT
+        tile_nt(K, pa, arow[min(i0, m)], arow[min(i0 + 1, m)], arow[min(i0 + 2, m)], arow[min(i0 + 3, m)],
+                pb, brow[min(j0, n)], brow[min(j0 + 1, n)], brow[min(j0 + 2, n)], brow[min(j0 + 3, n)],
+                pc, c0 + i0 * sci + j0, sci, min(MR_NT, M - i0), min(NR_NT, N - j0), accumulate)
+
+
+def gemm_nt_tables(K, A, arow, B, brow, C, c0, sci, M, N, accumulate=False):
+    """C[c0 + i*sci + j] (+)= sum_k A[arow[i] + k] * B[brow[j] + k] over flat 1-D arrays (i < M,
+    j < N, k < K): dot products of rows that live anywhere in their buffers (a conv's weight
+    gradient: rows of dz against shifted input rows). float32 vector kernels, float64 loops."""
+    if A.dtype == np.float32:
+        _nt_tables_vector(K, A, arow, B, brow, C, c0, sci, M, N, accumulate)
+    else:
+        _nt_tables_loops(K, A, arow, B, brow, C, c0, sci, M, N, accumulate)
+
+
+@overload(gemm_nt_tables, jit_options=_J)
+def _gemm_nt_tables_jit(K, A, arow, B, brow, C, c0, sci, M, N, accumulate=False):
+    if A.dtype == types.float32 and B.dtype == types.float32 and C.dtype == types.float32:
+        def impl(K, A, arow, B, brow, C, c0, sci, M, N, accumulate=False):
+            if M > 0 and N > 0:
+                _nt_tables_vector(K, A, arow, B, brow, C, c0, sci, M, N, accumulate)
+        return impl
+
+    def impl_loops(K, A, arow, B, brow, C, c0, sci, M, N, accumulate=False):
+        _nt_tables_loops(K, A, arow, B, brow, C, c0, sci, M, N, accumulate)
+    return impl_loops
+
+
 # ---- Python-level entry points: the layers' products, threaded when it pays ----------------------
 
 # Products from this many multiply-adds on share their tiles over Numba's threads (starting a

@@ -32,11 +32,13 @@ from .activations import CODES, ONNX_OP, apply_reference
 from .base import OpDef, ParamDecl
 from .dense import default_initializer
 
-# A conv call runs on several threads from this many multiply-adds (about 1-3 ms of one core).
-# Measured on the shared 2-core machine under load: a parallel region waits for its slowest thread,
-# and a descheduled one stalls it for a time slice, so small calls threaded were 5x slower
-# (digits_cnn, batch 32: 6 ms/step serial, 33 ms/step threaded).
+# A conv call runs on several threads from this many multiply-adds (~60 us of one core with the
+# vector kernels). Lower costs more than it saves: a parallel region waits for its slowest thread,
+# and on a loaded machine a descheduled one stalls it for a time slice.
 THREADED_MIN = 1 << 23
+
+# Below this many filters per group the stride-1 weight gradient uses dot products (see _bind_backward).
+NT_FILTERS = 24
 
 
 # ---- geometry ---------------------------------------------------------------------------------
@@ -265,8 +267,12 @@ def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws):
     w_by_channel = ps[0].reshape(groups, f // groups, cg, g["kh"] * g["kw"]).transpose(0, 2, 1, 3)
     wperm4 = wperm.reshape(w_by_channel.shape)
     dwts = dws.reshape(dws.shape[0], -1)
+    # dW by dot products (no transposed dz) when a group has few filters: the tile kernel's 32
+    # columns would be mostly empty (LeNet's first conv: 16 filters, 2x faster)
+    nt = f // groups < NT_FILTERS
+    dzrow = np.arange(f, dtype=np.int64) * _shift_rows(g)[1] + tab["front"]
     args = (tab["offs"], tab["qrow"], wperm, tab["xrow"], tab["xoffs"], groups, tab["front"], g["pt"], g["pl"],
-            hp, wp, g["OW"], dw2, db)
+            hp, wp, g["OW"], nt, dzrow, dw2, db)
 
     def run_shifted():
         if want_dx:

@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ..linalg.gemm import gemm_tables
+from ..linalg.gemm import gemm_nt_tables, gemm_tables
 from ..linalg.rows import bias_relu_rows, copy_rows, relu_grad_rows
 from .activations import IDENTITY, RELU, SIGMOID, TANH
 
@@ -131,8 +131,11 @@ def forward_threaded(x, w, b, use_bias, code, y, xps, zws, offs, arow, groups, p
 
 @njit(cache=True)
 def _backward_block(x, y, dy, code, xp, zw, dzt, dxp, dwt, db, use_bias, dx, want_dx, offs, qrow,
-                    wperm, xrow, xoffs, groups, front, pt, pl, hp, wp, ow, lo, hi):
-    """Samples lo..hi-1: dwt (K, F, flat) and db accumulate; dx when want_dx (see module docstring)."""
+                    wperm, xrow, xoffs, groups, front, pt, pl, hp, wp, ow, nt, dzrow, lo, hi):
+    """Samples lo..hi-1: dwt and db accumulate; dx when want_dx (see module docstring). dwt is dW^T
+    (K, F) from the tile kernel over transposed dz, or with ``nt`` dW (F, K) from dot products of
+    dz rows (dzrow) with shifted input rows: for few filters, where the tile's 32 columns would
+    mostly be empty."""
     f_ = dy.shape[1]
     kg = offs.shape[0] // groups
     fg = f_ // groups
@@ -154,13 +157,18 @@ def _backward_block(x, y, dy, code, xp, zw, dzt, dxp, dwt, db, use_bias, dx, wan
                 s = _act_grad_plane(dy[n, f], y[n, f], code, zw, f * L + front, wp, ow)
             if use_bias:
                 db[f] += s
-        for j in range(q):  # and transposed (positions x filters) for the dW product
-            for f in range(f_):
-                dzt[j * f_ + f] = zw[f * L + front + j]
+        if not nt:
+            for j in range(q):  # and transposed (positions x filters) for the dW product
+                for f in range(f_):
+                    dzt[j * f_ + f] = zw[f * L + front + j]
         _pad_in(x, n, xp, pt, pl, hp, wp)
-        for gi in range(groups):  # dW^T[k, f] += sum_q xp[off_k + q] dz[f, q]
-            gemm_tables(q, xp, offs[gi * kg:(gi + 1) * kg], 1, dzt, qrow, gi * fg,
-                        dwt, gi * fg, f_, kg, fg, True)
+        for gi in range(groups):
+            if nt:  # dW[f, k] += sum_q dz[f, q] xp[off_k + q]
+                gemm_nt_tables(q, zw, dzrow[gi * fg:(gi + 1) * fg], xp, offs[gi * kg:(gi + 1) * kg],
+                               dwt, gi * fg * kg, kg, fg, kg, True)
+            else:   # dW^T[k, f] += sum_q xp[off_k + q] dz[f, q]
+                gemm_tables(q, xp, offs[gi * kg:(gi + 1) * kg], 1, dzt, qrow, gi * fg,
+                            dwt, gi * fg, f_, kg, fg, True)
         if want_dx:
             for gi in range(groups):  # dxp[c, q'] = sum_(f,i,j) W[f, c, i, j] dz[f, q' - i dh Wp - j dw]
                 gemm_tables(k2, wperm, xrow[gi * cg:(gi + 1) * cg], 1, zw, xoffs[gi * k2:(gi + 1) * k2], pt * wp,
@@ -179,24 +187,33 @@ def _transpose_into(dwt, dw_out):
 
 
 @njit(cache=True)
+def _store_dw(dwt, nt, dw_out):
+    if nt:
+        dw_out[:, :] = dwt.reshape(dw_out.shape)
+    else:
+        _transpose_into(dwt, dw_out)
+
+
+@njit(cache=True)
 def backward(x, y, dy, code, xps, zws, dzts, dxps, dwts, dbs, use_bias, dx, want_dx, offs, qrow, wperm, xrow,
-             xoffs, groups, front, pt, pl, hp, wp, ow, dw_out, db_out):
+             xoffs, groups, front, pt, pl, hp, wp, ow, nt, dzrow, dw_out, db_out):
     """dW, db (and dx when want_dx) over every sample on one thread."""
     _backward_block(x, y, dy, code, xps[0], zws[0], dzts[0], dxps[0], dwts[0], db_out, use_bias, dx, want_dx,
-                    offs, qrow, wperm, xrow, xoffs, groups, front, pt, pl, hp, wp, ow, 0, x.shape[0])
-    _transpose_into(dwts[0], dw_out)
+                    offs, qrow, wperm, xrow, xoffs, groups, front, pt, pl, hp, wp, ow, nt, dzrow, 0, x.shape[0])
+    _store_dw(dwts[0], nt, dw_out)
 
 
 @njit(cache=True, parallel=True)
 def backward_threaded(x, y, dy, code, xps, zws, dzts, dxps, dwts, dbs, use_bias, dx, want_dx, offs, qrow, wperm,
-                      xrow, xoffs, groups, front, pt, pl, hp, wp, ow, dw_out, db_out):
+                      xrow, xoffs, groups, front, pt, pl, hp, wp, ow, nt, dzrow, dw_out, db_out):
     n, t = x.shape[0], xps.shape[0]
     for c in prange(t):  # partial dW/db per block, summed below in a fixed order: no races
         _backward_block(x, y, dy, code, xps[c], zws[c], dzts[c], dxps[c], dwts[c], dbs[c], use_bias, dx, want_dx,
-                        offs, qrow, wperm, xrow, xoffs, groups, front, pt, pl, hp, wp, ow, c * n // t, (c + 1) * n // t)
+                        offs, qrow, wperm, xrow, xoffs, groups, front, pt, pl, hp, wp, ow, nt, dzrow,
+                        c * n // t, (c + 1) * n // t)
     for c in range(1, t):
         dwts[0] += dwts[c]
-    _transpose_into(dwts[0], dw_out)
+    _store_dw(dwts[0], nt, dw_out)
     db_out[:] = dbs[0]
     for c in range(1, t):
         db_out += dbs[c]

@@ -258,3 +258,15 @@ def test_fast_2x2_maxpool_agrees_with_the_general_kernels_on_ties():
                     slow_dx[n, c, 2 * a + i, 2 * b + j] += dy[n, c, a, b]
     assert np.array_equal(fast_y, slow_y)
     assert np.array_equal(fast_dx, slow_dx)
+
+
+@pytest.mark.parametrize("nt_filters", [0, 1000], ids=["tile-over-transposed-dz", "dot-products"])
+@pytest.mark.parametrize("case", [c for c in CASES if c.id.startswith(("conv2d", "conv1d")) and "stride" not in c.id],
+                         ids=lambda c: c.id)
+def test_both_weight_gradient_kernels(case, nt_filters, monkeypatch):
+    """The stride-1 weight gradient has two kernels, picked by filters per group: force each."""
+    from nngraph.ops import conv
+
+    monkeypatch.setattr(conv, "NT_FILTERS", nt_filters)
+    check_gradients(case)
+    check_float32_matches_float64(case)
