@@ -156,3 +156,61 @@ def vsplat_value(typingctx, x):
         v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), args[0], ir.Constant(_I32, 0))
         return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
     return f32x16(types.float32), codegen
+
+
+def _shuffle2(builder, a, b, lanes):
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, LANES), lanes))
+
+
+@intrinsic
+def veven(typingctx, a, b):
+    """Lanes 0, 2, ..., 30 of the 32 floats a ++ b (the left column of each 2-wide window)."""
+    def codegen(context, builder, sig, args):
+        return _shuffle2(builder, args[0], args[1], list(range(0, 32, 2)))
+    return f32x16(f32x16, f32x16), codegen
+
+
+@intrinsic
+def vodd(typingctx, a, b):
+    """Lanes 1, 3, ..., 31 of a ++ b."""
+    def codegen(context, builder, sig, args):
+        return _shuffle2(builder, args[0], args[1], list(range(1, 32, 2)))
+    return f32x16(f32x16, f32x16), codegen
+
+
+@intrinsic
+def vinterleave_lo(typingctx, a, b):
+    """a0 b0 a1 b1 ... a7 b7."""
+    def codegen(context, builder, sig, args):
+        return _shuffle2(builder, args[0], args[1], [i // 2 + (16 if i % 2 else 0) for i in range(16)])
+    return f32x16(f32x16, f32x16), codegen
+
+
+@intrinsic
+def vinterleave_hi(typingctx, a, b):
+    """a8 b8 a9 b9 ... a15 b15."""
+    def codegen(context, builder, sig, args):
+        return _shuffle2(builder, args[0], args[1], [8 + i // 2 + (16 if i % 2 else 0) for i in range(16)])
+    return f32x16(f32x16, f32x16), codegen
+
+
+@intrinsic
+def vtake(typingctx, v, m, g, taken):
+    """g where v == m and taken == 0, else 0: routes a window's gradient to its first maximum."""
+    def codegen(context, builder, sig, args):
+        zero = ir.Constant(_VEC, [0.0] * LANES)
+        hit = builder.and_(builder.fcmp_ordered("==", args[0], args[1]),
+                           builder.fcmp_ordered("==", args[3], zero))
+        return builder.select(hit, args[2], zero)
+    return f32x16(f32x16, f32x16, f32x16, f32x16), codegen
+
+
+@intrinsic
+def vmark(typingctx, v, m, taken):
+    """1 where v == m or taken != 0, else 0: which windows have had their maximum."""
+    def codegen(context, builder, sig, args):
+        zero, one = ir.Constant(_VEC, [0.0] * LANES), ir.Constant(_VEC, [1.0] * LANES)
+        hit = builder.or_(builder.fcmp_ordered("==", args[0], args[1]),
+                          builder.fcmp_unordered("!=", args[2], zero))
+        return builder.select(hit, one, zero)
+    return f32x16(f32x16, f32x16, f32x16), codegen
