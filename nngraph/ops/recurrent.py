@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
 from ..errors import ShapeError
 from ..ir.graph import Node, TensorType
-from ..linalg.gemm import matmul, matmul_nt, threads_pay
+from ..linalg.gemm import matmul, matmul_nt
 from . import rnn_steps as S
 from .activations import CODES, apply_reference
 from .base import OpDef, ParamDecl
@@ -97,8 +98,17 @@ def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tup
     return ws
 
 
-def _threaded(m: int, k: int, n: int) -> bool:
-    return threads_pay(m, k, n)
+# A layer call splits its batch over Numba's threads from this many multiply-adds per time step
+# (below it, starting the parallel region costs more than the split saves).
+CHUNKED_MIN = 1 << 17
+
+
+def chunks(batch: int, gates_h: int, hidden: int) -> int:
+    """How many blocks of batch rows (one per thread) a recurrent layer call runs; 1 = serial."""
+    threads = numba.get_num_threads()
+    if threads == 1 or batch * gates_h * hidden < CHUNKED_MIN:
+        return 1
+    return max(1, min(threads, batch // 8))
 
 
 def _views(node: Node, xs, y):
@@ -122,7 +132,7 @@ def _bind_forward(node, xs, ps, y, ws):
     code = CODES[node.attrs.get("activation", "tanh")]
     kind = node.op
     lbr = bool(node.attrs.get("linear_before_reset"))
-    threaded = _threaded(B, H, GH)
+    parts = chunks(B, GH, H)
 
     def run():
         # each R[d]^T with unit-stride rows for the per-step products (K = H is too short for the
@@ -130,14 +140,16 @@ def _bind_forward(node, xs, ps, y, ws):
         np.copyto(rt, R.transpose(0, 2, 1))
         matmul_nt(x2, w2, xw2)  # one GEMM projects every time step of both directions
         if kind == "RNN":
-            S.rnn_forward(ws["xw"], bias, rt, h0, use_h0, code, seq, ws["hbuf"], ws["rec"], ws["hp"], ws["act"],
-                          y3, threaded)
+            args = (ws["xw"], bias, rt, h0, use_h0, code, seq, ws["hbuf"], ws["rec"], ws["hp"], ws["act"], y3)
+            S.rnn_forward_chunks(*args, parts) if parts > 1 else S.rnn_forward(*args)
         elif kind == "LSTM":
-            S.lstm_forward(ws["xw"], bias, rt, h0, c0, use_h0, use_c0, code, seq, ws["hbuf"], ws["cbuf"],
-                           ws["rec"], ws["hp"], ws["act"], ws["cs"], ws["ca"], y3, threaded)
+            args = (ws["xw"], bias, rt, h0, c0, use_h0, use_c0, code, seq, ws["hbuf"], ws["cbuf"], ws["rec"],
+                    ws["hp"], ws["act"], ws["cs"], ws["ca"], y3)
+            S.lstm_forward_chunks(*args, parts) if parts > 1 else S.lstm_forward(*args)
         else:
-            S.gru_forward(ws["xw"], bias, rt, h0, use_h0, code, seq, lbr, ws["hbuf"], ws["rhbuf"], ws["rec"],
-                          ws["rec_zr"], ws["rec_h"], ws["hp"], ws["act"], ws["aux"], y3, threaded)
+            args = (ws["xw"], bias, rt, h0, use_h0, code, seq, lbr, ws["hbuf"], ws["rhbuf"], ws["rec"],
+                    ws["rec_zr"], ws["rec_h"], ws["hp"], ws["act"], ws["aux"], y3)
+            S.gru_forward_chunks(*args, parts) if parts > 1 else S.gru_forward(*args)
     return run
 
 
@@ -163,17 +175,20 @@ def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws):
     # initial-state gradients land in the caller's buffers, or in scratch nobody reads
     dh0 = dxs[1] if len(dxs) > 1 and dxs[1] is not None else np.zeros((B, nd * H), y.dtype)
     dc0 = dxs[2] if len(dxs) > 2 and dxs[2] is not None else np.zeros((B, nd * H), y.dtype)
-    threaded = _threaded(B, GH, H)
+    parts = chunks(B, GH, H)
 
     def run():
         if kind == "RNN":
-            S.rnn_backward(R, code, seq, dy3, ws["dhp"], ws["act"], ws["gs"], dxg, dh0, want0, threaded)
+            args = (R, code, seq, dy3, ws["dhp"], ws["act"], ws["gs"], dxg, dh0, want0)
+            S.rnn_backward_chunks(*args, parts) if parts > 1 else S.rnn_backward(*args)
         elif kind == "LSTM":
-            S.lstm_backward(R, c0, use_c0, code, seq, dy3, ws["dhp"], ws["dcc"], ws["act"], ws["cs"], ws["ca"],
-                            ws["gs"], dxg, dh0, dc0, want0, threaded)
+            args = (R, c0, use_c0, code, seq, dy3, ws["dhp"], ws["dcc"], ws["act"], ws["cs"], ws["ca"], ws["gs"], dxg,
+                    dh0, dc0, want0)
+            S.lstm_backward_chunks(*args, parts) if parts > 1 else S.lstm_backward(*args)
         else:
-            S.gru_backward(R, code, seq, lbr, dy3, ws["dhp"], ws["dhz"], ws["dhc"], ws["drh"], ws["hp"], ws["act"],
-                           ws["aux"], ws["gs"], ws["gs_zr"], ws["gs_n"], dxg, drg, dh0, want0, threaded)
+            args = (R, code, seq, lbr, dy3, ws["dhp"], ws["dhz"], ws["dhc"], ws["drh"], ws["hp"], ws["act"], ws["aux"],
+                    ws["gs"], ws["gs_zr"], ws["gs_n"], dxg, drg, dh0, want0)
+            S.gru_backward_chunks(*args, parts) if parts > 1 else S.gru_backward(*args)
         weight_grads()
 
     def weight_grads():

@@ -21,7 +21,7 @@ float64 (the gradient checks) takes the same loops with plain-loop products.
 """
 from __future__ import annotations
 
-from numba import njit
+from numba import njit, prange
 
 from ..linalg.gemm import matmul_into
 from .rnn_math import FM, _act, _dact, _sig
@@ -278,22 +278,21 @@ def _init_state(buf, init, use_init, d):
 
 
 @njit(**_J)
-def rnn_forward(xw, bias, rt, h0, use_h0, code, seq, hbuf, rec, hp, act, y3, threaded):
+def rnn_forward(xw, bias, rt, h0, use_h0, code, seq, hbuf, rec, hp, act, y3):
     nd, H = rt.shape[0], rt.shape[1]
     T = xw.shape[1]
     for d in range(nd):
         _init_state(hbuf, h0, use_h0, d)
         for s in range(T):
             t = T - 1 - s if d == 1 else s
-            matmul_into(hbuf, rt[d], rec, False, threaded)
+            matmul_into(hbuf, rt[d], rec, False, False)
             rnn_step(xw, bias, rec, d, t, code, seq, hbuf, hp, act, y3)
         if not seq:
             y3[:, 0, d * H:(d + 1) * H] = hbuf
 
 
 @njit(**_J)
-def lstm_forward(xw, bias, rt, h0, c0, use_h0, use_c0, code, seq, hbuf, cbuf, rec, hp, act, cs, ca, y3,
-                 threaded):
+def lstm_forward(xw, bias, rt, h0, c0, use_h0, use_c0, code, seq, hbuf, cbuf, rec, hp, act, cs, ca, y3):
     nd, H = rt.shape[0], rt.shape[1]
     T = xw.shape[1]
     for d in range(nd):
@@ -301,15 +300,14 @@ def lstm_forward(xw, bias, rt, h0, c0, use_h0, use_c0, code, seq, hbuf, cbuf, re
         _init_state(cbuf, c0, use_c0, d)
         for s in range(T):
             t = T - 1 - s if d == 1 else s
-            matmul_into(hbuf, rt[d], rec, False, threaded)
+            matmul_into(hbuf, rt[d], rec, False, False)
             lstm_step(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, ca, y3)
         if not seq:
             y3[:, 0, d * H:(d + 1) * H] = hbuf
 
 
 @njit(**_J)
-def gru_forward(xw, bias, rt, h0, use_h0, code, seq, lbr, hbuf, rhbuf, rec, rec_zr, rec_h, hp, act, aux, y3,
-                threaded):
+def gru_forward(xw, bias, rt, h0, use_h0, code, seq, lbr, hbuf, rhbuf, rec, rec_zr, rec_h, hp, act, aux, y3):
     nd, H = rt.shape[0], rt.shape[1]
     T = xw.shape[1]
     for d in range(nd):
@@ -317,13 +315,13 @@ def gru_forward(xw, bias, rt, h0, use_h0, code, seq, lbr, hbuf, rhbuf, rec, rec_
         for s in range(T):
             t = T - 1 - s if d == 1 else s
             if lbr:  # one product for all three gates
-                matmul_into(hbuf, rt[d], rec, False, threaded)
+                matmul_into(hbuf, rt[d], rec, False, False)
                 gru_gates(xw, bias, rec, d, t, lbr, rec, 2 * H, hbuf, rhbuf, hp, act, aux)
                 gru_state(xw, bias, rec, 2 * H, d, t, code, seq, lbr, hbuf, act, aux, y3)
             else:
-                matmul_into(hbuf, rt[d][:, :2 * H], rec_zr, False, threaded)
+                matmul_into(hbuf, rt[d][:, :2 * H], rec_zr, False, False)
                 gru_gates(xw, bias, rec_zr, d, t, lbr, rec_h, 0, hbuf, rhbuf, hp, act, aux)
-                matmul_into(rhbuf, rt[d][:, 2 * H:], rec_h, False, threaded)
+                matmul_into(rhbuf, rt[d][:, 2 * H:], rec_h, False, False)
                 gru_state(xw, bias, rec_h, 0, d, t, code, seq, lbr, hbuf, act, aux, y3)
         if not seq:
             y3[:, 0, d * H:(d + 1) * H] = hbuf
@@ -339,7 +337,7 @@ def _init_carry(dhp, dy3, seq, d):
 
 
 @njit(**_J)
-def rnn_backward(R, code, seq, dy3, dhp, act, gs, dxg, dh0, want_d0, threaded):
+def rnn_backward(R, code, seq, dy3, dhp, act, gs, dxg, dh0, want_d0):
     nd, H = R.shape[0], R.shape[2]
     T = act.shape[1]
     for d in range(nd):
@@ -347,13 +345,13 @@ def rnn_backward(R, code, seq, dy3, dhp, act, gs, dxg, dh0, want_d0, threaded):
         for s in range(T):  # reverse of the forward order
             t = s if d == 1 else T - 1 - s
             rnn_bstep(dy3, d, t, code, seq, dhp, act, gs, dxg)
-            matmul_into(gs, R[d], dhp, False, threaded)
+            matmul_into(gs, R[d], dhp, False, False)
         if want_d0:
             dh0[:, d * H:(d + 1) * H] = dhp
 
 
 @njit(**_J)
-def lstm_backward(R, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, ca, gs, dxg, dh0, dc0, want_d0, threaded):
+def lstm_backward(R, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, ca, gs, dxg, dh0, dc0, want_d0):
     nd, H = R.shape[0], R.shape[2]
     T = act.shape[1]
     for d in range(nd):
@@ -363,7 +361,7 @@ def lstm_backward(R, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, ca, gs, dxg,
             t = s if d == 1 else T - 1 - s
             tp = -1 if s == T - 1 else (t + 1 if d == 1 else t - 1)  # the step that ran before t
             lstm_bstep(dy3, d, t, tp, code, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, dxg)
-            matmul_into(gs, R[d], dhp, False, threaded)
+            matmul_into(gs, R[d], dhp, False, False)
         if want_d0:
             dh0[:, d * H:(d + 1) * H] = dhp
             dc0[:, d * H:(d + 1) * H] = dcc
@@ -371,7 +369,7 @@ def lstm_backward(R, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, ca, gs, dxg,
 
 @njit(**_J)
 def gru_backward(R, code, seq, lbr, dy3, dhp, dhz, dhc, drh, hp, act, aux, gs, gs_zr, gs_n, dxg, drg, dh0,
-                 want_d0, threaded):
+                 want_d0):
     nd, H = R.shape[0], R.shape[2]
     T = act.shape[1]
     for d in range(nd):
@@ -381,11 +379,76 @@ def gru_backward(R, code, seq, lbr, dy3, dhp, dhz, dhc, drh, hp, act, aux, gs, g
             t = s if d == 1 else T - 1 - s
             if lbr:
                 gru_bstep_lbr(dy3, d, t, code, seq, hp, act, aux, dhp, dhz, gs, dxg, drg)
-                matmul_into(gs, R[d], dhp, False, threaded)
+                matmul_into(gs, R[d], dhp, False, False)
             else:
                 gru_bstep_n(dy3, d, t, code, seq, hp, act, dhp, dhz, dhc, gs_zr, gs_n, dxg, drg)
-                matmul_into(gs_n, R[d][2 * H:], drh, False, threaded)
+                matmul_into(gs_n, R[d][2 * H:], drh, False, False)
                 gru_bstep_r(d, t, hp, act, drh, dhc, dhz, gs_zr, dxg, drg)
-                matmul_into(gs_zr, R[d][:2 * H], dhp, False, threaded)
+                matmul_into(gs_zr, R[d][:2 * H], dhp, False, False)
         if want_d0:
             dh0[:, d * H:(d + 1) * H] = dhp + dhz
+
+
+# ---- batch chunks on threads ---------------------------------------------------------------------
+# A row's recurrence never reads another row, so each thread runs the WHOLE time loop for its block
+# of batch rows (its own slices of every buffer): one parallel region per layer call, no barrier per
+# step. Each row's arithmetic is the same whatever the split, so results are the same bits.
+
+@njit(**_J)
+def _rows(c, chunks, B):
+    """Rows [lo, hi) of chunk c: blocks of whole 8-row GEMM tiles."""
+    per = -(-B // chunks)
+    per = -(-per // 8) * 8
+    lo = min(c * per, B)
+    return lo, min(lo + per, B)
+
+
+@njit(parallel=True, **_J)
+def rnn_forward_chunks(xw, bias, rt, h0, use_h0, code, seq, hbuf, rec, hp, act, y3, chunks):
+    for c in prange(chunks):
+        lo, hi = _rows(c, chunks, hbuf.shape[0])
+        rnn_forward(xw[lo:hi], bias, rt, h0[lo:hi], use_h0, code, seq, hbuf[lo:hi], rec[lo:hi], hp[lo:hi],
+                    act[lo:hi], y3[lo:hi])
+
+
+@njit(parallel=True, **_J)
+def lstm_forward_chunks(xw, bias, rt, h0, c0, use_h0, use_c0, code, seq, hbuf, cbuf, rec, hp, act, cs, ca, y3,
+                        chunks):
+    for c in prange(chunks):
+        lo, hi = _rows(c, chunks, hbuf.shape[0])
+        lstm_forward(xw[lo:hi], bias, rt, h0[lo:hi], c0[lo:hi], use_h0, use_c0, code, seq, hbuf[lo:hi],
+                     cbuf[lo:hi], rec[lo:hi], hp[lo:hi], act[lo:hi], cs[lo:hi], ca[lo:hi], y3[lo:hi])
+
+
+@njit(parallel=True, **_J)
+def gru_forward_chunks(xw, bias, rt, h0, use_h0, code, seq, lbr, hbuf, rhbuf, rec, rec_zr, rec_h, hp, act, aux, y3,
+                       chunks):
+    for c in prange(chunks):
+        lo, hi = _rows(c, chunks, hbuf.shape[0])
+        gru_forward(xw[lo:hi], bias, rt, h0[lo:hi], use_h0, code, seq, lbr, hbuf[lo:hi], rhbuf[lo:hi], rec[lo:hi],
+                    rec_zr[lo:hi], rec_h[lo:hi], hp[lo:hi], act[lo:hi], aux[lo:hi], y3[lo:hi])
+
+
+@njit(parallel=True, **_J)
+def rnn_backward_chunks(R, code, seq, dy3, dhp, act, gs, dxg, dh0, want_d0, chunks):
+    for c in prange(chunks):
+        lo, hi = _rows(c, chunks, dhp.shape[0])
+        rnn_backward(R, code, seq, dy3[lo:hi], dhp[lo:hi], act[lo:hi], gs[lo:hi], dxg[lo:hi], dh0[lo:hi], want_d0)
+
+
+@njit(parallel=True, **_J)
+def lstm_backward_chunks(R, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, ca, gs, dxg, dh0, dc0, want_d0, chunks):
+    for c in prange(chunks):
+        lo, hi = _rows(c, chunks, dhp.shape[0])
+        lstm_backward(R, c0[lo:hi], use_c0, code, seq, dy3[lo:hi], dhp[lo:hi], dcc[lo:hi], act[lo:hi], cs[lo:hi],
+                      ca[lo:hi], gs[lo:hi], dxg[lo:hi], dh0[lo:hi], dc0[lo:hi], want_d0)
+
+
+@njit(parallel=True, **_J)
+def gru_backward_chunks(R, code, seq, lbr, dy3, dhp, dhz, dhc, drh, hp, act, aux, gs, gs_zr, gs_n, dxg, drg, dh0,
+                        want_d0, chunks):
+    for c in prange(chunks):
+        lo, hi = _rows(c, chunks, dhp.shape[0])
+        gru_backward(R, code, seq, lbr, dy3[lo:hi], dhp[lo:hi], dhz[lo:hi], dhc[lo:hi], drh[lo:hi], hp[lo:hi],
+                     act[lo:hi], aux[lo:hi], gs[lo:hi], gs_zr[lo:hi], gs_n[lo:hi], dxg[lo:hi], drg[lo:hi],
+                     dh0[lo:hi], want_d0)

@@ -110,3 +110,32 @@ def test_float32_kernels_match_float64(case):
     """float32 runs the vector GEMM kernels inside the time loop; float64 (the gradient checks) plain
     loops: both must compute the same forward pass and gradients."""
     check_float32_matches_float64(case)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.id != "embedding"], ids=lambda c: c.id)
+def test_batch_chunks_on_threads_give_the_same_bits(case, monkeypatch):
+    """Wide batches split over threads (each runs the whole time loop for its rows): forward and all
+    gradients must equal the one-chunk run exactly, whatever the split (here 3 chunks of 24 rows)."""
+    from nngraph.backend.program import Program
+    from nngraph.ops import recurrent
+
+    def run(parts):
+        monkeypatch.setattr(recurrent, "chunks", lambda *a: parts)
+        model = Model.compile(case.spec())
+        rng = np.random.default_rng(3)
+        randomize_params(model, rng)
+        feeds = make_feeds(case, model, 24, rng, np.float32)
+        plan = Program(model.graph, model.params, input_grads=True).plan(24)
+        plan.set_inputs(feeds)
+        out = plan.forward().copy()
+        plan.output_grad[...] = rng.standard_normal(out.shape)
+        plan.backward()
+        grads = {k: v.copy() for k, v in model.params.grads.items()}
+        grads.update({n: plan.grads[n].copy() for n in model.graph.inputs if n in plan.grads})
+        return out, grads
+
+    out1, g1 = run(1)
+    out3, g3 = run(3)
+    assert np.array_equal(out1, out3), case.id
+    for k in g1:
+        assert np.array_equal(g1[k], g3[k]), f"{case.id}: {k}"
