@@ -9,8 +9,10 @@ identical network in PyTorch; the ratio is nngraph / PyTorch (best time of each)
 runs in its own process, and the processes alternate over several rounds, so machine noise hits all
 alike and neither side's idle BLAS/OpenMP threads can steal the other's cores (they did when both
 ran in one process). It also prints the fraction of the float32 GEMM bound reached:
-``gemm bound`` = time of the step's own matrix products alone (same shapes, same BLAS) / step time,
-and ``of peak`` = the step's GEMM FLOP rate / this machine's large-SGEMM rate.
+``gemm bound`` = time of the step's own matrix products alone (same shapes, on nngraph's GEMM
+kernels, as im2col products for the convs) / step time, and ``of peak`` = the step's GEMM FLOP
+rate / those kernels' rate on a large square product. Above 100% means the step beats its own
+products run one by one (the convs' shifted-row products skip im2col's copies).
 
 Thread counts are fixed per process (BLAS and Numba read them at start-up).
 PyTorch is a benchmark peer only; nngraph never imports it.
@@ -212,31 +214,40 @@ def _torch_runner(bench: Bench, batch: int, x: np.ndarray, y: np.ndarray):
 
 
 def _gemm_runner(shapes: list[tuple[int, int, int, bool, bool]]):
+    """The step's products alone, on the kernels nngraph trains with (nngraph.linalg: A^T as a
+    strided view, B^T by the dot-product kernel), threaded as the layers thread them."""
+    from nngraph.linalg.gemm import matmul, matmul_nt
+
     rng = np.random.default_rng(0)
     ops = []
     for m, k, n, ta, tb in shapes:
         a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
         b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
         out = np.empty((m, n), np.float32)
-        ops.append((a.T if ta else a, b.T if tb else b, out))
+        ops.append((matmul_nt if tb else matmul, a.T if ta else a, b, out))
+    for f, a, b, out in ops:  # compile outside the timing
+        f(a, b, out)
 
     def run(steps: int) -> float:
         t0 = time.perf_counter()
         for _ in range(steps):
-            for a, b, out in ops:
-                np.matmul(a, b, out=out)
+            for f, a, b, out in ops:
+                f(a, b, out)
         return time.perf_counter() - t0
     return run
 
 
-def peak_sgemm_gflops(size: int = 2048, reps: int = 5) -> float:
-    """This machine's large float32 GEMM rate (best of a few), the bound any trainer works against."""
+def peak_sgemm_gflops(size: int = 512, reps: int = 5) -> float:
+    """The float32 GEMM rate of nngraph's kernels on a 512-square product (best of a few; larger squares
+    spill the L2 cache without packing, which the layers' products never need)."""
+    from nngraph.linalg.gemm import matmul
+
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size)).astype(np.float32)
     b = rng.standard_normal((size, size)).astype(np.float32)
     out = np.empty_like(a)
-    np.matmul(a, b, out=out)
-    best = min(_timed(lambda: np.matmul(a, b, out=out)) for _ in range(reps))
+    matmul(a, b, out)
+    best = min(_timed(lambda: matmul(a, b, out)) for _ in range(reps))
     return 2 * size ** 3 / best / 1e9
 
 
@@ -331,8 +342,8 @@ def combine(parts: list[dict[str, Any]], only: str | None) -> dict[str, Any]:
 
 
 def report(res: dict[str, Any]) -> str:
-    lines = [f"threads {res['threads']}  (OpenBLAS kernels {res.get('blas')}; peak float32 GEMM "
-             f"{res['peak_gflops']:.1f} GFLOP/s; PyTorch {res['torch'] or 'not installed'})",
+    lines = [f"threads {res['threads']}  (nngraph GEMM kernels: peak float32 {res['peak_gflops']:.1f} GFLOP/s; "
+             f"numpy's OpenBLAS {res.get('blas')}; PyTorch {res['torch'] or 'not installed'})",
              f"{'network':<28}{'batch':>6}{'nngraph/s':>12}{'torch/s':>12}{'ratio':>8}{'gemm bound':>12}{'of peak':>9}"]
     for r in res["rows"]:
         torch_s = f"{r['torch']:>12,.0f}" if "torch" in r else f"{'-':>12}"
@@ -351,7 +362,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="timings per contender within a round")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--openblas-coretype", help="run the children with OPENBLAS_CORETYPE set to this (e.g. "
-                    "SKYLAKEX: the AVX-512 kernels, which numpy's OpenBLAS does not pick on AMD Zen 4/5)")
+                    "SKYLAKEX). nngraph's training steps no longer call OpenBLAS (its own kernels do every "
+                    "float32 product), so this only shows that the figures do not depend on it")
     ap.add_argument("--json", help="also write the results to this JSON file")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--side", default="nngraph", help=argparse.SUPPRESS)
