@@ -1,10 +1,10 @@
-"""Register-blocked float32 GEMM on the 16-lane vectors of ``vec``.
+"""Register-blocked float32 GEMM on the vectors of ``vec``.
 
-The micro-kernel ``tile`` computes an 8 x 32 block of C (16 vector accumulators, two vectors of a
-B row, one broadcast A element: 19 of AVX-512's 32 registers) over the whole K extent, then adds
-it to (or stores it over) C. Nothing is packed: A element (i, k) is read at ``rows[i] + k * sak``
-(any row order: a strided matrix, a transposed one, or the rows of a convolution's receptive field)
-and B row k, 32 consecutive floats, at ``boff[k] + b0`` (a table: the shifted input rows of a
+The micro-kernel ``tile`` computes an MR x NR block of C over the whole K extent (NR = two vectors
+of a B row): with AVX-512, 8 x 32 (16 vector accumulators, two B vectors, one broadcast A element:
+19 of 32 registers); with AVX2, 6 x 16 (12 + 2 + 1 of 16). Nothing is packed: A element (i, k) is
+read at ``rows[i] + k * sak`` (any row order: a strided matrix, a transposed one, or the rows of a
+convolution's receptive field) and B row k, NR consecutive floats, at ``boff[k] + b0`` (a table: the shifted input rows of a
 convolution) or ``b0 + k * sbk`` (a plain matrix). Edge tiles mask lanes and skip rows, never
 touching memory outside the valid block. Each C element is one FMA chain in k order, so results do
 not depend on tiling or thread count.
@@ -16,9 +16,9 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from .vec import data_ptr, vfma, vload, vload_n, vsplat, vstore_n, vsum, vzero
+from .vec import LANES, data_ptr, vfma, vload, vload_n, vsplat, vstore_n, vsum, vzero
 
-MR, NR = 8, 32
+MR, NR = (8 if LANES == 16 else 6), 2 * LANES
 _J = dict(cache=True, error_model="numpy", boundscheck=False)
 
 
@@ -31,25 +31,27 @@ def _load_row(pc, c, n, row, mr):
 @njit(inline="always", **_J)
 def _store_row(pc, c, lo, hi, nr):
     vstore_n(pc, c, lo, nr)
-    vstore_n(pc, c + 16, hi, nr - 16)
+    vstore_n(pc, c + LANES, hi, nr - LANES)
 
 
 @njit(**_J)
 def tile(K, pa, r0, r1, r2, r3, r4, r5, r6, r7, sak, pb, b0, sbk, boff, pc, c0, sci, mr, nr, accumulate):
-    """C[c0 + i*sci + j] (+)= sum_k A(i, k) B(k, j) for i < mr (<= 8), j < nr (<= 32).
+    """C[c0 + i*sci + j] (+)= sum_k A(i, k) B(k, j) for i < mr (<= MR), j < nr (<= NR).
 
     A(i, k) = pa[r_i + k*sak]; B(k, j) = pb[boff[k] + b0 + j] if boff is not None else pb[b0 + k*sbk + j].
-    Rows i >= mr must still be valid addresses (callers repeat the last row)."""
-    hi_n = nr - 16
+    Rows i >= mr must still be valid addresses (callers repeat the last row); with MR = 6, r6 and
+    r7 are ignored (the "MR > 6" tests are compile-time constants: LLVM drops those rows)."""
+    hi_n = nr - LANES
+    whole = nr >= NR
     if accumulate:  # continue each element's FMA chain from C's value
-        c00 = _load_row(pc, c0, nr, 0, mr); c01 = _load_row(pc, c0 + 16, hi_n, 0, mr)
-        c10 = _load_row(pc, c0 + sci, nr, 1, mr); c11 = _load_row(pc, c0 + sci + 16, hi_n, 1, mr)
-        c20 = _load_row(pc, c0 + 2 * sci, nr, 2, mr); c21 = _load_row(pc, c0 + 2 * sci + 16, hi_n, 2, mr)
-        c30 = _load_row(pc, c0 + 3 * sci, nr, 3, mr); c31 = _load_row(pc, c0 + 3 * sci + 16, hi_n, 3, mr)
-        c40 = _load_row(pc, c0 + 4 * sci, nr, 4, mr); c41 = _load_row(pc, c0 + 4 * sci + 16, hi_n, 4, mr)
-        c50 = _load_row(pc, c0 + 5 * sci, nr, 5, mr); c51 = _load_row(pc, c0 + 5 * sci + 16, hi_n, 5, mr)
-        c60 = _load_row(pc, c0 + 6 * sci, nr, 6, mr); c61 = _load_row(pc, c0 + 6 * sci + 16, hi_n, 6, mr)
-        c70 = _load_row(pc, c0 + 7 * sci, nr, 7, mr); c71 = _load_row(pc, c0 + 7 * sci + 16, hi_n, 7, mr)
+        c00 = _load_row(pc, c0, nr, 0, mr); c01 = _load_row(pc, c0 + LANES, hi_n, 0, mr)
+        c10 = _load_row(pc, c0 + sci, nr, 1, mr); c11 = _load_row(pc, c0 + sci + LANES, hi_n, 1, mr)
+        c20 = _load_row(pc, c0 + 2 * sci, nr, 2, mr); c21 = _load_row(pc, c0 + 2 * sci + LANES, hi_n, 2, mr)
+        c30 = _load_row(pc, c0 + 3 * sci, nr, 3, mr); c31 = _load_row(pc, c0 + 3 * sci + LANES, hi_n, 3, mr)
+        c40 = _load_row(pc, c0 + 4 * sci, nr, 4, mr); c41 = _load_row(pc, c0 + 4 * sci + LANES, hi_n, 4, mr)
+        c50 = _load_row(pc, c0 + 5 * sci, nr, 5, mr); c51 = _load_row(pc, c0 + 5 * sci + LANES, hi_n, 5, mr)
+        c60 = _load_row(pc, c0 + 6 * sci, nr, 6, mr); c61 = _load_row(pc, c0 + 6 * sci + LANES, hi_n, 6, mr)
+        c70 = _load_row(pc, c0 + 7 * sci, nr, 7, mr); c71 = _load_row(pc, c0 + 7 * sci + LANES, hi_n, 7, mr)
     else:
         c00 = vzero(); c01 = vzero(); c10 = vzero(); c11 = vzero()
         c20 = vzero(); c21 = vzero(); c30 = vzero(); c31 = vzero()
@@ -57,8 +59,12 @@ def tile(K, pa, r0, r1, r2, r3, r4, r5, r6, r7, sak, pb, b0, sbk, boff, pc, c0, 
         c60 = vzero(); c61 = vzero(); c70 = vzero(); c71 = vzero()
     for k in range(K):
         rb = (boff[k] + b0) if boff is not None else (b0 + k * sbk)
-        x0 = vload_n(pb, rb, nr)
-        x1 = vload_n(pb, rb + 16, hi_n)
+        if whole:  # unmasked: AVX2's masked loads are slow (AVX-512 masks cost nothing)
+            x0 = vload(pb, rb)
+            x1 = vload(pb, rb + LANES)
+        else:
+            x0 = vload_n(pb, rb, nr)
+            x1 = vload_n(pb, rb + LANES, hi_n)
         o = k * sak
         a = vsplat(pa, r0 + o); c00 = vfma(a, x0, c00); c01 = vfma(a, x1, c01)
         a = vsplat(pa, r1 + o); c10 = vfma(a, x0, c10); c11 = vfma(a, x1, c11)
@@ -66,8 +72,9 @@ def tile(K, pa, r0, r1, r2, r3, r4, r5, r6, r7, sak, pb, b0, sbk, boff, pc, c0, 
         a = vsplat(pa, r3 + o); c30 = vfma(a, x0, c30); c31 = vfma(a, x1, c31)
         a = vsplat(pa, r4 + o); c40 = vfma(a, x0, c40); c41 = vfma(a, x1, c41)
         a = vsplat(pa, r5 + o); c50 = vfma(a, x0, c50); c51 = vfma(a, x1, c51)
-        a = vsplat(pa, r6 + o); c60 = vfma(a, x0, c60); c61 = vfma(a, x1, c61)
-        a = vsplat(pa, r7 + o); c70 = vfma(a, x0, c70); c71 = vfma(a, x1, c71)
+        if MR > 6:
+            a = vsplat(pa, r6 + o); c60 = vfma(a, x0, c60); c61 = vfma(a, x1, c61)
+            a = vsplat(pa, r7 + o); c70 = vfma(a, x0, c70); c71 = vfma(a, x1, c71)
     _store_row(pc, c0, c00, c01, nr)
     if mr > 1:
         _store_row(pc, c0 + sci, c10, c11, nr)
@@ -79,9 +86,9 @@ def tile(K, pa, r0, r1, r2, r3, r4, r5, r6, r7, sak, pb, b0, sbk, boff, pc, c0, 
         _store_row(pc, c0 + 4 * sci, c40, c41, nr)
     if mr > 5:
         _store_row(pc, c0 + 5 * sci, c50, c51, nr)
-    if mr > 6:
+    if MR > 6 and mr > 6:
         _store_row(pc, c0 + 6 * sci, c60, c61, nr)
-    if mr > 7:
+    if MR > 7 and mr > 7:
         _store_row(pc, c0 + 7 * sci, c70, c71, nr)
 
 
@@ -259,10 +266,11 @@ def _gemm_tables_jit(K, A, arow, sak, B, brow, b0, C, c0, sci, M, N, accumulate=
 
 # ---- C = A B^T: dot products along unit-stride rows of both ----------------------------------------
 # For y = x W^T with W stored (out, in) (ONNX Gemm transB=1): no transposed copy of W per step. A 4 x 4
-# block of C keeps 16 vector accumulators over 16-wide slices of k and reduces each to one number at
-# the end; the reduction costs ~8 instructions per element, small against K/16 FMAs when K >= 128.
+# block of C (4 x 3 with AVX2's 16 registers) keeps one vector accumulator per element over LANES-wide
+# slices of k and reduces each to one number at the end; the reduction costs ~8 instructions per
+# element, small against K/LANES FMAs when K >= 128.
 
-MR_NT, NR_NT = 4, 4
+MR_NT, NR_NT = 4, (4 if LANES == 16 else 3)
 
 
 @njit(inline="always", **_J)
@@ -275,28 +283,39 @@ def _put(pc, c, v, accumulate):
 
 @njit(**_J)
 def tile_nt(K, pa, a0, a1, a2, a3, pb, b0, b1, b2, b3, pc, c0, sci, mr, nr, accumulate):
-    """C[c0 + i*sci + j] (+)= sum_k pa[a_i + k] * pb[b_j + k] for i < mr, j < nr (<= 4 each).
-    Rows past mr / nr must still be valid addresses (callers repeat the last row)."""
+    """C[c0 + i*sci + j] (+)= sum_k pa[a_i + k] * pb[b_j + k] for i < mr (<= 4), j < nr (<= NR_NT).
+    Rows past mr / nr must still be valid addresses (callers repeat the last row); with NR_NT = 3,
+    b3 is ignored."""
     s00 = vzero(); s01 = vzero(); s02 = vzero(); s03 = vzero()
     s10 = vzero(); s11 = vzero(); s12 = vzero(); s13 = vzero()
     s20 = vzero(); s21 = vzero(); s22 = vzero(); s23 = vzero()
     s30 = vzero(); s31 = vzero(); s32 = vzero(); s33 = vzero()
-    full = K - K % 16
-    for k in range(0, K, 16):
-        # whole 16-wide slices load unmasked; only the tail slice needs a mask
-        n = 16 if k < full else K - k
+    full = K - K % LANES
+    for k in range(0, K, LANES):
+        # whole slices load unmasked; only the tail slice needs a mask
+        n = LANES if k < full else K - k
         x0 = vload_n(pb, b0 + k, n) if k >= full else vload(pb, b0 + k)
         x1 = vload_n(pb, b1 + k, n) if k >= full else vload(pb, b1 + k)
         x2 = vload_n(pb, b2 + k, n) if k >= full else vload(pb, b2 + k)
-        x3 = vload_n(pb, b3 + k, n) if k >= full else vload(pb, b3 + k)
+        x3 = x2
+        if NR_NT > 3:
+            x3 = vload_n(pb, b3 + k, n) if k >= full else vload(pb, b3 + k)
         a = vload_n(pa, a0 + k, n) if k >= full else vload(pa, a0 + k)
-        s00 = vfma(a, x0, s00); s01 = vfma(a, x1, s01); s02 = vfma(a, x2, s02); s03 = vfma(a, x3, s03)
+        s00 = vfma(a, x0, s00); s01 = vfma(a, x1, s01); s02 = vfma(a, x2, s02)
+        if NR_NT > 3:
+            s03 = vfma(a, x3, s03)
         a = vload_n(pa, a1 + k, n) if k >= full else vload(pa, a1 + k)
-        s10 = vfma(a, x0, s10); s11 = vfma(a, x1, s11); s12 = vfma(a, x2, s12); s13 = vfma(a, x3, s13)
+        s10 = vfma(a, x0, s10); s11 = vfma(a, x1, s11); s12 = vfma(a, x2, s12)
+        if NR_NT > 3:
+            s13 = vfma(a, x3, s13)
         a = vload_n(pa, a2 + k, n) if k >= full else vload(pa, a2 + k)
-        s20 = vfma(a, x0, s20); s21 = vfma(a, x1, s21); s22 = vfma(a, x2, s22); s23 = vfma(a, x3, s23)
+        s20 = vfma(a, x0, s20); s21 = vfma(a, x1, s21); s22 = vfma(a, x2, s22)
+        if NR_NT > 3:
+            s23 = vfma(a, x3, s23)
         a = vload_n(pa, a3 + k, n) if k >= full else vload(pa, a3 + k)
-        s30 = vfma(a, x0, s30); s31 = vfma(a, x1, s31); s32 = vfma(a, x2, s32); s33 = vfma(a, x3, s33)
+        s30 = vfma(a, x0, s30); s31 = vfma(a, x1, s31); s32 = vfma(a, x2, s32)
+        if NR_NT > 3:
+            s33 = vfma(a, x3, s33)
     _put_row(pc, c0, vsum(s00), vsum(s01), vsum(s02), vsum(s03), nr, accumulate)
     if mr > 1:
         _put_row(pc, c0 + sci, vsum(s10), vsum(s11), vsum(s12), vsum(s13), nr, accumulate)
@@ -313,7 +332,7 @@ def _put_row(pc, c, v0, v1, v2, v3, nr, accumulate):
         _put(pc, c + 1, v1, accumulate)
     if nr > 2:
         _put(pc, c + 2, v2, accumulate)
-    if nr > 3:
+    if NR_NT > 3 and nr > 3:
         _put(pc, c + 3, v3, accumulate)
 
 
@@ -424,7 +443,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, accumulate: bool = Fal
 
 def matmul_nt(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """out = a @ b.T (2-D; b stored row-major, e.g. a Gemm weight (units, in)) without transposing b."""
-    if _vector_ready(a, b, out) and (a.shape[1] <= 1 or a.strides[1] == 4):
+    # (with AVX2's 16 registers the dot-product tile spills; OpenBLAS's own kernels do better there)
+    if LANES == 16 and _vector_ready(a, b, out) and (a.shape[1] <= 1 or a.strides[1] == 4):
         kernel = gemm_nt_threaded if threads_pay(a.shape[0], a.shape[1], b.shape[0]) else gemm_nt
         kernel(a, b, out, False)
     else:

@@ -1,8 +1,8 @@
 """Element-wise passes over short rows of flat buffers (a conv's output rows, a padded image's
-interior), on masked 16-lane vectors in float32.
+interior), on masked vectors (linalg.vec) in float32.
 
 Why: LLVM vectorises a loop only when it runs at least one full vector, so rows of 14 or 28
-floats (LeNet's planes) ran scalar; one masked vector op per 16 elements covers any length. Every
+floats (LeNet's planes) ran scalar; one masked vector op per LANES elements covers any length. Every
 function takes flat arrays with (start, row stride) per side, ``rows`` rows of ``n`` elements:
     src[s0 + r * ss + i]  ->  dst[d0 + r * ds + i]      r < rows, i < n
 float64 (the gradient checks) runs plain loops with the same meaning. Callable from Numba code.

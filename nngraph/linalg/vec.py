@@ -1,35 +1,47 @@
-"""A 16-lane float32 vector type for Numba, lowered to LLVM ``<16 x float>``.
+"""A float32 SIMD vector type for Numba, lowered to LLVM ``<LANES x float>``: one register.
 
-LLVM maps it to one AVX-512 register (two AVX2 registers elsewhere). Only what the GEMM kernels
-need: loads and stores of 16 consecutive floats (a lane count ``n`` masks the rest: masked lanes
-are neither read nor written, so a row's tail never touches memory past its end), a broadcast of
-one float, fused multiply-add and add. Addresses are raw float32 pointers (``data_ptr``) plus an
-element offset; callers keep the arrays alive and in bounds.
+LANES is 16 where Numba compiles for AVX-512 and 8 elsewhere (AVX2): fixed per process from the
+same CPU features Numba's code generator (and its cache key) uses, so the kernels built on it keep
+their accumulators in registers either way. Only what the kernels need: loads and stores of LANES
+consecutive floats (a lane count ``n`` masks the rest: masked lanes are neither read nor written, so
+a row's tail never touches memory past its end), broadcasts, fused multiply-add, add, max, lane
+shuffles and a horizontal sum. Addresses are raw float32 pointers (``data_ptr``) plus an element
+offset; callers keep the arrays alive and in bounds.
 """
 from __future__ import annotations
 
-from llvmlite import ir
+from llvmlite import binding, ir
 from numba import types
+from numba.core import config as numba_config
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-LANES = 16
+def _compiles_for_avx512() -> bool:
+    features = numba_config.CPU_FEATURES  # NUMBA_CPU_FEATURES when set, else the host's
+    if features:
+        return "+avx512f" in features.split(",")
+    return bool(binding.get_host_cpu_features().get("avx512f", False))
+
+
+LANES = 16 if _compiles_for_avx512() else 8
+_V = f"v{LANES}f32"  # the LLVM intrinsics' type suffix
 _VEC = ir.VectorType(ir.FloatType(), LANES)
 _MASK = ir.VectorType(ir.IntType(1), LANES)
 _I32 = ir.IntType(32)
 f32_ptr = types.CPointer(types.float32)
 
 
-class F32x16Type(types.Type):
+class FloatVecType(types.Type):
+    """LANES float32 lanes in one register."""
     def __init__(self) -> None:
-        super().__init__(name="f32x16")
+        super().__init__(name=f"f32x{LANES}")
 
 
-f32x16 = F32x16Type()
+fvec = FloatVecType()
 
 
-@register_model(F32x16Type)
-class _F32x16Model(models.PrimitiveModel):
+@register_model(FloatVecType)
+class _FloatVecModel(models.PrimitiveModel):
     def __init__(self, dmm, fe_type):
         super().__init__(dmm, fe_type, _VEC)
 
@@ -39,7 +51,7 @@ def _address(builder, ptr, offset):
 
 
 def _lanes_below(builder, n):
-    """<16 x i1>: lane index < n."""
+    """<LANES x i1>: lane index < n."""
     i64x = ir.VectorType(ir.IntType(64), LANES)
     splat = builder.insert_element(ir.Constant(i64x, ir.Undefined), n, ir.Constant(_I32, 0))
     splat = builder.shuffle_vector(splat, splat, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
@@ -63,28 +75,28 @@ def data_ptr(typingctx, arr):
 
 @intrinsic
 def vload(typingctx, ptr, offset):
-    """ptr[offset : offset + 16]."""
+    """ptr[offset : offset + LANES]."""
     def codegen(context, builder, sig, args):
         return builder.load(_address(builder, args[0], args[1]), align=4)
-    return f32x16(ptr, offset), codegen
+    return fvec(ptr, offset), codegen
 
 
 @intrinsic
 def vload_n(typingctx, ptr, offset, n):
-    """ptr[offset : offset + n] in the first n lanes (n may be <= 0 or >= 16), zeros elsewhere."""
+    """ptr[offset : offset + n] in the first n lanes (n may be <= 0 or >= LANES), zeros elsewhere."""
     def codegen(context, builder, sig, args):
-        fn = _intrinsic_fn(builder, "llvm.masked.load.v16f32.p0", _VEC, [_VEC.as_pointer(), _I32, _MASK, _VEC])
+        fn = _intrinsic_fn(builder, f"llvm.masked.load.{_V}.p0", _VEC, [_VEC.as_pointer(), _I32, _MASK, _VEC])
         mask = _lanes_below(builder, builder.sext(args[2], ir.IntType(64)))
         return builder.call(fn, [_address(builder, args[0], args[1]), ir.Constant(_I32, 4), mask,
                                  ir.Constant(_VEC, [0.0] * LANES)])
-    return f32x16(ptr, offset, n), codegen
+    return fvec(ptr, offset, n), codegen
 
 
 @intrinsic
 def vstore_n(typingctx, ptr, offset, v, n):
     """ptr[offset : offset + n] = the first n lanes of v; nothing else is written."""
     def codegen(context, builder, sig, args):
-        fn = _intrinsic_fn(builder, "llvm.masked.store.v16f32.p0", ir.VoidType(), [_VEC, _VEC.as_pointer(), _I32, _MASK])
+        fn = _intrinsic_fn(builder, f"llvm.masked.store.{_V}.p0", ir.VoidType(), [_VEC, _VEC.as_pointer(), _I32, _MASK])
         mask = _lanes_below(builder, builder.sext(args[3], ir.IntType(64)))
         builder.call(fn, [args[2], _address(builder, args[0], args[1]), ir.Constant(_I32, 4), mask])
         return context.get_dummy_value()
@@ -93,42 +105,42 @@ def vstore_n(typingctx, ptr, offset, v, n):
 
 @intrinsic
 def vsplat(typingctx, ptr, offset):
-    """ptr[offset] in all 16 lanes."""
+    """ptr[offset] in every lane."""
     def codegen(context, builder, sig, args):
         x = builder.load(builder.gep(args[0], [args[1]]), align=4)
         v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), x, ir.Constant(_I32, 0))
         return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
-    return f32x16(ptr, offset), codegen
+    return fvec(ptr, offset), codegen
 
 
 @intrinsic
 def vzero(typingctx):
     def codegen(context, builder, sig, args):
         return ir.Constant(_VEC, [0.0] * LANES)
-    return f32x16(), codegen
+    return fvec(), codegen
 
 
 @intrinsic
 def vfma(typingctx, a, b, c):
     """a * b + c, fused (one rounding)."""
     def codegen(context, builder, sig, args):
-        return builder.call(_intrinsic_fn(builder, "llvm.fma.v16f32", _VEC, [_VEC] * 3), args)
-    return f32x16(f32x16, f32x16, f32x16), codegen
+        return builder.call(_intrinsic_fn(builder, f"llvm.fma.{_V}", _VEC, [_VEC] * 3), args)
+    return fvec(fvec, fvec, fvec), codegen
 
 
 @intrinsic
 def vadd(typingctx, a, b):
     def codegen(context, builder, sig, args):
         return builder.fadd(args[0], args[1])
-    return f32x16(f32x16, f32x16), codegen
+    return fvec(fvec, fvec), codegen
 
 
 @intrinsic
 def vmax(typingctx, a, b):
     """Lane-wise max (for ReLU: max(x, 0))."""
     def codegen(context, builder, sig, args):
-        return builder.call(_intrinsic_fn(builder, "llvm.maxnum.v16f32", _VEC, [_VEC] * 2), args)
-    return f32x16(f32x16, f32x16), codegen
+        return builder.call(_intrinsic_fn(builder, f"llvm.maxnum.{_V}", _VEC, [_VEC] * 2), args)
+    return fvec(fvec, fvec), codegen
 
 
 @intrinsic
@@ -137,61 +149,62 @@ def vwhere_positive(typingctx, cond, a):
     def codegen(context, builder, sig, args):
         positive = builder.fcmp_ordered(">", args[0], ir.Constant(_VEC, [0.0] * LANES))
         return builder.select(positive, args[1], ir.Constant(_VEC, [0.0] * LANES))
-    return f32x16(f32x16, f32x16), codegen
+    return fvec(fvec, fvec), codegen
 
 
 @intrinsic
 def vsum(typingctx, v):
-    """The sum of the 16 lanes (a tree reduction)."""
+    """The sum of the lanes (a tree reduction)."""
     def codegen(context, builder, sig, args):
-        fn = _intrinsic_fn(builder, "llvm.vector.reduce.fadd.v16f32", ir.FloatType(), [ir.FloatType(), _VEC])
+        fn = _intrinsic_fn(builder, f"llvm.vector.reduce.fadd.{_V}", ir.FloatType(), [ir.FloatType(), _VEC])
         return builder.call(fn, [ir.Constant(ir.FloatType(), 0.0), args[0]], fastmath=("reassoc",))
-    return types.float32(f32x16), codegen
+    return types.float32(fvec), codegen
 
 
 @intrinsic
 def vsplat_value(typingctx, x):
-    """A float32 value in all 16 lanes."""
+    """A float32 value in every lane."""
     def codegen(context, builder, sig, args):
         v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), args[0], ir.Constant(_I32, 0))
         return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
-    return f32x16(types.float32), codegen
+    return fvec(types.float32), codegen
 
 
 def _shuffle2(builder, a, b, lanes):
+    """Lanes of a ++ b (indices < LANES from a, the rest from b)."""
     return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, LANES), lanes))
 
 
 @intrinsic
 def veven(typingctx, a, b):
-    """Lanes 0, 2, ..., 30 of the 32 floats a ++ b (the left column of each 2-wide window)."""
+    """Lanes 0, 2, 4, ... of a ++ b (the left column of each 2-wide window)."""
     def codegen(context, builder, sig, args):
-        return _shuffle2(builder, args[0], args[1], list(range(0, 32, 2)))
-    return f32x16(f32x16, f32x16), codegen
+        return _shuffle2(builder, args[0], args[1], list(range(0, 2 * LANES, 2)))
+    return fvec(fvec, fvec), codegen
 
 
 @intrinsic
 def vodd(typingctx, a, b):
-    """Lanes 1, 3, ..., 31 of a ++ b."""
+    """Lanes 1, 3, 5, ... of a ++ b."""
     def codegen(context, builder, sig, args):
-        return _shuffle2(builder, args[0], args[1], list(range(1, 32, 2)))
-    return f32x16(f32x16, f32x16), codegen
+        return _shuffle2(builder, args[0], args[1], list(range(1, 2 * LANES, 2)))
+    return fvec(fvec, fvec), codegen
 
 
 @intrinsic
 def vinterleave_lo(typingctx, a, b):
-    """a0 b0 a1 b1 ... a7 b7."""
+    """a0 b0 a1 b1 ... (the first halves of a and b, interleaved)."""
     def codegen(context, builder, sig, args):
-        return _shuffle2(builder, args[0], args[1], [i // 2 + (16 if i % 2 else 0) for i in range(16)])
-    return f32x16(f32x16, f32x16), codegen
+        return _shuffle2(builder, args[0], args[1], [i // 2 + (LANES if i % 2 else 0) for i in range(LANES)])
+    return fvec(fvec, fvec), codegen
 
 
 @intrinsic
 def vinterleave_hi(typingctx, a, b):
-    """a8 b8 a9 b9 ... a15 b15."""
+    """The second halves of a and b, interleaved."""
     def codegen(context, builder, sig, args):
-        return _shuffle2(builder, args[0], args[1], [8 + i // 2 + (16 if i % 2 else 0) for i in range(16)])
-    return f32x16(f32x16, f32x16), codegen
+        return _shuffle2(builder, args[0], args[1], [LANES // 2 + i // 2 + (LANES if i % 2 else 0) for i in range(LANES)])
+    return fvec(fvec, fvec), codegen
 
 
 @intrinsic
@@ -202,7 +215,7 @@ def vtake(typingctx, v, m, g, taken):
         hit = builder.and_(builder.fcmp_ordered("==", args[0], args[1]),
                            builder.fcmp_ordered("==", args[3], zero))
         return builder.select(hit, args[2], zero)
-    return f32x16(f32x16, f32x16, f32x16, f32x16), codegen
+    return fvec(fvec, fvec, fvec, fvec), codegen
 
 
 @intrinsic
@@ -213,4 +226,4 @@ def vmark(typingctx, v, m, taken):
         hit = builder.or_(builder.fcmp_ordered("==", args[0], args[1]),
                           builder.fcmp_unordered("!=", args[2], zero))
         return builder.select(hit, one, zero)
-    return f32x16(f32x16, f32x16, f32x16), codegen
+    return fvec(fvec, fvec, fvec), codegen

@@ -26,6 +26,7 @@ from numba import config
 
 from ..errors import ShapeError
 from ..ir.graph import Node, TensorType
+from ..linalg.gemm import NR
 from . import conv_kernels as K
 from . import conv_shift as S
 from .activations import CODES, ONNX_OP, apply_reference
@@ -37,8 +38,9 @@ from .dense import default_initializer
 # and on a loaded machine a descheduled one stalls it for a time slice.
 THREADED_MIN = 1 << 23
 
-# Below this many filters per group the stride-1 weight gradient uses dot products (see _bind_backward).
-NT_FILTERS = 24
+# Below this many filters per group the stride-1 weight gradient uses dot products (see _bind_backward):
+# three quarters of the tile kernel's width (32 columns with AVX-512, 16 with AVX2).
+NT_FILTERS = 3 * NR // 4
 
 
 # ---- geometry ---------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def _argmax_window(xp, h_lo, h_hi, w_lo, w_hi):
     return bh, bw
 
 
-# The common 2x2 window at stride 2 without padding: windows tile the input. float32 runs 16 windows
+# The common 2x2 window at stride 2 without padding: windows tile the input. float32 runs LANES windows
 # per step on vectors (the left and right columns of a row pair split apart with shuffles); the
 # scalar loops (float64, the gradient checks) define the same thing. Plain loops over LeNet's
 # 7- and 14-wide rows never reached LLVM's vector code: 5x slower.
