@@ -72,3 +72,27 @@ def test_matmul_into_from_python_and_numba_both_dtypes():
         out = c.copy()
         matmul_into(a, np.asfortranarray(b), out, True)
         np.testing.assert_allclose(out, want, atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_products_over_offset_tables():
+    """gemm_tables / gemm_nt_tables: rows anywhere in flat buffers; float32 vector kernels vs the
+    float64 loops on the same addresses (edges in M and N, K over several blocks)."""
+    from nngraph.linalg.gemm import gemm_nt_tables, gemm_tables
+
+    rng = np.random.default_rng(4)
+    M, K, N = 11, 2 * KC + 44, 45
+    a, b = rng.standard_normal(5000), rng.standard_normal(20000)
+    arow = rng.integers(0, 1000, M).astype(np.int64)
+    brow = rng.integers(0, 19000 - N, K).astype(np.int64)
+    c = rng.standard_normal(M * (N + 7))
+    want = c.copy()
+    gemm_tables(K, a, arow, 3, b, brow, 5, want, 2, N + 7, M, N - 5, True)            # float64: loops
+    got = c.astype(np.float32)
+    gemm_tables(K, a.astype(np.float32), arow, 3, b.astype(np.float32), brow, 5, got, 2, N + 7, M, N - 5, True)
+    np.testing.assert_allclose(got, want, atol=3e-4)
+    nt_rows = rng.integers(0, 19000 - K, N).astype(np.int64)
+    want = c.copy()
+    gemm_nt_tables(K, a, arow, b, nt_rows, want, 0, N + 7, M, N, False)
+    got = c.astype(np.float32)
+    gemm_nt_tables(K, a.astype(np.float32), arow, b.astype(np.float32), nt_rows, got, 0, N + 7, M, N, False)
+    np.testing.assert_allclose(got, want, atol=3e-4)
