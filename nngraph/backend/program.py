@@ -117,6 +117,11 @@ class Program:
             self._plans[batch] = p
         return p
 
+    def activation_bytes_per_sample(self) -> int:
+        """Bytes of every value and its gradient for one sample (what a plan's buffers grow by)."""
+        item = np.dtype(self.params.dtype).itemsize
+        return 2 * item * sum(int(np.prod(t.shape)) for t in self.graph.values.values())
+
     def forward(self, feeds: dict[str, np.ndarray], batch_size: int = 256) -> np.ndarray:
         """Inference over any number of samples, in chunks of ``batch_size``; returns a new array."""
         n = len(next(iter(feeds.values())))

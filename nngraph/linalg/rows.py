@@ -13,7 +13,8 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from .vec import LANES, data_ptr, vadd, vload_n, vmax, vsplat_value, vstore_n, vsum, vwhere_positive, vzero
+from .vec import (LANES, data_ptr, transpose_block, vadd, vload_n, vmax, vsplat_value, vstore_n, vsum,
+                  vwhere_positive, vzero)
 
 _J = dict(cache=True, error_model="numpy", boundscheck=False)
 
@@ -115,4 +116,30 @@ def _relu_grad_rows_jit(g, gs0, gss, y, ys0, yss, dst, d0, ds, rows, n, relu):
                 dst[d0 + r * ds + i] = v
                 total += v
         return total
+    return loops
+
+
+def transpose_rows(src, s0, ss, dst, d0, ds, rows, cols):
+    """dst[d0 + j*ds + i] = src[s0 + i*ss + j] for i < rows, j < cols: a (rows x cols) matrix whose
+    rows start ss apart, written transposed with rows ds apart."""
+    for i in range(rows):
+        for j in range(cols):
+            dst[d0 + j * ds + i] = src[s0 + i * ss + j]
+
+
+@overload(transpose_rows, jit_options=_J)
+def _transpose_rows_jit(src, s0, ss, dst, d0, ds, rows, cols):
+    if _is_f32(src, dst):
+        def impl(src, s0, ss, dst, d0, ds, rows, cols):
+            ps, pd = data_ptr(src), data_ptr(dst)
+            for i in range(0, rows, LANES):  # LANES x LANES blocks, transposed in registers
+                for j in range(0, cols, LANES):
+                    transpose_block(ps, s0 + i * ss + j, ss, pd, d0 + j * ds + i, ds,
+                                    min(LANES, rows - i), min(LANES, cols - j))
+        return impl
+
+    def loops(src, s0, ss, dst, d0, ds, rows, cols):
+        for i in range(rows):
+            for j in range(cols):
+                dst[d0 + j * ds + i] = src[s0 + i * ss + j]
     return loops

@@ -227,3 +227,39 @@ def vmark(typingctx, v, m, taken):
                           builder.fcmp_unordered("!=", args[2], zero))
         return builder.select(hit, one, zero)
     return fvec(fvec, fvec, fvec), codegen
+
+
+@intrinsic
+def transpose_block(typingctx, src, s0, ss, dst, d0, ds, rows, cols):
+    """dst[d0 + j*ds + i] = src[s0 + i*ss + j] for i < rows, j < cols (both <= LANES): one
+    LANES x LANES block transposed in registers (masked loads, log2(LANES) rounds of shuffles,
+    masked stores); nothing outside the block is read or written."""
+    def codegen(context, builder, sig, args):
+        ps, a0, sstride, pd, b0, dstride, nrows, ncols = args
+        i64 = ir.IntType(64)
+        load = _intrinsic_fn(builder, f"llvm.masked.load.{_V}.p0", _VEC, [_VEC.as_pointer(), _I32, _MASK, _VEC])
+        store = _intrinsic_fn(builder, f"llvm.masked.store.{_V}.p0", ir.VoidType(), [_VEC, _VEC.as_pointer(), _I32, _MASK])
+        zero_vec, zero = ir.Constant(_VEC, [0.0] * LANES), ir.Constant(i64, 0)
+        m = []
+        for r in range(LANES):  # row r of the block, or zeros past the last row
+            live = builder.icmp_signed("<", ir.Constant(i64, r), nrows)
+            n = builder.select(live, ncols, zero)
+            at = builder.add(a0, builder.mul(ir.Constant(i64, r), sstride))
+            m.append(builder.call(load, [_address(builder, ps, at), ir.Constant(_I32, 4), _lanes_below(builder, n),
+                                         zero_vec]))
+        step = LANES // 2
+        while step:  # swap the off-diagonal step x step blocks of every 2step x 2step block
+            for i in range(LANES):
+                if i & step:
+                    continue
+                a, b = m[i], m[i + step]
+                m[i] = _shuffle2(builder, a, b, [c if not c & step else LANES + c - step for c in range(LANES)])
+                m[i + step] = _shuffle2(builder, a, b, [c + step if not c & step else LANES + c for c in range(LANES)])
+            step //= 2
+        for r in range(LANES):  # row r of the transpose = column r of the block
+            live = builder.icmp_signed("<", ir.Constant(i64, r), ncols)
+            n = builder.select(live, nrows, zero)
+            at = builder.add(b0, builder.mul(ir.Constant(i64, r), dstride))
+            builder.call(store, [m[r], _address(builder, pd, at), ir.Constant(_I32, 4), _lanes_below(builder, n)])
+        return context.get_dummy_value()
+    return types.void(src, types.int64, types.int64, dst, types.int64, types.int64, types.int64, types.int64), codegen

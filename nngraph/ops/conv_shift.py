@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..linalg.gemm import gemm_nt_tables, gemm_tables
-from ..linalg.rows import bias_relu_rows, copy_rows, relu_grad_rows
+from ..linalg.rows import bias_relu_rows, copy_rows, relu_grad_rows, transpose_rows
 from .activations import IDENTITY, RELU, SIGMOID, TANH
 
 
@@ -157,10 +157,8 @@ def _backward_block(x, y, dy, code, xp, zw, dzt, dxp, dwt, db, use_bias, dx, wan
                 s = _act_grad_plane(dy[n, f], y[n, f], code, zw, f * L + front, wp, ow)
             if use_bias:
                 db[f] += s
-        if not nt:
-            for j in range(q):  # and transposed (positions x filters) for the dW product
-                for f in range(f_):
-                    dzt[j * f_ + f] = zw[f * L + front + j]
+        if not nt:  # and transposed (positions x filters) for the dW product
+            transpose_rows(zw, front, L, dzt, 0, f_, f_, q)
         _pad_in(x, n, xp, pt, pl, hp, wp)
         for gi in range(groups):
             if nt:  # dW[f, k] += sum_q dz[f, q] xp[off_k + q]
