@@ -441,6 +441,11 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, accumulate: bool = Fal
         np.matmul(a, b, out=out)
 
 
+# Below this K the dot-product kernel's per-element reductions outweigh its FMAs: callers with
+# shorter rows (a layer with few inputs) should pack b^T and use ``matmul`` (see dense.py).
+NT_MIN_K = 64
+
+
 def matmul_nt(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """out = a @ b.T (2-D; b stored row-major, e.g. a Gemm weight (units, in)) without transposing b."""
     # (with AVX2's 16 registers the dot-product tile spills; OpenBLAS's own kernels do better there)

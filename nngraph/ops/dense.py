@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
-from ..linalg.gemm import matmul, matmul_nt
+from ..linalg.gemm import NT_MIN_K, matmul, matmul_nt
 from ..ir.graph import Node, TensorType
 from .activations import CHUNKS, CODES, IDENTITY, ONNX_OP, apply_reference, epilogue_kernels
 from .base import OpDef, ParamDecl
@@ -41,18 +41,29 @@ def _params(node: Node, types: list[TensorType]) -> list[ParamDecl]:
     return decls
 
 
+def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tuple[int, ...]]:
+    """W^T, packed per forward call, for layers with few inputs (see linalg.gemm.NT_MIN_K)."""
+    fan_in = types[0].shape[-1]
+    return {"wt": (fan_in, node.attrs["units"])} if fan_in < NT_MIN_K else {}
+
+
 def _bind_forward(node, xs, ps, y, ws):
     units = node.attrs["units"]
     x2 = xs[0].reshape(-1, xs[0].shape[-1])
     y2 = y.reshape(-1, units)
     w = ps[0]
+    wt = ws.get("wt")
     use_bias = node.attrs.get("use_bias", True)
     b = ps[1] if use_bias else np.zeros(1, y.dtype)
     code = CODES[node.attrs.get("activation", "identity")]
     epilogue, _ = epilogue_kernels(y.size)
 
     def run():
-        matmul_nt(x2, w, y2)  # x W^T straight from W's rows: no transposed copy
+        if wt is None:
+            matmul_nt(x2, w, y2)  # x W^T straight from W's rows: no transposed copy
+        else:
+            np.copyto(wt, w.T)
+            matmul(x2, wt, y2)
         epilogue(y2, b, use_bias, code)
     return run
 
@@ -112,5 +123,6 @@ def _reference(node, xs, ps):
     return apply_reference(node.attrs.get("activation", "identity"), z)
 
 
-GEMM = OpDef("Gemm", _infer, _bind_forward, _bind_backward, _to_onnx, _reference, params=_params)
+GEMM = OpDef("Gemm", _infer, _bind_forward, _bind_backward, _to_onnx, _reference, params=_params,
+             workspace=_workspace)
 OPS = [GEMM]

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.graph import Node, TensorType
-from ..linalg.gemm import matmul, matmul_nt
+from ..linalg.gemm import NT_MIN_K, matmul, matmul_nt
 from . import rnn_steps as S
 from .activations import CODES, apply_reference
 from .base import OpDef, ParamDecl
@@ -90,6 +90,8 @@ def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tup
     ws = {"xw": (batch, T, nd * G * H), "act": (batch, T, nd * G * H), "dxg": (batch, T, nd * G * H),
           "hp": (batch, T, nd * H), "hbuf": (batch, H), "rec": (batch, G * H), "gs": (batch, G * H),
           "dhc": (batch, H), "dhp": (batch, H), "rt": (nd, H, G * H)}
+    if I < NT_MIN_K:
+        ws["wt"] = (I, nd * G * H)
     if node.op == "LSTM":
         ws.update(cbuf=(batch, H), dcc=(batch, H), cs=(batch, T, nd * H), ca=(batch, T, nd * H))
     if node.op == "GRU":
@@ -127,7 +129,7 @@ def _bind_forward(node, xs, ps, y, ws):
     W, R, bias = ps
     nd, GH, H = R.shape
     x2, xw2 = x.reshape(B * T, I), ws["xw"].reshape(B * T, nd * GH)
-    w2, rt = W.reshape(nd * GH, I), ws["rt"]
+    w2, rt, wt = W.reshape(nd * GH, I), ws["rt"], ws.get("wt")
     seq, y3, h0, c0, use_h0, use_c0 = _views(node, xs, y)
     code = CODES[node.attrs.get("activation", "tanh")]
     kind = node.op
@@ -138,7 +140,11 @@ def _bind_forward(node, xs, ps, y, ws):
         # each R[d]^T with unit-stride rows for the per-step products (K = H is too short for the
         # dot-product kernel's reductions to pay), once per call
         np.copyto(rt, R.transpose(0, 2, 1))
-        matmul_nt(x2, w2, xw2)  # one GEMM projects every time step of both directions
+        if wt is None:
+            matmul_nt(x2, w2, xw2)  # one GEMM projects every time step of both directions
+        else:                       # (few input features: W^T packed, the tile kernel)
+            np.copyto(wt, w2.T)
+            matmul(x2, wt, xw2)
         if kind == "RNN":
             args = (ws["xw"], bias, rt, h0, use_h0, code, seq, ws["hbuf"], ws["rec"], ws["hp"], ws["act"], y3)
             S.rnn_forward_chunks(*args, parts) if parts > 1 else S.rnn_forward(*args)
