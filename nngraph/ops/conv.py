@@ -197,13 +197,22 @@ def thread_count() -> int:
     return config.NUMBA_NUM_THREADS
 
 
+# Samples are cut into this many blocks (fewer for small batches), each with its own buffers and
+# partial dW/db, summed in block order; threads take whole blocks. The split does not depend on the
+# thread count, so neither do the results (1 and 2 threads train the same bits).
+SAMPLE_BLOCKS = 8
+
+
 def blocks(node: Node, g: dict, batch: int) -> int:
-    """Threads (blocks of samples) a conv's kernels use: 1 below THREADED_MIN multiply-adds per
-    call, where waking the pool (and meeting OpenBLAS's spinning workers from a preceding dense
-    layer) costs more than it saves."""
-    threads = thread_count()
+    """Blocks of samples a conv call works in (see SAMPLE_BLOCKS)."""
+    return max(1, min(SAMPLE_BLOCKS, batch))
+
+
+def threaded(node: Node, g: dict, batch: int) -> bool:
+    """Whether a conv call shares its blocks over threads: not below THREADED_MIN multiply-adds,
+    where waking the pool costs more than it saves."""
     macs = batch * node.attrs["filters"] * g["C"] // node.attrs["groups"] * g["kh"] * g["kw"] * g["OH"] * g["OW"]
-    return max(1, min(threads, batch)) if macs >= THREADED_MIN else 1
+    return thread_count() > 1 and macs >= THREADED_MIN
 
 
 # ---- binding (kernels in conv_kernels.py) -----------------------------------------------------
@@ -226,7 +235,7 @@ def _bind_forward(node, xs, ps, y, ws):
     groups = node.attrs["groups"]
     if "cols" in ws:  # strided: unfold each sample, then a register-blocked product
         cols = ws["cols"]
-        kernel = K.forward_threaded if cols.shape[0] > 1 else K.forward
+        kernel = K.forward_threaded if threaded(node, g, xs[0].shape[0]) else K.forward
 
         def run():
             kernel(x4, w2, b, use_bias, code, y3, cols, groups, geo)
@@ -234,7 +243,7 @@ def _bind_forward(node, xs, ps, y, ws):
     hp, wp, _ = _shift_dims(g)
     tab = _shift_tables(node, g)
     xps, zws = ws["xps"], ws["zws"]
-    shifted = S.forward_threaded if xps.shape[0] > 1 else S.forward
+    shifted = S.forward_threaded if threaded(node, g, xs[0].shape[0]) else S.forward
     args = (tab["offs"], tab["arow"], groups, g["pt"], g["pl"], hp, wp, g["OW"])
     w_flat = w2.reshape(-1)
 
@@ -255,14 +264,14 @@ def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws):
     dbs = ws["dbs"][:, :db.shape[0]]
     if "cols" in ws:
         cols = ws["cols"]
-        kernel = K.backward_threaded if cols.shape[0] > 1 else K.backward
+        kernel = K.backward_threaded if threaded(node, g, xs[0].shape[0]) else K.backward
 
         def run():
             kernel(x4, w2, y3, dy3, code, cols, dws, dbs, use_bias, dx4, want_dx, groups, geo, dw2, db)
         return run
     hp, wp, _ = _shift_dims(g)
     tab = _shift_tables(node, g)
-    shifted = S.backward_threaded if ws["xps"].shape[0] > 1 else S.backward
+    shifted = S.backward_threaded if threaded(node, g, xs[0].shape[0]) else S.backward
     wperm = ws["wperm"]
     f, cg = node.attrs["filters"], g["C"] // groups
     # W with each input channel's taps as one row: wperm[c, (f, i, j)] = W[f, c, i, j] (per group)

@@ -279,9 +279,17 @@ def _backward_block(x, w, y, dy, code, col, dw, db, use_bias, dx, want_dx, group
 
 @njit(cache=True)
 def backward(x, w, y, dy, code, cols, dws, dbs, use_bias, dx, want_dx, groups, geo, dw_out, db_out):
-    """dW, db (and dx when want_dx) of every sample, one thread."""
-    _backward_block(x, w, y, dy, code, cols[0], dw_out, db_out, use_bias, dx, want_dx, groups, geo,
-                    0, x.shape[0])
+    """dW, db (and dx when want_dx) of every sample, one thread: the same blocks and the same
+    partial sums as backward_threaded, so the bits do not depend on the thread count."""
+    n, t = x.shape[0], cols.shape[0]
+    for c in range(t):
+        _backward_block(x, w, y, dy, code, cols[c], dws[c], dbs[c], use_bias, dx, want_dx, groups, geo,
+                        c * n // t, (c + 1) * n // t)
+    dw_out[:] = dws[0]
+    db_out[:] = dbs[0]
+    for c in range(1, t):
+        dw_out += dws[c]
+        db_out += dbs[c]
 
 
 @njit(cache=True, parallel=True)

@@ -195,10 +195,19 @@ def _store_dw(dwt, nt, dw_out):
 @njit(cache=True)
 def backward(x, y, dy, code, xps, zws, dzts, dxps, dwts, dbs, use_bias, dx, want_dx, offs, qrow, wperm, xrow,
              xoffs, groups, front, pt, pl, hp, wp, ow, nt, dzrow, dw_out, db_out):
-    """dW, db (and dx when want_dx) over every sample on one thread."""
-    _backward_block(x, y, dy, code, xps[0], zws[0], dzts[0], dxps[0], dwts[0], db_out, use_bias, dx, want_dx,
-                    offs, qrow, wperm, xrow, xoffs, groups, front, pt, pl, hp, wp, ow, nt, dzrow, 0, x.shape[0])
+    """dW, db (and dx when want_dx) over every sample on one thread: the same blocks and partial
+    sums as backward_threaded, so the bits do not depend on the thread count."""
+    n, t = x.shape[0], xps.shape[0]
+    for c in range(t):
+        _backward_block(x, y, dy, code, xps[c], zws[c], dzts[c], dxps[c], dwts[c], dbs[c], use_bias, dx, want_dx,
+                        offs, qrow, wperm, xrow, xoffs, groups, front, pt, pl, hp, wp, ow, nt, dzrow,
+                        c * n // t, (c + 1) * n // t)
+    for c in range(1, t):
+        dwts[0] += dwts[c]
     _store_dw(dwts[0], nt, dw_out)
+    db_out[:] = dbs[0]
+    for c in range(1, t):
+        db_out += dbs[c]
 
 
 @njit(cache=True, parallel=True)

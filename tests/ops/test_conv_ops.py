@@ -8,7 +8,8 @@ from nngraph.lowering import lower
 from nngraph.model import Model
 from nngraph.spec import parse_spec
 
-from .harness import OpCase, check_float32_matches_float64, check_forward_reference, check_gradients, check_onnx_parity
+from .harness import (OpCase, check_float32_matches_float64, check_forward_reference, check_gradients, check_onnx_parity,
+                      make_feeds, randomize_params)
 
 
 def conv(**kw):
@@ -211,7 +212,7 @@ THREADED = ["conv2d-same-relu", "conv2d-stride2-same", "conv2d-groups", "conv1d-
 
 @pytest.fixture
 def force_threads(monkeypatch):
-    """Every conv and pool call takes its threaded path, with 3 blocks whatever the machine has."""
+    """Every conv and pool call takes its threaded path, as if the machine had 3 threads."""
     from nngraph.ops import conv, pool
 
     monkeypatch.setattr(conv, "THREADED_MIN", 0)
@@ -223,7 +224,7 @@ def force_threads(monkeypatch):
 def test_threaded_kernels_match_reference_and_finite_differences(case, force_threads):
     from dataclasses import replace
 
-    case = replace(case, batch=5)  # more samples than blocks, unevenly split
+    case = replace(case, batch=11)  # more samples than blocks (8), unevenly split
     check_forward_reference(case)
     check_gradients(case)
 
@@ -270,3 +271,36 @@ def test_both_weight_gradient_kernels(case, nt_filters, monkeypatch):
     monkeypatch.setattr(conv, "NT_FILTERS", nt_filters)
     check_gradients(case)
     check_float32_matches_float64(case)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.id in THREADED and c.id.startswith(("conv", "cnn"))],
+                         ids=lambda c: c.id)
+def test_thread_count_does_not_change_the_bits(case, monkeypatch):
+    """Serial and threaded conv calls cut samples into the same blocks and sum the partial dW/db in
+    the same order: identical float32 outputs and gradients."""
+    from dataclasses import replace
+
+    from nngraph.backend.program import Program
+    from nngraph.ops import conv
+
+    case = replace(case, batch=13)
+
+    def run(min_macs):
+        monkeypatch.setattr(conv, "THREADED_MIN", min_macs)
+        monkeypatch.setattr(conv, "thread_count", lambda: 2)
+        model = Model.compile(case.spec())
+        rng = np.random.default_rng(5)
+        randomize_params(model, rng)
+        feeds = make_feeds(case, model, case.batch, rng, np.float32)
+        plan = Program(model.graph, model.params, input_grads=True).plan(case.batch)
+        plan.set_inputs(feeds)
+        out = plan.forward().copy()
+        plan.output_grad[...] = rng.standard_normal(out.shape)
+        plan.backward()
+        return out, {k: v.copy() for k, v in model.params.grads.items()}
+
+    out1, g1 = run(1 << 60)   # serial drivers
+    out2, g2 = run(0)         # threaded drivers
+    assert np.array_equal(out1, out2)
+    for k in g1:
+        assert np.array_equal(g1[k], g2[k]), k
