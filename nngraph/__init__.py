@@ -19,9 +19,10 @@ from typing import Any
 __version__ = "0.1.0"
 
 # After a threaded GEMM, OpenBLAS's worker threads spin for 2^28 cycles (~0.1 s) before sleeping; a
-# Numba thread pool woken meanwhile (conv, pooling, recurrent kernels) fights them for the cores.
-# Measured on 2 cores, 2 threads: LeNet training 1,600 -> 3,800 samples/s with a 2^20-cycle spin
-# (~0.3 ms), MLP and recurrent networks unchanged. It only changes scheduling, never results.
+# Numba thread pool woken meanwhile fights them for the cores (measured on 2 cores: LeNet training
+# 1,600 -> 3,800 samples/s with a 2^20-cycle spin, when its products still ran on OpenBLAS). float32
+# training steps no longer call OpenBLAS (nngraph.linalg), but float64 checks and the user's own numpy
+# code around nngraph do. It only changes scheduling, never results.
 # OpenBLAS reads it once, when numpy loads it: so it is set here, before numpy is imported (always
 # the case for the `nngraph` command); a value already in the environment is kept.
 if "numpy" not in sys.modules:

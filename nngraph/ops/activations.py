@@ -24,10 +24,10 @@ IDENTITY, RELU, SIGMOID, TANH, SOFTMAX = 0, 1, 2, 3, 4
 CODES = {"identity": IDENTITY, "relu": RELU, "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX}
 ONNX_OP = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softmax": "Softmax"}
 
-# Epilogues run on one thread unless the output has at least this many elements. Measured: right
-# after a threaded BLAS call, OpenBLAS's worker threads still spin, and a Numba thread pool woken
-# then fights them for the 2 cores (a batch-512 MLP step became 8x slower). The epilogue is a few
-# percent of the step, so the threaded variant is kept only for very large outputs.
+# Epilogues run on one thread unless the output has at least this many elements. Measured when the
+# products still ran on OpenBLAS: its spinning workers fought a Numba pool woken right after (a
+# batch-512 MLP step became 8x slower). The products are Numba's now; the threshold was not
+# re-tuned (the epilogue is a few percent of the step).
 PARALLEL_MIN = 1 << 24
 CHUNKS = 8  # row blocks of the threaded kernels
 

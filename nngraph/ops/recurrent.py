@@ -25,7 +25,7 @@ Backward through time (dh = dL/dh_t from the output at t plus the carry from ste
           lbr=1: the recurrent term of the h gate gets da_n r;  da_r = da_n (h_prev R_h^T + Rb_h) σ'(r)
                  dh_prev = dh z + [da_z, da_r, da_n r] R
   (σ' and act' are written in terms of the activation's output, e.g. σ'(i) = i (1 - i).)
-Then, over all time steps at once (one BLAS GEMM each, rows = batch x time):
+Then, over all time steps at once (one GEMM each, rows = batch x time):
     dW = DA_x^T X   dWb = sum DA_x   dR = DA_h^T H_prev (GRU lbr=0: h rows use r h_prev)
     dRb = sum DA_h   dx = DA_x W
 where DA_x / DA_h are the pre-activation gradients of the x W^T and h R^T terms (equal except for

@@ -241,7 +241,7 @@ def gru_bstep_n(dy, d, t, code, seq, hp, act, dhp, dhz, dhc, gs_zr, gs_n, dxg, d
 
 @njit(**_J)
 def gru_bstep_r(d, t, hp, act, drh, dhc, dhz, gs_zr, dxg, drg):
-    """lbr=0, part 2: drh = dn R_h (BLAS) is known; the r gate and the direct h_prev terms."""
+    """lbr=0, part 2: drh = dn R_h (the product) is known; the r gate and the direct h_prev terms."""
     B, H = drh.shape
     G = 3 * H
     og, oh = d * G, d * H

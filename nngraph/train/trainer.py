@@ -1,6 +1,6 @@
 """The training loop: mini-batches, fused loss, backward, optimizer step, metrics, history.
 
-The epoch loop stays in Python; every step is a fixed sequence of bound Numba/BLAS calls with no
+The epoch loop stays in Python; every step is a fixed sequence of bound Numba calls with no
 allocation (batches are gathered into preallocated buffers with ``np.take(..., out=)``). Per step
 the loop does nothing else but a finite check of the gradient (one pass, or the clipping norm), a
 signal-flag test and a counter test for progress reports; schedules, validation, callbacks and
