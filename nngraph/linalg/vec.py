@@ -263,3 +263,20 @@ def transpose_block(typingctx, src, s0, ss, dst, d0, ds, rows, cols):
             builder.call(store, [m[r], _address(builder, pd, at), ir.Constant(_I32, 4), _lanes_below(builder, n)])
         return context.get_dummy_value()
     return types.void(src, types.int64, types.int64, dst, types.int64, types.int64, types.int64, types.int64), codegen
+
+
+def _binary(name: str, emit):
+    """A lane-wise binary intrinsic fvec(fvec, fvec) built by ``emit(builder, a, b)``."""
+    @intrinsic
+    def op(typingctx, a, b):
+        def codegen(context, builder, sig, args):
+            return emit(builder, args[0], args[1])
+        return fvec(fvec, fvec), codegen
+    op.__name__ = op.__qualname__ = name
+    return op
+
+
+vsub = _binary("vsub", lambda b, x, y: b.fsub(x, y))
+vmul = _binary("vmul", lambda b, x, y: b.fmul(x, y))
+vdiv = _binary("vdiv", lambda b, x, y: b.fdiv(x, y))
+vmin = _binary("vmin", lambda b, x, y: b.call(_intrinsic_fn(b, f"llvm.minnum.{_V}", _VEC, [_VEC] * 2), [x, y]))

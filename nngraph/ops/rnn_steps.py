@@ -24,6 +24,8 @@ from __future__ import annotations
 from numba import njit, prange
 
 from ..linalg.gemm import matmul_into
+from .lstm_cells import bstep as lstm_cell_bstep
+from .lstm_cells import step as lstm_cell_step
 from .rnn_math import FM, _act, _dact, _sig
 
 _J = dict(cache=True, fastmath=FM, error_model="numpy")
@@ -48,35 +50,6 @@ def rnn_step(xw, bias, rec, d, t, code, seq, hbuf, hp, act, y):
             ar[k] = h
             hr[k] = h
         if seq:
-            for k in range(H):
-                yr[k] = hr[k]
-
-
-@njit(**_J)
-def lstm_step(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, ca, y):
-    B, H = hbuf.shape
-    G = 4 * H
-    og, oh = d * G, d * H
-    b1, b2 = bias[d, :G], bias[d, G:]
-    for b in range(B):
-        xr, ar, rr = xw[b, t, og:og + G], act[b, t, og:og + G], rec[b]
-        for j in range(3 * H):
-            ar[j] = _sig(xr[j] + b1[j] + rr[j] + b2[j])
-        for j in range(3 * H, G):
-            ar[j] = _act(code, xr[j] + b1[j] + rr[j] + b2[j])
-        i, o, f, g = ar[:H], ar[H:2 * H], ar[2 * H:3 * H], ar[3 * H:]
-        hr, cr = hbuf[b], cbuf[b]
-        pr, csr, car = hp[b, t, oh:oh + H], cs[b, t, oh:oh + H], ca[b, t, oh:oh + H]
-        for k in range(H):
-            c = f[k] * cr[k] + i[k] * g[k]
-            tc = _act(code, c)
-            pr[k] = hr[k]
-            csr[k] = c
-            car[k] = tc
-            hr[k] = o[k] * tc
-            cr[k] = c
-        if seq:
-            yr = y[b, t, oh:oh + H]
             for k in range(H):
                 yr[k] = hr[k]
 
@@ -148,39 +121,6 @@ def rnn_bstep(dy, d, t, code, seq, dhp, act, gs, dxg):
             da = dh * _dact(code, ar[k])
             gr[k] = da
             xg[k] = da
-
-
-@njit(**_J)
-def lstm_bstep(dy, d, t, tp, code, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, dxg):
-    """tp: the time step that ran before t in this direction (-1 at the first step)."""
-    B, H = dhp.shape
-    G = 4 * H
-    og, oh = d * G, d * H
-    for b in range(B):
-        ar = act[b, t, og:og + G]
-        i, o, f, g = ar[:H], ar[H:2 * H], ar[2 * H:3 * H], ar[3 * H:]
-        car, dr, dcr, gr = ca[b, t, oh:oh + H], dhp[b], dcc[b], gs[b]
-        gi, go, gf, gg = gr[:H], gr[H:2 * H], gr[2 * H:3 * H], gr[3 * H:]
-        dyr = dy[b, t if seq else 0, oh:oh + H]
-        if tp >= 0:
-            cpr = cs[b, tp, oh:oh + H]
-        elif use_c0:
-            cpr = c0[b, oh:oh + H]
-        else:
-            cpr = dcr[:0]  # unused: the previous cell state is zero
-        for k in range(H):
-            dh = dr[k] + (dyr[k] if seq else 0.0)
-            tc = car[k]
-            cprev = cpr[k] if (tp >= 0 or use_c0) else 0.0
-            dc = dcr[k] + dh * o[k] * _dact(code, tc)
-            gi[k] = dc * g[k] * i[k] * (1.0 - i[k])
-            go[k] = dh * tc * o[k] * (1.0 - o[k])
-            gf[k] = dc * cprev * f[k] * (1.0 - f[k])
-            gg[k] = dc * i[k] * _dact(code, g[k])
-            dcr[k] = dc * f[k]
-        xg = dxg[b, t, og:og + G]
-        for j in range(G):
-            xg[j] = gr[j]
 
 
 @njit(**_J)
@@ -301,7 +241,7 @@ def lstm_forward(xw, bias, rt, h0, c0, use_h0, use_c0, code, seq, hbuf, cbuf, re
         for s in range(T):
             t = T - 1 - s if d == 1 else s
             matmul_into(hbuf, rt[d], rec, False, False)
-            lstm_step(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, ca, y3)
+            lstm_cell_step(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, ca, y3)
         if not seq:
             y3[:, 0, d * H:(d + 1) * H] = hbuf
 
@@ -360,7 +300,7 @@ def lstm_backward(R, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, ca, gs, dxg,
         for s in range(T):
             t = s if d == 1 else T - 1 - s
             tp = -1 if s == T - 1 else (t + 1 if d == 1 else t - 1)  # the step that ran before t
-            lstm_bstep(dy3, d, t, tp, code, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, dxg)
+            lstm_cell_bstep(dy3, d, t, tp, code, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, dxg)
             matmul_into(gs, R[d], dhp, False, False)
         if want_d0:
             dh0[:, d * H:(d + 1) * H] = dhp
