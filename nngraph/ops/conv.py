@@ -185,7 +185,7 @@ def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tup
     if g["sh"] == g["sw"] == 1:
         hp, wp, flat = _shift_dims(g)
         front, length = _shift_rows(g)
-        ws.update(xps=(t, flat), dxps=(t, flat), zws=(t, f * length), dzts=(t, g["OH"] * wp * f),
+        ws.update(xps=(batch, flat), dxps=(t, flat), zws=(t, f * length), dzts=(t, g["OH"] * wp * f),
                   wperm=(f * k // groups,))
     else:
         ws["cols"] = (t, k, g["OH"] * g["OW"])                # one sample's patches per thread

@@ -10,7 +10,8 @@ k = (c, i, j) then reads the contiguous run xp[off_k + q], off_k = c Hp Wp + i d
 and dx is the interior of dxp. Every product streams contiguous rows that stay in L1/L2 for the
 sample, four rows of W (or of dz) per load; the wide grid costs (Wp - OW) / OW extra columns
 (e.g. 18/14 for a 5x5 'same' conv on 14x14), far less than the unfolding it replaces.
-xp keeps zeros in the padding forever: only the interior is ever written.
+Each sample has its own padded copy (xps[n]), written by the forward pass and read again by the
+backward one; the padding stays zero forever: only the interior is ever written.
 """
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ def _act_grad_plane(dy, y, code, zw, r0, wp, ow):
 
 
 @njit(cache=True)
-def _forward_block(x, w, b, use_bias, code, y, xp, zw, offs, arow, groups, pt, pl, hp, wp, ow, lo, hi):
+def _forward_block(x, w, b, use_bias, code, y, xps, zw, offs, arow, groups, pt, pl, hp, wp, ow, lo, hi):
     """Samples lo..hi-1: zw (F rows of length L, flat) = W X on the wide grid, then the epilogue."""
     f_ = y.shape[1]
     kg = w.shape[0] // f_
@@ -103,6 +104,7 @@ def _forward_block(x, w, b, use_bias, code, y, xp, zw, offs, arow, groups, pt, p
     L = zw.shape[0] // f_
     q = oh * wp
     for n in range(lo, hi):
+        xp = xps[n]
         _pad_in(x, n, xp, pt, pl, hp, wp)
         for g in range(groups):
             gemm_tables(kg, w, arow[g * fg:(g + 1) * fg], 1, xp, offs[g * kg:(g + 1) * kg], 0,
@@ -116,21 +118,21 @@ def _forward_block(x, w, b, use_bias, code, y, xp, zw, offs, arow, groups, pt, p
 
 @njit(cache=True)
 def forward(x, w, b, use_bias, code, y, xps, zws, offs, arow, groups, pt, pl, hp, wp, ow):
-    """Every sample on one thread (xps[0], zws[0] are its buffers)."""
-    _forward_block(x, w, b, use_bias, code, y, xps[0], zws[0], offs, arow, groups, pt, pl, hp, wp, ow, 0,
+    """Every sample on one thread (zws[0] is its scratch)."""
+    _forward_block(x, w, b, use_bias, code, y, xps, zws[0], offs, arow, groups, pt, pl, hp, wp, ow, 0,
                    x.shape[0])
 
 
 @njit(cache=True, parallel=True)
 def forward_threaded(x, w, b, use_bias, code, y, xps, zws, offs, arow, groups, pt, pl, hp, wp, ow):
-    n, t = x.shape[0], xps.shape[0]
-    for c in prange(t):  # one block of samples per thread, each with its own buffers
-        _forward_block(x, w, b, use_bias, code, y, xps[c], zws[c], offs, arow, groups, pt, pl, hp, wp, ow,
+    n, t = x.shape[0], zws.shape[0]
+    for c in prange(t):  # blocks of samples on the threads, each with its own scratch
+        _forward_block(x, w, b, use_bias, code, y, xps, zws[c], offs, arow, groups, pt, pl, hp, wp, ow,
                        c * n // t, (c + 1) * n // t)
 
 
 @njit(cache=True)
-def _backward_block(x, y, dy, code, xp, zw, dzt, dxp, dwt, db, use_bias, dx, want_dx, offs, qrow,
+def _backward_block(x, y, dy, code, xps, zw, dzt, dxp, dwt, db, use_bias, dx, want_dx, offs, qrow,
                     wperm, xrow, xoffs, groups, front, pt, pl, hp, wp, ow, nt, dzrow, lo, hi):
     """Samples lo..hi-1: dwt and db accumulate; dx when want_dx (see module docstring). dwt is dW^T
     (K, F) from the tile kernel over transposed dz, or with ``nt`` dW (F, K) from dot products of
@@ -159,7 +161,7 @@ def _backward_block(x, y, dy, code, xp, zw, dzt, dxp, dwt, db, use_bias, dx, wan
                 db[f] += s
         if not nt:  # and transposed (positions x filters) for the dW product
             transpose_rows(zw, front, L, dzt, 0, f_, f_, q)
-        _pad_in(x, n, xp, pt, pl, hp, wp)
+        xp = xps[n]  # padded by the forward pass
         for gi in range(groups):
             if nt:  # dW[f, k] += sum_q dz[f, q] xp[off_k + q]
                 gemm_nt_tables(q, zw, dzrow[gi * fg:(gi + 1) * fg], xp, offs[gi * kg:(gi + 1) * kg],
@@ -197,9 +199,9 @@ def backward(x, y, dy, code, xps, zws, dzts, dxps, dwts, dbs, use_bias, dx, want
              xoffs, groups, front, pt, pl, hp, wp, ow, nt, dzrow, dw_out, db_out):
     """dW, db (and dx when want_dx) over every sample on one thread: the same blocks and partial
     sums as backward_threaded, so the bits do not depend on the thread count."""
-    n, t = x.shape[0], xps.shape[0]
+    n, t = x.shape[0], zws.shape[0]
     for c in range(t):
-        _backward_block(x, y, dy, code, xps[c], zws[c], dzts[c], dxps[c], dwts[c], dbs[c], use_bias, dx, want_dx,
+        _backward_block(x, y, dy, code, xps, zws[c], dzts[c], dxps[c], dwts[c], dbs[c], use_bias, dx, want_dx,
                         offs, qrow, wperm, xrow, xoffs, groups, front, pt, pl, hp, wp, ow, nt, dzrow,
                         c * n // t, (c + 1) * n // t)
     for c in range(1, t):
@@ -213,9 +215,9 @@ def backward(x, y, dy, code, xps, zws, dzts, dxps, dwts, dbs, use_bias, dx, want
 @njit(cache=True, parallel=True)
 def backward_threaded(x, y, dy, code, xps, zws, dzts, dxps, dwts, dbs, use_bias, dx, want_dx, offs, qrow, wperm,
                       xrow, xoffs, groups, front, pt, pl, hp, wp, ow, nt, dzrow, dw_out, db_out):
-    n, t = x.shape[0], xps.shape[0]
+    n, t = x.shape[0], zws.shape[0]
     for c in prange(t):  # partial dW/db per block, summed below in a fixed order: no races
-        _backward_block(x, y, dy, code, xps[c], zws[c], dzts[c], dxps[c], dwts[c], dbs[c], use_bias, dx, want_dx,
+        _backward_block(x, y, dy, code, xps, zws[c], dzts[c], dxps[c], dwts[c], dbs[c], use_bias, dx, want_dx,
                         offs, qrow, wperm, xrow, xoffs, groups, front, pt, pl, hp, wp, ow, nt, dzrow,
                         c * n // t, (c + 1) * n // t)
     for c in range(1, t):
