@@ -77,7 +77,8 @@ def test_matmul_into_from_python_and_numba_both_dtypes():
 def test_products_over_offset_tables():
     """gemm_tables / gemm_nt_tables: rows anywhere in flat buffers; float32 vector kernels vs the
     float64 loops on the same addresses (edges in M and N, K over several blocks)."""
-    from nngraph.linalg.gemm import gemm_nt_tables, gemm_tables
+    from nngraph.linalg.gemm import gemm_tables
+    from nngraph.linalg.gemm_nt import gemm_nt_tables
 
     rng = np.random.default_rng(4)
     M, K, N = 11, 2 * KC + 44, 45

@@ -20,7 +20,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ..linalg.gemm import gemm_nt_tables, gemm_tables
+from ..linalg.gemm import gemm_tables
+from ..linalg.gemm_nt import gemm_nt_tables
 from ..linalg.rows import bias_relu_rows, copy_rows, relu_grad_rows, transpose_rows
 from .activations import IDENTITY, RELU, SIGMOID, TANH
 
