@@ -122,17 +122,25 @@ def _gemm_tile(t, nj, A, B, C, k0, kc, accumulate):
 KC = 256
 
 
+@njit(inline="always", **_J)
+def _degenerate(M, K, N, C, accumulate):
+    """Handle an empty product (C = 0 when K == 0 and not accumulating); True if there was one."""
+    if M == 0 or N == 0:
+        return True
+    if K == 0:
+        if not accumulate:
+            C[:, :] = 0.0
+        return True
+    return False
+
+
 @njit(**_J)
 def gemm(A, B, C, accumulate=False):
     """C = A @ B (or C += A @ B) for float32 2-D arrays; B's and C's rows must be unit-stride
     (A may have any strides, e.g. a transposed view). One thread."""
     M, K = A.shape
     N = B.shape[1]
-    if M == 0 or N == 0:
-        return
-    if K == 0:
-        if not accumulate:
-            C[:, :] = 0.0
+    if _degenerate(M, K, N, C, accumulate):
         return
     nj = (N + NR - 1) // NR
     for k0 in range(0, K, KC):
@@ -145,11 +153,7 @@ def gemm_threaded(A, B, C, accumulate=False):
     """``gemm`` with the tiles shared over Numba's threads (same results, bit for bit)."""
     M, K = A.shape
     N = B.shape[1]
-    if M == 0 or N == 0:
-        return
-    if K == 0:
-        if not accumulate:
-            C[:, :] = 0.0
+    if _degenerate(M, K, N, C, accumulate):
         return
     nj = (N + NR - 1) // NR
     for k0 in range(0, K, KC):

@@ -160,3 +160,35 @@ def _gemm_nt_tables_jit(K, A, arow, B, brow, C, c0, sci, M, N, accumulate=False)
     def impl_loops(K, A, arow, B, brow, C, c0, sci, M, N, accumulate=False):
         _nt_tables_loops(K, A, arow, B, brow, C, c0, sci, M, N, accumulate)
     return impl_loops
+
+
+@njit(**_J)
+def _nt_loops(A, B, C, accumulate):
+    for i in range(A.shape[0]):
+        for j in range(B.shape[0]):
+            s = C[i, j] if accumulate else C.dtype.type(0)
+            for k in range(A.shape[1]):
+                s += A[i, k] * B[j, k]
+            C[i, j] = s
+
+
+def matmul_nt_into(A, B, C, accumulate=False):
+    """C (+)= A @ B.T for 2-D arrays, callable from Numba code: the dot-product kernel for float32
+    with unit-stride rows, plain loops otherwise (float64: the gradient checks)."""
+    if A.dtype == np.float32 and all(x.shape[1] <= 1 or x.strides[1] == 4 for x in (A, B, C)):
+        gemm_nt(A, B, C, accumulate)
+    else:
+        _nt_loops(A, B, C, accumulate)
+
+
+@overload(matmul_nt_into, jit_options=_J)
+def _matmul_nt_into_jit(A, B, C, accumulate=False):
+    if A.dtype == types.float32 and B.dtype == types.float32 and C.dtype == types.float32:
+        def impl(A, B, C, accumulate=False):
+            if ((A.shape[1] <= 1 or A.strides[1] == 4) and (B.shape[1] <= 1 or B.strides[1] == 4)
+                    and (C.shape[1] <= 1 or C.strides[1] == 4)):
+                gemm_nt(A, B, C, accumulate)
+            else:
+                _nt_loops(A, B, C, accumulate)
+        return impl
+    return lambda A, B, C, accumulate=False: _nt_loops(A, B, C, accumulate)

@@ -172,6 +172,7 @@ def _shift_tables(node: Node, g: dict) -> dict[str, np.ndarray]:
     fi, ii, jj = np.meshgrid(np.arange(f), np.arange(g["kh"]), np.arange(g["kw"]), indexing="ij")
     xoffs = (fi * length + front - ii * g["dh"] * wp - jj * g["dw"]).reshape(-1).astype(np.int64)
     return dict(offs=offs, arow=np.arange(f, dtype=np.int64) * cg * taps,
+                dzrow=np.arange(f, dtype=np.int64) * length + front,
                 qrow=np.arange(g["OH"] * wp, dtype=np.int64) * f,
                 xrow=np.arange(g["C"], dtype=np.int64) * fg * taps, xoffs=xoffs, front=front)
 
@@ -180,7 +181,7 @@ def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tup
     g = geometry(node, types[0].shape)
     f, groups = node.attrs["filters"], node.attrs["groups"]
     k = g["C"] * g["kh"] * g["kw"]
-    t = blocks(node, g, batch)
+    t = blocks(batch)
     ws = {"dws": (t, f, k // groups), "dbs": (t, f)}        # per-thread partial dW, db
     if g["sh"] == g["sw"] == 1:
         hp, wp, flat = _shift_dims(g)
@@ -203,7 +204,7 @@ def thread_count() -> int:
 SAMPLE_BLOCKS = 8
 
 
-def blocks(node: Node, g: dict, batch: int) -> int:
+def blocks(batch: int) -> int:
     """Blocks of samples a conv call works in (see SAMPLE_BLOCKS)."""
     return max(1, min(SAMPLE_BLOCKS, batch))
 
@@ -281,9 +282,8 @@ def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws):
     # dW by dot products (no transposed dz) when a group has few filters: the tile kernel's 32
     # columns would be mostly empty (LeNet's first conv: 16 filters, 2x faster)
     nt = f // groups < NT_FILTERS
-    dzrow = np.arange(f, dtype=np.int64) * _shift_rows(g)[1] + tab["front"]
     args = (tab["offs"], tab["qrow"], wperm, tab["xrow"], tab["xoffs"], groups, tab["front"], g["pt"], g["pl"],
-            hp, wp, g["OW"], nt, dzrow, dw2, db)
+            hp, wp, g["OW"], nt, tab["dzrow"], dw2, db)
 
     def run_shifted():
         if want_dx:

@@ -23,7 +23,8 @@ from numba import njit, prange
 from ..linalg.gemm import gemm_tables
 from ..linalg.gemm_nt import gemm_nt_tables
 from ..linalg.rows import bias_relu_rows, copy_rows, relu_grad_rows, transpose_rows
-from .activations import IDENTITY, RELU, SIGMOID, TANH
+from .activations import IDENTITY, RELU, SIGMOID
+from .conv_kernels import sum_partials
 
 
 def offsets(c: int, kh: int, kw: int, dh: int, dw: int, hp: int, wp: int) -> np.ndarray:
@@ -40,58 +41,44 @@ def _pad_in(x, n, xp, pt, pl, hp, wp):
         copy_rows(x[n, c].reshape(h_ * w_), 0, w_, xp, c * hp * wp + pt * wp + pl, wp, h_, w_)
 
 
-# Plane kernels with the activation chosen outside the loops, so each loop is branch-free and LLVM
-# vectorises it (a per-element branch on the code kept the epilogues scalar). One call per plane,
-# not per row (a call passing array views costs tens of ns), and not inlined: Numba-level inlining
-# compiles them with the caller's flags, and without "reassoc" the running sum stays scalar.
+# The sigmoid and tanh epilogues (ReLU and identity, the common cases, take linalg.rows' masked
+# vectors): one call per plane with the activation chosen outside the loops, so each loop is
+# branch-free. Not inlined: Numba-level inlining compiles them with the caller's flags, and without
+# "reassoc" the running sum stays scalar.
 
 @njit(cache=True, fastmath={"contract"})
 def _bias_act_plane(zw, r0, wp, bias, code, dst, ow):
-    """dst[a * ow + c] = act(zw[r0 + a * wp + c] + bias): wide grid -> (OH, OW)."""
+    """dst[a * ow + c] = act(zw[r0 + a * wp + c] + bias) for act sigmoid or tanh: wide grid -> (OH, OW)."""
     oh = dst.shape[0] // ow
     for a in range(oh):
         src, out = zw[r0 + a * wp:r0 + a * wp + ow], dst[a * ow:(a + 1) * ow]
-        if code == RELU:
-            for i in range(ow):
-                out[i] = max(src[i] + bias, 0)
-        elif code == SIGMOID:
+        if code == SIGMOID:
             for i in range(ow):
                 v = src[i] + bias
                 out[i] = 1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v))
-        elif code == TANH:
-            for i in range(ow):
-                out[i] = math.tanh(src[i] + bias)
         else:
             for i in range(ow):
-                out[i] = src[i] + bias
+                out[i] = math.tanh(src[i] + bias)
 
 
 @njit(cache=True, fastmath={"contract", "reassoc"})
 def _act_grad_plane(dy, y, code, zw, r0, wp, ow):
-    """zw[r0 + a * wp + c] = dy act'(y) at (a, c) (act' in terms of the output y); returns its sum."""
+    """zw[r0 + a * wp + c] = dy act'(y) at (a, c) for act sigmoid or tanh (act' in terms of the
+    output y); returns its sum."""
     oh = dy.shape[0] // ow
     s = zw.dtype.type(0)
     for a in range(oh):
         g_, y_, out = dy[a * ow:(a + 1) * ow], y[a * ow:(a + 1) * ow], zw[r0 + a * wp:r0 + a * wp + ow]
-        if code == RELU:
-            for i in range(ow):
-                g = g_[i] if y_[i] > 0 else 0
-                out[i] = g
-                s += g
-        elif code == SIGMOID:
+        if code == SIGMOID:
             for i in range(ow):
                 g = g_[i] * y_[i] * (1 - y_[i])
                 out[i] = g
                 s += g
-        elif code == TANH:
+        else:
             for i in range(ow):
                 g = g_[i] * (1 - y_[i] * y_[i])
                 out[i] = g
                 s += g
-        else:
-            for i in range(ow):
-                out[i] = g_[i]
-                s += g_[i]
     return s
 
 
@@ -205,12 +192,9 @@ def backward(x, y, dy, code, xps, zws, dzts, dxps, dwts, dbs, use_bias, dx, want
         _backward_block(x, y, dy, code, xps, zws[c], dzts[c], dxps[c], dwts[c], dbs[c], use_bias, dx, want_dx,
                         offs, qrow, wperm, xrow, xoffs, groups, front, pt, pl, hp, wp, ow, nt, dzrow,
                         c * n // t, (c + 1) * n // t)
-    for c in range(1, t):
-        dwts[0] += dwts[c]
+    sum_partials(dwts, dwts[0])
     _store_dw(dwts[0], nt, dw_out)
-    db_out[:] = dbs[0]
-    for c in range(1, t):
-        db_out += dbs[c]
+    sum_partials(dbs, db_out)
 
 
 @njit(cache=True, parallel=True)
@@ -221,9 +205,6 @@ def backward_threaded(x, y, dy, code, xps, zws, dzts, dxps, dwts, dbs, use_bias,
         _backward_block(x, y, dy, code, xps, zws[c], dzts[c], dxps[c], dwts[c], dbs[c], use_bias, dx, want_dx,
                         offs, qrow, wperm, xrow, xoffs, groups, front, pt, pl, hp, wp, ow, nt, dzrow,
                         c * n // t, (c + 1) * n // t)
-    for c in range(1, t):
-        dwts[0] += dwts[c]
+    sum_partials(dwts, dwts[0])
     _store_dw(dwts[0], nt, dw_out)
-    db_out[:] = dbs[0]
-    for c in range(1, t):
-        db_out += dbs[c]
+    sum_partials(dbs, db_out)

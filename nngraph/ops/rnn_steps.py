@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from numba import njit, prange
 
-from ..linalg.gemm import matmul_into
+from ..linalg.gemm import MR, matmul_into
 from .lstm_cells import bstep as lstm_cell_bstep
 from .lstm_cells import step as lstm_cell_step
 from .rnn_math import FM, _act, _dact, _sig
@@ -203,9 +203,10 @@ def gru_bstep_r(d, t, hp, act, drh, dhc, dhz, gs_zr, dxg, drg):
 # rt holds R[d]^T (H, G*H) C-contiguous, so every product reads unit-stride rows of its B matrix
 # (what the vector GEMM kernels need); the backward products read R[d] itself.
 
-@njit(**_J)
-def _start(d, T):
-    return T - 1 if d == 1 else 0
+@njit(inline="always", **_J)
+def _time(d, s, T):
+    """The time index of step s in direction d (direction 1 reads the sequence backwards)."""
+    return T - 1 - s if d == 1 else s
 
 
 @njit(**_J)
@@ -224,7 +225,7 @@ def rnn_forward(xw, bias, rt, h0, use_h0, code, seq, hbuf, rec, hp, act, y3):
     for d in range(nd):
         _init_state(hbuf, h0, use_h0, d)
         for s in range(T):
-            t = T - 1 - s if d == 1 else s
+            t = _time(d, s, T)
             matmul_into(hbuf, rt[d], rec, False, False)
             rnn_step(xw, bias, rec, d, t, code, seq, hbuf, hp, act, y3)
         if not seq:
@@ -239,7 +240,7 @@ def lstm_forward(xw, bias, rt, h0, c0, use_h0, use_c0, code, seq, hbuf, cbuf, re
         _init_state(hbuf, h0, use_h0, d)
         _init_state(cbuf, c0, use_c0, d)
         for s in range(T):
-            t = T - 1 - s if d == 1 else s
+            t = _time(d, s, T)
             matmul_into(hbuf, rt[d], rec, False, False)
             lstm_cell_step(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, ca, y3)
         if not seq:
@@ -253,7 +254,7 @@ def gru_forward(xw, bias, rt, h0, use_h0, code, seq, lbr, hbuf, rhbuf, rec, rec_
     for d in range(nd):
         _init_state(hbuf, h0, use_h0, d)
         for s in range(T):
-            t = T - 1 - s if d == 1 else s
+            t = _time(d, s, T)
             if lbr:  # one product for all three gates
                 matmul_into(hbuf, rt[d], rec, False, False)
                 gru_gates(xw, bias, rec, d, t, lbr, rec, 2 * H, hbuf, rhbuf, hp, act, aux)
@@ -283,7 +284,7 @@ def rnn_backward(R, code, seq, dy3, dhp, act, gs, dxg, dh0, want_d0):
     for d in range(nd):
         _init_carry(dhp, dy3, seq, d)
         for s in range(T):  # reverse of the forward order
-            t = s if d == 1 else T - 1 - s
+            t = _time(d, T - 1 - s, T)
             rnn_bstep(dy3, d, t, code, seq, dhp, act, gs, dxg)
             matmul_into(gs, R[d], dhp, False, False)
         if want_d0:
@@ -298,8 +299,8 @@ def lstm_backward(R, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, ca, gs, dxg,
         _init_carry(dhp, dy3, seq, d)
         dcc[:, :] = 0.0
         for s in range(T):
-            t = s if d == 1 else T - 1 - s
-            tp = -1 if s == T - 1 else (t + 1 if d == 1 else t - 1)  # the step that ran before t
+            t = _time(d, T - 1 - s, T)
+            tp = _time(d, T - 2 - s, T) if s < T - 1 else -1  # the step that ran before t
             lstm_cell_bstep(dy3, d, t, tp, code, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, dxg)
             matmul_into(gs, R[d], dhp, False, False)
         if want_d0:
@@ -316,7 +317,7 @@ def gru_backward(R, code, seq, lbr, dy3, dhp, dhz, dhc, drh, hp, act, aux, gs, g
         _init_carry(dhp, dy3, seq, d)
         dhz[:, :] = 0.0
         for s in range(T):
-            t = s if d == 1 else T - 1 - s
+            t = _time(d, T - 1 - s, T)
             if lbr:
                 gru_bstep_lbr(dy3, d, t, code, seq, hp, act, aux, dhp, dhz, gs, dxg, drg)
                 matmul_into(gs, R[d], dhp, False, False)
@@ -336,9 +337,9 @@ def gru_backward(R, code, seq, lbr, dy3, dhp, dhz, dhc, drh, hp, act, aux, gs, g
 
 @njit(**_J)
 def _rows(c, chunks, B):
-    """Rows [lo, hi) of chunk c: blocks of whole 8-row GEMM tiles."""
+    """Rows [lo, hi) of chunk c: blocks of whole MR-row GEMM tiles."""
     per = -(-B // chunks)
-    per = -(-per // 8) * 8
+    per = -(-per // MR) * MR
     lo = min(c * per, B)
     return lo, min(lo + per, B)
 
