@@ -17,7 +17,8 @@ from .spec import Spec
 from .train.callbacks import Callback, EarlyStopping
 from .train.optimizers import Optimizer, make_optimizer
 from .train.schedules import Schedule, make_schedule
-from .train.trainer import EpochRecord, History, Trainer
+from .train.history import EpochRecord, History
+from .train.trainer import Trainer
 
 ArrayOrFeeds = np.ndarray | dict[str, np.ndarray]
 

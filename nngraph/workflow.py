@@ -19,7 +19,8 @@ from .train import rundir as R
 from .train.callbacks import Callback
 from .train.checkpoint import load_checkpoint, weights
 from .train.progress import LogLines, ProgressBar, format_record
-from .train.trainer import History, Trainer
+from .train.history import History
+from .train.trainer import Trainer
 
 __all__ = ["train", "load_data", "apply_overrides", "run_model", "TrainResult", "format_record"]
 

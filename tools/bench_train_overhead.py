@@ -85,7 +85,7 @@ def components(spec, sink) -> dict:
     from nngraph.train.optimizers import sum_of_squares
     from nngraph.train.progress import ProgressBar
     from nngraph.train.rundir import RunDirCallback, create_run
-    from nngraph.train.trainer import EpochRecord
+    from nngraph.train.history import EpochRecord
 
     model = Model.compile(spec)
     tr = model.trainer()

@@ -24,7 +24,8 @@ import numpy as np
 from .schedules import better, monitor_mode
 
 if TYPE_CHECKING:
-    from .trainer import EpochRecord, Trainer
+    from .history import EpochRecord
+    from .trainer import Trainer
 
 
 class Callback:

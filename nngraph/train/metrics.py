@@ -2,13 +2,16 @@
 
 Each metric is a running sum over batches (so validation needs no extra memory); targets are class
 ids (M,) or rows (M, K) like the losses'. The training loop itself only counts the loss's own metric
-with the Numba counters in ``trainer.py``; these run on validation and evaluation data.
+with the Numba counters (``count_correct``); the running metrics serve validation and evaluation.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+from numba import njit
+
+from ..ops.losses import LossDef
 
 
 def _rows(y: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,3 +91,56 @@ def format_confusion(m: list[list[int]]) -> str:
     lines = ["true\\pred".ljust(9) + "".join(str(j).rjust(w) for j in range(k))]
     lines += [str(i).ljust(9) + "".join(str(v).rjust(w) for v in row) for i, row in enumerate(m)]
     return "\n".join(lines)
+
+
+# ---- the loss's own metric, counted per training batch -----------------------------------------
+
+@njit(cache=True)
+def count_correct_ids(y, t):
+    n = 0
+    for i in range(y.shape[0]):
+        best = 0
+        for j in range(1, y.shape[1]):
+            if y[i, j] > y[i, best]:
+                best = j
+        if best == t[i]:
+            n += 1
+    return n
+
+
+@njit(cache=True)
+def count_correct_onehot(y, t):
+    n = 0
+    for i in range(y.shape[0]):
+        best, tbest = 0, 0
+        for j in range(1, y.shape[1]):
+            if y[i, j] > y[i, best]:
+                best = j
+            if t[i, j] > t[i, tbest]:
+                tbest = j
+        if best == tbest:
+            n += 1
+    return n
+
+
+@njit(cache=True)
+def count_correct_binary(y, t, threshold):
+    n = 0
+    for i in range(y.shape[0]):
+        for j in range(y.shape[1]):
+            if (y[i, j] > threshold) == (t[i, j] > 0.5):
+                n += 1
+    return n
+
+
+def count_correct(loss: LossDef, y: np.ndarray, t: np.ndarray, fused: bool) -> tuple[int, int]:
+    """(correct, total) predictions of a batch, for the loss's metric."""
+    k = y.shape[-1]
+    y2 = y.reshape(-1, k)
+    if loss.metric == "accuracy":
+        if t.dtype.kind in "iu":
+            return count_correct_ids(y2, t.reshape(-1)), y2.shape[0]
+        return count_correct_onehot(y2, t.reshape(-1, k)), y2.shape[0]
+    if loss.metric == "binary_accuracy":
+        return count_correct_binary(y2, t.reshape(-1, k), 0.5 if fused else 0.0), y2.size
+    return 0, 0

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Callable, TextIO
 from .callbacks import Callback
 
 if TYPE_CHECKING:
-    from .trainer import EpochRecord, Trainer
+    from .history import EpochRecord
+    from .trainer import Trainer
 
 
 def _clock(seconds: float) -> str:

@@ -32,7 +32,8 @@ from .checkpoint import layout, load_checkpoint, save_checkpoint
 from .schedules import better, monitor_mode
 
 if TYPE_CHECKING:
-    from .trainer import EpochRecord, Trainer
+    from .history import EpochRecord
+    from .trainer import Trainer
 
 SPEC, RUN, CHECKPOINT, BEST = "spec.json", "run.json", "checkpoint.npz", "best.npz"
 HISTORY_CSV, HISTORY_JSON = "history.csv", "history.json"
@@ -129,7 +130,7 @@ def open_run(path: str | Path) -> Run:
 
 
 def _row(d: dict[str, Any]) -> dict[str, Any]:
-    from .trainer import EpochRecord
+    from .history import EpochRecord
 
     return EpochRecord.from_dict(d).values()
 

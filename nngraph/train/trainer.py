@@ -17,131 +17,21 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
 import numpy as np
-from numba import njit
 
 from ..backend.program import Program
 from ..errors import DataError, TrainingDiverged, TrainingInterrupted
 from ..ops.losses import LossDef
 from .callbacks import Callback
-from .metrics import RunningMetric
+from .history import EpochRecord, History
+from .metrics import RunningMetric, count_correct
 from .optimizers import Optimizer, clip_by_global_norm, sum_of_squares
 from .schedules import Schedule
 
 
-@njit(cache=True)
-def count_correct_ids(y, t):
-    n = 0
-    for i in range(y.shape[0]):
-        best = 0
-        for j in range(1, y.shape[1]):
-            if y[i, j] > y[i, best]:
-                best = j
-        if best == t[i]:
-            n += 1
-    return n
-
-
-@njit(cache=True)
-def count_correct_onehot(y, t):
-    n = 0
-    for i in range(y.shape[0]):
-        best, tbest = 0, 0
-        for j in range(1, y.shape[1]):
-            if y[i, j] > y[i, best]:
-                best = j
-            if t[i, j] > t[i, tbest]:
-                tbest = j
-        if best == tbest:
-            n += 1
-    return n
-
-
-@njit(cache=True)
-def count_correct_binary(y, t, threshold):
-    n = 0
-    for i in range(y.shape[0]):
-        for j in range(y.shape[1]):
-            if (y[i, j] > threshold) == (t[i, j] > 0.5):
-                n += 1
-    return n
-
-
-def count_correct(loss: LossDef, y: np.ndarray, t: np.ndarray, fused: bool) -> tuple[int, int]:
-    """(correct, total) predictions of a batch, for the loss's metric."""
-    k = y.shape[-1]
-    y2 = y.reshape(-1, k)
-    if loss.metric == "accuracy":
-        if t.dtype.kind in "iu":
-            return count_correct_ids(y2, t.reshape(-1)), y2.shape[0]
-        return count_correct_onehot(y2, t.reshape(-1, k)), y2.shape[0]
-    if loss.metric == "binary_accuracy":
-        return count_correct_binary(y2, t.reshape(-1, k), 0.5 if fused else 0.0), y2.size
-    return 0, 0
-
-
-@dataclass
-class EpochRecord:
-    """One row of the training history."""
-
-    epoch: int
-    loss: float
-    metric: float | None
-    val_loss: float | None
-    val_metric: float | None
-    lr: float
-    seconds: float
-    samples_per_s: float
-    extras: dict[str, float | None] = field(default_factory=dict)  # val_top_k_accuracy, val_mae ...
-    elapsed: float = 0.0  # training wall time since the run began (summed over resumes)
-    metric_name: str | None = None
-
-    def values(self) -> dict[str, Any]:
-        """The row as history columns: epoch, loss, accuracy, val_loss, val_accuracy, ..., lr, time."""
-        d: dict[str, Any] = {"epoch": self.epoch, "loss": self.loss}
-        if self.metric_name and self.metric is not None:
-            d[self.metric_name] = self.metric
-        if self.val_loss is not None:
-            d["val_loss"] = self.val_loss
-        if self.metric_name and self.val_metric is not None:
-            d["val_" + self.metric_name] = self.val_metric
-        d.update(self.extras)
-        d.update(lr=self.lr, seconds=self.seconds, samples_per_s=self.samples_per_s, elapsed=self.elapsed)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EpochRecord":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-@dataclass
-class History:
-    """Per-epoch records of a fit, plus the name of the metric ('accuracy', ...)."""
-
-    metric_name: str | None
-    records: list[EpochRecord] = field(default_factory=list)
-
-    def as_dicts(self) -> list[dict[str, Any]]:
-        return [asdict(r) for r in self.records]
-
-    def rows(self) -> list[dict[str, Any]]:
-        """Each epoch as its history columns (see :meth:`EpochRecord.values`)."""
-        return [r.values() for r in self.records]
-
-    @property
-    def last(self) -> EpochRecord:
-        return self.records[-1]
-
-
 Feeds = dict[str, np.ndarray]
-
-
-def take_rows(feeds: Feeds, idx: np.ndarray) -> Feeds:
-    return {k: v[idx] for k, v in feeds.items()}
 
 
 # A step over a batch whose activations and gradients outgrow this many bytes runs as equal
