@@ -24,7 +24,7 @@ _JS = dict(cache=True, fastmath=FM, error_model="numpy")  # the scalar loops (as
 
 
 @njit(**_JS)
-def lstm_step(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, ca, y):
+def lstm_step(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, y):
     B, H = hbuf.shape
     G = 4 * H
     og, oh = d * G, d * H
@@ -37,13 +37,12 @@ def lstm_step(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, ca, y):
             ar[j] = _act(code, xr[j] + b1[j] + rr[j] + b2[j])
         i, o, f, g = ar[:H], ar[H:2 * H], ar[2 * H:3 * H], ar[3 * H:]
         hr, cr = hbuf[b], cbuf[b]
-        pr, csr, car = hp[b, t, oh:oh + H], cs[b, t, oh:oh + H], ca[b, t, oh:oh + H]
+        pr, csr = hp[b, t, oh:oh + H], cs[b, t, oh:oh + H]
         for k in range(H):
             c = f[k] * cr[k] + i[k] * g[k]
             tc = _act(code, c)
             pr[k] = hr[k]
             csr[k] = c
-            car[k] = tc
             hr[k] = o[k] * tc
             cr[k] = c
         if seq:
@@ -53,7 +52,7 @@ def lstm_step(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, ca, y):
 
 
 @njit(**_JS)
-def lstm_bstep(dy, d, t, tp, code, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, dxg):
+def lstm_bstep(dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg):
     """tp: the time step that ran before t in this direction (-1 at the first step)."""
     B, H = dhp.shape
     G = 4 * H
@@ -61,7 +60,7 @@ def lstm_bstep(dy, d, t, tp, code, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, d
     for b in range(B):
         ar = act[b, t, og:og + G]
         i, o, f, g = ar[:H], ar[H:2 * H], ar[2 * H:3 * H], ar[3 * H:]
-        car, dr, dcr, gr = ca[b, t, oh:oh + H], dhp[b], dcc[b], gs[b]
+        csr, dr, dcr, gr = cs[b, t, oh:oh + H], dhp[b], dcc[b], gs[b]
         gi, go, gf, gg = gr[:H], gr[H:2 * H], gr[2 * H:3 * H], gr[3 * H:]
         dyr = dy[b, t if seq else 0, oh:oh + H]
         if tp >= 0:
@@ -72,7 +71,7 @@ def lstm_bstep(dy, d, t, tp, code, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, d
             cpr = dcr[:0]  # unused: the previous cell state is zero
         for k in range(H):
             dh = dr[k] + (dyr[k] if seq else 0.0)
-            tc = car[k]
+            tc = _act(code, csr[k])  # act(c), recomputed: cheaper than storing it
             cprev = cpr[k] if (tp >= 0 or use_c0) else 0.0
             dc = dcr[k] + dh * o[k] * _dact(code, tc)
             gi[k] = dc * g[k] * i[k] * (1.0 - i[k])
@@ -126,12 +125,12 @@ def _preact(pxw, prec, pb, xo, ro, b1, b2, j, n):
 
 
 @njit(**_J)
-def _step_vec(xw, bias, rec, d, t, seq, hbuf, cbuf, hp, act, cs, ca, y):
+def _step_vec(xw, bias, rec, d, t, seq, hbuf, cbuf, hp, act, cs, y):
     B, H = hbuf.shape
     G = 4 * H
     og, oh = d * G, d * H
     pxw, pb, prec, pact = data_ptr(xw), data_ptr(bias), data_ptr(rec), data_ptr(act)
-    ph, pc, php, pcs, pca, py = data_ptr(hbuf), data_ptr(cbuf), data_ptr(hp), data_ptr(cs), data_ptr(ca), data_ptr(y)
+    ph, pc, php, pcs, py = data_ptr(hbuf), data_ptr(cbuf), data_ptr(hp), data_ptr(cs), data_ptr(y)
     b1 = d * (bias.strides[0] // 4)
     b2 = b1 + G
     for b in range(B):
@@ -155,41 +154,40 @@ def _step_vec(xw, bias, rec, d, t, seq, hbuf, cbuf, hp, act, cs, ca, y):
             h = vmul(o, tc)
             vstore_n(php, ho + k, hprev, n)
             vstore_n(pcs, ho + k, c, n)
-            vstore_n(pca, ho + k, tc, n)
             vstore_n(ph, so + k, h, n)
             vstore_n(pc, co + k, c, n)
             if seq:
                 vstore_n(py, yo + k, h, n)
 
 
-def step(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, ca, y):
+def step(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, y):
     """One forward LSTM step (see lstm_step); the vector version where it applies."""
-    lstm_step(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, ca, y)
+    lstm_step(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, y)
 
 
 @overload(step, jit_options=_J)
-def _step_jit(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, ca, y):
+def _step_jit(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, y):
     if xw.dtype == types.float32:
-        def impl(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, ca, y):
+        def impl(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, y):
             if code == TANH:
-                _step_vec(xw, bias, rec, d, t, seq, hbuf, cbuf, hp, act, cs, ca, y)
+                _step_vec(xw, bias, rec, d, t, seq, hbuf, cbuf, hp, act, cs, y)
             else:
-                lstm_step(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, ca, y)
+                lstm_step(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, y)
         return impl
-    return lambda xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, ca, y: lstm_step(
-        xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, ca, y)
+    return lambda xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, y: lstm_step(
+        xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, y)
 
 
 @njit(**_J)
-def _bstep_vec(dy, d, t, tp, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, dxg):
+def _bstep_vec(dy, d, t, tp, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg):
     B, H = dhp.shape
     G = 4 * H
     og, oh = d * G, d * H
-    pdy, pact, pcs, pca, pc0 = data_ptr(dy), data_ptr(act), data_ptr(cs), data_ptr(ca), data_ptr(c0)
+    pdy, pact, pcs, pc0 = data_ptr(dy), data_ptr(act), data_ptr(cs), data_ptr(c0)
     pdh, pdc, pgs, pdx = data_ptr(dhp), data_ptr(dcc), data_ptr(gs), data_ptr(dxg)
     one = _c(1.0)
     for b in range(B):
-        ao, co, xo = _row(act, b, t) + og, _row(ca, b, t) + oh, _row(dxg, b, t) + og
+        ao, co, xo = _row(act, b, t) + og, _row(cs, b, t) + oh, _row(dxg, b, t) + og
         yo = _row(dy, b, t if seq else 0) + oh
         po = _row(cs, b, tp) + oh if tp >= 0 else b * (c0.strides[0] // 4) + oh
         so, go = b * (dhp.strides[0] // 4), b * (gs.strides[0] // 4)
@@ -198,7 +196,7 @@ def _bstep_vec(dy, d, t, tp, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, dxg):
             n = H - k
             i, o = vload_n(pact, ao + k, n), vload_n(pact, ao + H + k, n)
             f, g = vload_n(pact, ao + 2 * H + k, n), vload_n(pact, ao + 3 * H + k, n)
-            tc = vload_n(pca, co + k, n)
+            tc = _vtanh(vload_n(pcs, co + k, n))  # tanh(c), recomputed: cheaper than storing it
             dh = vload_n(pdh, so + k, n)
             if seq:
                 dh = vadd(dh, vload_n(pdy, yo + k, n))
@@ -224,19 +222,19 @@ def _bstep_vec(dy, d, t, tp, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, dxg):
             vstore_n(pdx, xo + 3 * H + k, gg, n)
 
 
-def bstep(dy, d, t, tp, code, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, dxg):
+def bstep(dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg):
     """One backward LSTM step (see lstm_bstep); the vector version where it applies."""
-    lstm_bstep(dy, d, t, tp, code, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, dxg)
+    lstm_bstep(dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg)
 
 
 @overload(bstep, jit_options=_J)
-def _bstep_jit(dy, d, t, tp, code, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, dxg):
+def _bstep_jit(dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg):
     if act.dtype == types.float32:
-        def impl(dy, d, t, tp, code, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, dxg):
+        def impl(dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg):
             if code == TANH:
-                _bstep_vec(dy, d, t, tp, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, dxg)
+                _bstep_vec(dy, d, t, tp, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg)
             else:
-                lstm_bstep(dy, d, t, tp, code, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, dxg)
+                lstm_bstep(dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg)
         return impl
-    return lambda dy, d, t, tp, code, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, dxg: lstm_bstep(
-        dy, d, t, tp, code, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, dxg)
+    return lambda dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg: lstm_bstep(
+        dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg)

@@ -16,6 +16,8 @@ Layouts (the caller's buffers; d = direction, t = time, G = gates, H = hidden):
   dxg  (B, T, nd*G*H)  dL/d(pre-activation) w.r.t. the x W^T + Wb term
   drg  (B, T, nd*G*H)  dL/d(pre-activation) w.r.t. the h R^T + Rb term (differs only for GRU
                        with linear_before_reset, where the h gate's recurrent term is scaled by r)
+The LSTM passes xw itself as act and dxg (each step overwrites what it has just read), and keeps
+  cs   (B, T, nd*H)    the cell state c at time t (act(c) is recomputed by the backward)
 Direction 1 runs backwards in time (t = T-1 ... 0); its "last" state is the one at t = 0.
 float64 (the gradient checks) takes the same loops with plain-loop products.
 """
@@ -233,7 +235,7 @@ def rnn_forward(xw, bias, rt, h0, use_h0, code, seq, hbuf, rec, hp, act, y3):
 
 
 @njit(**_J)
-def lstm_forward(xw, bias, rt, h0, c0, use_h0, use_c0, code, seq, hbuf, cbuf, rec, hp, act, cs, ca, y3):
+def lstm_forward(xw, bias, rt, h0, c0, use_h0, use_c0, code, seq, hbuf, cbuf, rec, hp, act, cs, y3):
     nd, H = rt.shape[0], rt.shape[1]
     T = xw.shape[1]
     for d in range(nd):
@@ -242,7 +244,7 @@ def lstm_forward(xw, bias, rt, h0, c0, use_h0, use_c0, code, seq, hbuf, cbuf, re
         for s in range(T):
             t = _time(d, s, T)
             matmul_into(hbuf, rt[d], rec, False, False)
-            lstm_cell_step(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, ca, y3)
+            lstm_cell_step(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, y3)
         if not seq:
             y3[:, 0, d * H:(d + 1) * H] = hbuf
 
@@ -292,7 +294,7 @@ def rnn_backward(R, code, seq, dy3, dhp, act, gs, dxg, dh0, want_d0):
 
 
 @njit(**_J)
-def lstm_backward(R, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, ca, gs, dxg, dh0, dc0, want_d0):
+def lstm_backward(R, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, gs, dxg, dh0, dc0, want_d0):
     nd, H = R.shape[0], R.shape[2]
     T = act.shape[1]
     for d in range(nd):
@@ -301,7 +303,7 @@ def lstm_backward(R, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, ca, gs, dxg,
         for s in range(T):
             t = _time(d, T - 1 - s, T)
             tp = _time(d, T - 2 - s, T) if s < T - 1 else -1  # the step that ran before t
-            lstm_cell_bstep(dy3, d, t, tp, code, seq, c0, use_c0, act, cs, ca, dhp, dcc, gs, dxg)
+            lstm_cell_bstep(dy3, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg)
             matmul_into(gs, R[d], dhp, False, False)
         if want_d0:
             dh0[:, d * H:(d + 1) * H] = dhp
@@ -353,12 +355,11 @@ def rnn_forward_chunks(xw, bias, rt, h0, use_h0, code, seq, hbuf, rec, hp, act, 
 
 
 @njit(parallel=True, **_J)
-def lstm_forward_chunks(xw, bias, rt, h0, c0, use_h0, use_c0, code, seq, hbuf, cbuf, rec, hp, act, cs, ca, y3,
-                        chunks):
+def lstm_forward_chunks(xw, bias, rt, h0, c0, use_h0, use_c0, code, seq, hbuf, cbuf, rec, hp, act, cs, y3, chunks):
     for c in prange(chunks):
         lo, hi = _rows(c, chunks, hbuf.shape[0])
         lstm_forward(xw[lo:hi], bias, rt, h0[lo:hi], c0[lo:hi], use_h0, use_c0, code, seq, hbuf[lo:hi],
-                     cbuf[lo:hi], rec[lo:hi], hp[lo:hi], act[lo:hi], cs[lo:hi], ca[lo:hi], y3[lo:hi])
+                     cbuf[lo:hi], rec[lo:hi], hp[lo:hi], act[lo:hi], cs[lo:hi], y3[lo:hi])
 
 
 @njit(parallel=True, **_J)
@@ -378,11 +379,11 @@ def rnn_backward_chunks(R, code, seq, dy3, dhp, act, gs, dxg, dh0, want_d0, chun
 
 
 @njit(parallel=True, **_J)
-def lstm_backward_chunks(R, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, ca, gs, dxg, dh0, dc0, want_d0, chunks):
+def lstm_backward_chunks(R, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, gs, dxg, dh0, dc0, want_d0, chunks):
     for c in prange(chunks):
         lo, hi = _rows(c, chunks, dhp.shape[0])
         lstm_backward(R, c0[lo:hi], use_c0, code, seq, dy3[lo:hi], dhp[lo:hi], dcc[lo:hi], act[lo:hi], cs[lo:hi],
-                      ca[lo:hi], gs[lo:hi], dxg[lo:hi], dh0[lo:hi], dc0[lo:hi], want_d0)
+                      gs[lo:hi], dxg[lo:hi], dh0[lo:hi], dc0[lo:hi], want_d0)
 
 
 @njit(parallel=True, **_J)
