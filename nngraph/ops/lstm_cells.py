@@ -52,16 +52,18 @@ def lstm_step(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, y):
 
 
 @njit(**_JS)
-def lstm_bstep(dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg):
-    """tp: the time step that ran before t in this direction (-1 at the first step)."""
+def lstm_bstep(dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, dxg):
+    """tp: the time step that ran before t in this direction (-1 at the first step). dxg may be
+    act itself: each unit's four gates are read before its four gradients are written."""
     B, H = dhp.shape
     G = 4 * H
     og, oh = d * G, d * H
     for b in range(B):
         ar = act[b, t, og:og + G]
         i, o, f, g = ar[:H], ar[H:2 * H], ar[2 * H:3 * H], ar[3 * H:]
-        csr, dr, dcr, gr = cs[b, t, oh:oh + H], dhp[b], dcc[b], gs[b]
-        gi, go, gf, gg = gr[:H], gr[H:2 * H], gr[2 * H:3 * H], gr[3 * H:]
+        xg = dxg[b, t, og:og + G]
+        gi, go, gf, gg = xg[:H], xg[H:2 * H], xg[2 * H:3 * H], xg[3 * H:]
+        csr, dr, dcr = cs[b, t, oh:oh + H], dhp[b], dcc[b]
         dyr = dy[b, t if seq else 0, oh:oh + H]
         if tp >= 0:
             cpr = cs[b, tp, oh:oh + H]
@@ -70,20 +72,16 @@ def lstm_bstep(dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg):
         else:
             cpr = dcr[:0]  # unused: the previous cell state is zero
         for k in range(H):
+            ik, ok, fk, gk = i[k], o[k], f[k], g[k]
             dh = dr[k] + (dyr[k] if seq else 0.0)
             tc = _act(code, csr[k])  # act(c), recomputed: cheaper than storing it
             cprev = cpr[k] if (tp >= 0 or use_c0) else 0.0
-            dc = dcr[k] + dh * o[k] * _dact(code, tc)
-            gi[k] = dc * g[k] * i[k] * (1.0 - i[k])
-            go[k] = dh * tc * o[k] * (1.0 - o[k])
-            gf[k] = dc * cprev * f[k] * (1.0 - f[k])
-            gg[k] = dc * i[k] * _dact(code, g[k])
-            dcr[k] = dc * f[k]
-        xg = dxg[b, t, og:og + G]
-        for j in range(G):
-            xg[j] = gr[j]
-
-
+            dc = dcr[k] + dh * ok * _dact(code, tc)
+            gi[k] = dc * gk * ik * (1.0 - ik)
+            go[k] = dh * tc * ok * (1.0 - ok)
+            gf[k] = dc * cprev * fk * (1.0 - fk)
+            gg[k] = dc * ik * _dact(code, gk)
+            dcr[k] = dc * fk
 
 
 @njit(inline="always", **_J)
@@ -179,18 +177,18 @@ def _step_jit(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, y):
 
 
 @njit(**_J)
-def _bstep_vec(dy, d, t, tp, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg):
+def _bstep_vec(dy, d, t, tp, seq, c0, use_c0, act, cs, dhp, dcc, dxg):
     B, H = dhp.shape
     G = 4 * H
     og, oh = d * G, d * H
     pdy, pact, pcs, pc0 = data_ptr(dy), data_ptr(act), data_ptr(cs), data_ptr(c0)
-    pdh, pdc, pgs, pdx = data_ptr(dhp), data_ptr(dcc), data_ptr(gs), data_ptr(dxg)
+    pdh, pdc, pdx = data_ptr(dhp), data_ptr(dcc), data_ptr(dxg)
     one = _c(1.0)
     for b in range(B):
         ao, co, xo = _row(act, b, t) + og, _row(cs, b, t) + oh, _row(dxg, b, t) + og
         yo = _row(dy, b, t if seq else 0) + oh
         po = _row(cs, b, tp) + oh if tp >= 0 else b * (c0.strides[0] // 4) + oh
-        so, go = b * (dhp.strides[0] // 4), b * (gs.strides[0] // 4)
+        so = b * (dhp.strides[0] // 4)
         do = b * (dcc.strides[0] // 4)
         for k in range(0, H, LANES):
             n = H - k
@@ -212,29 +210,25 @@ def _bstep_vec(dy, d, t, tp, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg):
             gf = vmul(vmul(dc, cprev), vmul(f, vsub(one, f)))
             gg = vmul(vmul(dc, i), vsub(one, vmul(g, g)))
             vstore_n(pdc, do + k, vmul(dc, f), n)
-            vstore_n(pgs, go + k, gi, n)
             vstore_n(pdx, xo + k, gi, n)
-            vstore_n(pgs, go + H + k, go_, n)
             vstore_n(pdx, xo + H + k, go_, n)
-            vstore_n(pgs, go + 2 * H + k, gf, n)
             vstore_n(pdx, xo + 2 * H + k, gf, n)
-            vstore_n(pgs, go + 3 * H + k, gg, n)
             vstore_n(pdx, xo + 3 * H + k, gg, n)
 
 
-def bstep(dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg):
+def bstep(dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, dxg):
     """One backward LSTM step (see lstm_bstep); the vector version where it applies."""
-    lstm_bstep(dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg)
+    lstm_bstep(dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, dxg)
 
 
 @overload(bstep, jit_options=_J)
-def _bstep_jit(dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg):
+def _bstep_jit(dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, dxg):
     if act.dtype == types.float32:
-        def impl(dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg):
+        def impl(dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, dxg):
             if code == TANH:
-                _bstep_vec(dy, d, t, tp, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg)
+                _bstep_vec(dy, d, t, tp, seq, c0, use_c0, act, cs, dhp, dcc, dxg)
             else:
-                lstm_bstep(dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg)
+                lstm_bstep(dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, dxg)
         return impl
-    return lambda dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg: lstm_bstep(
-        dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg)
+    return lambda dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, dxg: lstm_bstep(
+        dy, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, dxg)

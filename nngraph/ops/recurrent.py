@@ -88,9 +88,9 @@ def _params(node: Node, types: list[TensorType]) -> list[ParamDecl]:
 def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tuple[int, ...]]:
     T, I, H, G, nd = _dims(node, types[0])
     ws = {"xw": (batch, T, nd * G * H), "hp": (batch, T, nd * H), "hbuf": (batch, H), "rec": (batch, G * H),
-          "gs": (batch, G * H), "dhc": (batch, H), "dhp": (batch, H), "rt": (nd, H, G * H)}
+          "dhp": (batch, H), "rt": (nd, H, G * H)}
     if node.op != "LSTM":  # the LSTM keeps its gates and their gradients in xw itself (see _gate_buffer)
-        ws.update(act=(batch, T, nd * G * H), dxg=(batch, T, nd * G * H))
+        ws.update(act=(batch, T, nd * G * H), dxg=(batch, T, nd * G * H), gs=(batch, G * H))
     if I < NT_MIN_K:
         ws["wt"] = (I, nd * G * H)
     if I < NR:
@@ -98,7 +98,7 @@ def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tup
     if node.op == "LSTM":
         ws.update(cbuf=(batch, H), dcc=(batch, H), cs=(batch, T, nd * H))
     if node.op == "GRU":
-        ws.update(drg=(batch, T, nd * G * H), aux=(batch, T, nd * H), rhbuf=(batch, H), drh=(batch, H),
+        ws.update(drg=(batch, T, nd * G * H), aux=(batch, T, nd * H), rhbuf=(batch, H), drh=(batch, H), dhc=(batch, H),
                   rec_zr=(batch, 2 * H), rec_h=(batch, H), dhz=(batch, H), gs_zr=(batch, 2 * H), gs_n=(batch, H))
     return ws
 
@@ -202,7 +202,7 @@ def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws):
             args = (R, code, seq, dy3, ws["dhp"], act, ws["gs"], dxg, dh0, want0)
             S.rnn_backward_chunks(*args, parts) if parts > 1 else S.rnn_backward(*args)
         elif kind == "LSTM":
-            args = (R, c0, use_c0, code, seq, dy3, ws["dhp"], ws["dcc"], act, ws["cs"], ws["gs"], dxg, dh0, dc0, want0)
+            args = (R, c0, use_c0, code, seq, dy3, ws["dhp"], ws["dcc"], act, ws["cs"], dxg, dh0, dc0, want0)
             S.lstm_backward_chunks(*args, parts) if parts > 1 else S.lstm_backward(*args)
         else:
             args = (R, code, seq, lbr, dy3, ws["dhp"], ws["dhz"], ws["dhc"], ws["drh"], ws["hp"], act, ws["aux"],

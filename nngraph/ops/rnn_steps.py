@@ -294,8 +294,8 @@ def rnn_backward(R, code, seq, dy3, dhp, act, gs, dxg, dh0, want_d0):
 
 
 @njit(**_J)
-def lstm_backward(R, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, gs, dxg, dh0, dc0, want_d0):
-    nd, H = R.shape[0], R.shape[2]
+def lstm_backward(R, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, dxg, dh0, dc0, want_d0):
+    nd, GH, H = R.shape
     T = act.shape[1]
     for d in range(nd):
         _init_carry(dhp, dy3, seq, d)
@@ -303,8 +303,8 @@ def lstm_backward(R, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, gs, dxg, dh0
         for s in range(T):
             t = _time(d, T - 1 - s, T)
             tp = _time(d, T - 2 - s, T) if s < T - 1 else -1  # the step that ran before t
-            lstm_cell_bstep(dy3, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, gs, dxg)
-            matmul_into(gs, R[d], dhp, False, False)
+            lstm_cell_bstep(dy3, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, dxg)
+            matmul_into(dxg[:, t, d * GH:(d + 1) * GH], R[d], dhp, False, False)  # the gate gradients in place
         if want_d0:
             dh0[:, d * H:(d + 1) * H] = dhp
             dc0[:, d * H:(d + 1) * H] = dcc
@@ -379,11 +379,11 @@ def rnn_backward_chunks(R, code, seq, dy3, dhp, act, gs, dxg, dh0, want_d0, chun
 
 
 @njit(parallel=True, **_J)
-def lstm_backward_chunks(R, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, gs, dxg, dh0, dc0, want_d0, chunks):
+def lstm_backward_chunks(R, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, dxg, dh0, dc0, want_d0, chunks):
     for c in prange(chunks):
         lo, hi = _rows(c, chunks, dhp.shape[0])
         lstm_backward(R, c0[lo:hi], use_c0, code, seq, dy3[lo:hi], dhp[lo:hi], dcc[lo:hi], act[lo:hi], cs[lo:hi],
-                      gs[lo:hi], dxg[lo:hi], dh0[lo:hi], dc0[lo:hi], want_d0)
+                      dxg[lo:hi], dh0[lo:hi], dc0[lo:hi], want_d0)
 
 
 @njit(parallel=True, **_J)
