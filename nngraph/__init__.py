@@ -28,6 +28,10 @@ __version__ = "0.1.0"
 if "numpy" not in sys.modules:
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
 
+from .kernel_cache import guard as _guard_kernel_cache  # noqa: E402  (before any kernel loads)
+
+_guard_kernel_cache()
+
 _LAZY = {
     "load_spec": ("nngraph.spec", "load_spec"),
     "Spec": ("nngraph.spec", "Spec"),

@@ -12,7 +12,9 @@ ran in one process). It also prints the fraction of the float32 GEMM bound reach
 ``gemm bound`` = time of the step's own matrix products alone (same shapes, on nngraph's GEMM
 kernels, as im2col products for the convs) / step time, and ``of peak`` = the step's GEMM FLOP
 rate / those kernels' rate on a large square product. Above 100% means the step beats its own
-products run one by one (the convs' shifted-row products skip im2col's copies).
+products run one by one (the convs' shifted-row products skip im2col's copies). ``ceiling`` is the
+ratio no implementation could exceed here: samples/s if the step's products ran at the machine's
+register-only FMA rate (tools/fma_peak.py) and nothing else took time, over PyTorch's samples/s.
 
 Thread counts are fixed per process (BLAS and Numba read them at start-up).
 PyTorch is a benchmark peer only; nngraph never imports it.
@@ -297,15 +299,17 @@ def _torch_available() -> bool:
 
 def child(args) -> None:
     """One contender in a subprocess whose thread counts are fixed by the environment."""
-    out: dict[str, Any] = {"threads": args.threads, "side": args.side,
-                           "blas": os.environ.get("OPENBLAS_CORETYPE", "OpenBLAS default"), "times": {}}
+    out: dict[str, Any] = {"threads": args.threads, "side": args.side, "times": {}}
     if args.side == "torch":
         import torch
 
         torch.set_num_threads(args.threads)
         out["torch"] = torch.__version__
     if args.side == "gemm":
+        from fma_peak import fma_peak_gflops  # tools/, next to this script
+
         out["peak_gflops"] = peak_sgemm_gflops()
+        out["fma_peak_gflops"] = fma_peak_gflops(args.threads)
     for bench in selected(args.only):
         for batch in bench.batch_sizes:
             t = measure_side(bench, batch, args.side, args.repeats)
@@ -334,23 +338,30 @@ def combine(parts: list[dict[str, Any]], only: str | None) -> dict[str, Any]:
                 flops = sum(2 * m * k * n for m, k, n, _, _ in bench.gemm_shapes(batch))
                 row["gemm_bound"] = best["gemm"] / best["nngraph"]
                 row["step_gflops"] = flops / best["nngraph"] / 1e9
+                row["step_gflop"] = flops / 1e9
             rows.append(row)
     first = parts[0]
-    return {"threads": first["threads"], "blas": first["blas"], "rows": rows,
+    return {"threads": first["threads"], "rows": rows,
             "peak_gflops": max(p.get("peak_gflops", 0.0) for p in parts),
+            "fma_peak_gflops": max(p.get("fma_peak_gflops", 0.0) for p in parts),
             "torch": next((p["torch"] for p in parts if "torch" in p), None)}
 
 
 def report(res: dict[str, Any]) -> str:
     lines = [f"threads {res['threads']}  (nngraph GEMM kernels: peak float32 {res['peak_gflops']:.1f} GFLOP/s; "
-             f"numpy's OpenBLAS {res.get('blas')}; PyTorch {res['torch'] or 'not installed'})",
-             f"{'network':<28}{'batch':>6}{'nngraph/s':>12}{'torch/s':>12}{'ratio':>8}{'gemm bound':>12}{'of peak':>9}"]
+             f"register-only FMA {res['fma_peak_gflops']:.1f} GFLOP/s; "
+             f"PyTorch {res['torch'] or 'not installed'})",
+             f"{'network':<28}{'batch':>6}{'nngraph/s':>12}{'torch/s':>12}{'ratio':>8}{'gemm bound':>12}{'of peak':>9}{'ceiling':>9}"]
     for r in res["rows"]:
         torch_s = f"{r['torch']:>12,.0f}" if "torch" in r else f"{'-':>12}"
         ratio = f"{r['ratio']:>7.2f}x" if "ratio" in r else f"{'-':>8}"
         bound = f"{r['gemm_bound']:>11.0%}" if "gemm_bound" in r else f"{'-':>12}"
         peak = f"{r['step_gflops'] / res['peak_gflops']:>8.0%}" if "step_gflops" in r else f"{'-':>9}"
-        lines.append(f"{r['bench']:<28}{r['batch']:>6}{r['nngraph']:>12,.0f}{torch_s}{ratio} {bound}{peak}")
+        if "torch" in r and "step_gflop" in r and res["fma_peak_gflops"]:
+            ceiling = f"{res['fma_peak_gflops'] / r['step_gflop'] * r['batch'] / r['torch']:>8.2f}x"
+        else:
+            ceiling = f"{'-':>9}"
+        lines.append(f"{r['bench']:<28}{r['batch']:>6}{r['nngraph']:>12,.0f}{torch_s}{ratio} {bound}{peak}{ceiling}")
     return "\n".join(lines)
 
 
@@ -361,9 +372,6 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of one process per contender")
     ap.add_argument("--repeats", type=int, default=2, help="timings per contender within a round")
     ap.add_argument("--no-torch", action="store_true")
-    ap.add_argument("--openblas-coretype", help="run the children with OPENBLAS_CORETYPE set to this (e.g. "
-                    "SKYLAKEX). nngraph's training steps no longer call OpenBLAS (its own kernels do every "
-                    "float32 product), so this only shows that the figures do not depend on it")
     ap.add_argument("--json", help="also write the results to this JSON file")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--side", default="nngraph", help=argparse.SUPPRESS)
@@ -377,8 +385,6 @@ def main() -> None:
     for threads in args.threads or [1, 2]:
         env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                    MKL_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads))
-        if args.openblas_coretype:
-            env["OPENBLAS_CORETYPE"] = args.openblas_coretype
         parts = []
         for _ in range(args.rounds):  # alternate the contenders' processes, so noise hits all alike
             for side in sides:
