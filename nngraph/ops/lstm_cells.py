@@ -7,6 +7,10 @@ time, so in float32 they stayed scalar and took as long as the step's product. T
 (linalg.vec), LANES hidden units at a time, with the same equations and buffers, and tanh /
 sigmoid as the same rational approximation as rnn_math's float32 path. ``step`` / ``bstep`` pick
 the vector version for float32 with tanh cells (the common case).
+
+The layer passes one buffer as xw, act and dxg (recurrent._gate_buffer): each kernel reads a unit's
+four inputs before it writes that unit's four results, so the gates overwrite x W^T and their
+gradients overwrite the gates; act(c) is recomputed from c rather than stored.
 """
 from __future__ import annotations
 
