@@ -12,31 +12,39 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Callable
 
 STAMP_NAME = "nngraph-kernels.stamp"
 
 
-def source_stamp(root: Path) -> str:
-    """A digest of every .py file's path, size and modification time under ``root``."""
+def _sources(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.py"))
+
+
+def source_stamp(root: Path, files: list[Path] | None = None) -> str:
+    """A digest of every .py file's path, size and modification time under ``root`` (``files``:
+    that list, when the caller already has it)."""
     h = hashlib.sha1()
-    for path in sorted(root.rglob("*.py")):
+    for path in _sources(root) if files is None else files:
         st = path.stat()
         h.update(f"{path.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
-def drop_stale(root: Path, index_dirs: list[Path], marker: Path) -> bool:
-    """Delete Numba's cache indexes (*.nbi) in ``index_dirs`` unless the stamp stored in ``marker``
-    matches ``root``'s sources; then store the current stamp. Returns True if it dropped them (also
+def drop_stale(root: Path, marker: Path, index_folder: Callable[[Path], Path]) -> bool:
+    """Unless the stamp stored in ``marker`` matches ``root``'s sources, delete Numba's cache
+    indexes (*.nbi) of every source folder (``index_folder`` maps a source folder to the folder
+    Numba keeps its indexes in) and store the current stamp. Returns True if it dropped them (also
     when no stamp was stored: a cache of unknown age)."""
-    stamp = source_stamp(root)
+    files = _sources(root)  # one walk serves the stamp and, when stale, the folders
+    stamp = source_stamp(root, files)
     try:
         if marker.read_text() == stamp:
             return False
     except OSError:
         pass
-    for folder in index_dirs:
-        for index in folder.glob("*.nbi"):
+    for folder in sorted({p.parent for p in files}):
+        for index in index_folder(folder).glob("*.nbi"):
             index.unlink(missing_ok=True)  # an index gone = a cache miss: Numba recompiles and rewrites it
     marker.parent.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_name(f".{marker.name}.{os.getpid()}")
@@ -45,14 +53,13 @@ def drop_stale(root: Path, index_dirs: list[Path], marker: Path) -> bool:
     return True
 
 
-def _numba_cache_dirs(root: Path, custom: str | None) -> list[Path]:
-    """Where Numba keeps the indexes of the kernels defined under ``root``: each source folder's
-    ``__pycache__``, or with NUMBA_CACHE_DIR one folder per source folder named as Numba names it
+def numba_index_folder(custom: str | None) -> Callable[[Path], Path]:
+    """Where Numba keeps the indexes of kernels defined in a source folder: its ``__pycache__``, or
+    with NUMBA_CACHE_DIR a folder named as Numba names it
     (numba.core.caching.UserProvidedCacheLocator: "<folder>_<sha1 of its absolute path>")."""
-    folders = sorted({p.parent for p in root.rglob("*.py")})
     if custom:
-        return [Path(custom) / f"{f.name}_{hashlib.sha1(str(f).encode()).hexdigest()}" for f in folders]
-    return [f / "__pycache__" for f in folders]
+        return lambda f: Path(custom) / f"{f.name}_{hashlib.sha1(str(f).encode()).hexdigest()}"
+    return lambda f: f / "__pycache__"
 
 
 def guard() -> None:
@@ -64,6 +71,6 @@ def guard() -> None:
     marker = Path(custom) / f"{STAMP_NAME}-{key}" if custom else root / "__pycache__" / STAMP_NAME
     try:
         if custom or os.access(root, os.W_OK):
-            drop_stale(root, _numba_cache_dirs(root, custom), marker)
+            drop_stale(root, marker, numba_index_folder(custom))
     except OSError:
         pass

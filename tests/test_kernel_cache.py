@@ -8,7 +8,7 @@ from pathlib import Path
 from numba.core.caching import UserProvidedCacheLocator
 
 from nngraph import kernel_cache
-from nngraph.kernel_cache import STAMP_NAME, _numba_cache_dirs, drop_stale
+from nngraph.kernel_cache import STAMP_NAME, drop_stale, numba_index_folder
 
 
 def _package(tmp_path: Path) -> Path:
@@ -32,15 +32,15 @@ def _indexes(root: Path) -> list[Path]:
 def test_indexes_survive_until_any_source_changes(tmp_path):
     root = _package(tmp_path)
     marker = root / "__pycache__" / STAMP_NAME
-    dirs = _numba_cache_dirs(root, None)
+    folders = numba_index_folder(None)
     indexes = _indexes(root)
-    assert drop_stale(root, dirs, marker)           # no stamp yet: a cache of unknown age goes
+    assert drop_stale(root, marker, folders)           # no stamp yet: a cache of unknown age goes
     assert not any(p.exists() for p in indexes)
     indexes = _indexes(root)
-    assert not drop_stale(root, dirs, marker)       # nothing changed: the cache stays
+    assert not drop_stale(root, marker, folders)       # nothing changed: the cache stays
     assert all(p.exists() for p in indexes)
     (root / "sub" / "b.py").write_text("y = 3  # a callee changed\n")
-    assert drop_stale(root, dirs, marker)
+    assert drop_stale(root, marker, folders)
     assert not any(p.exists() for p in indexes)     # the caller's index in the other folder too
     assert marker.read_text() == kernel_cache.source_stamp(root)
 
@@ -48,20 +48,20 @@ def test_indexes_survive_until_any_source_changes(tmp_path):
 def test_a_touched_file_counts_as_a_change(tmp_path):
     root = _package(tmp_path)
     marker = tmp_path / "stamp"
-    drop_stale(root, [], marker)
+    folders = numba_index_folder(None)
+    drop_stale(root, marker, folders)
     st = (root / "a.py").stat()
     os.utime(root / "a.py", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    assert drop_stale(root, [], marker)
+    assert drop_stale(root, marker, folders)
 
 
 def test_custom_cache_dir_folders_are_named_as_numba_names_them(tmp_path):
     root = _package(tmp_path)
     custom = tmp_path / "cache"
-    expected = set()
+    folder = numba_index_folder(str(custom))
     for py in (root / "a.py", root / "sub" / "b.py"):
         subpath = UserProvidedCacheLocator.get_suitable_cache_subpath(str(py))
-        expected.add(custom / subpath)
-    assert set(_numba_cache_dirs(root, str(custom))) == expected
+        assert folder(py.parent) == custom / subpath
 
 
 def test_the_package_import_keeps_a_current_stamp(tmp_path, monkeypatch):

@@ -324,6 +324,7 @@ def combine(parts: list[dict[str, Any]], only: str | None) -> dict[str, Any]:
     for part in parts:
         for key, ts in part["times"].items():
             times.setdefault((part["side"], key), []).extend(ts)
+    fma_peak = max(p.get("fma_peak_gflops", 0.0) for p in parts)
     rows = []
     for bench in selected(only):
         for batch in bench.batch_sizes:
@@ -338,12 +339,13 @@ def combine(parts: list[dict[str, Any]], only: str | None) -> dict[str, Any]:
                 flops = sum(2 * m * k * n for m, k, n, _, _ in bench.gemm_shapes(batch))
                 row["gemm_bound"] = best["gemm"] / best["nngraph"]
                 row["step_gflops"] = flops / best["nngraph"] / 1e9
-                row["step_gflop"] = flops / 1e9
+                if "torch" in best and fma_peak:  # the products' time at the FMA rate vs PyTorch's step
+                    row["ceiling"] = best["torch"] / (flops / (fma_peak * 1e9))
             rows.append(row)
     first = parts[0]
     return {"threads": first["threads"], "rows": rows,
             "peak_gflops": max(p.get("peak_gflops", 0.0) for p in parts),
-            "fma_peak_gflops": max(p.get("fma_peak_gflops", 0.0) for p in parts),
+            "fma_peak_gflops": fma_peak,
             "torch": next((p["torch"] for p in parts if "torch" in p), None)}
 
 
@@ -357,10 +359,7 @@ def report(res: dict[str, Any]) -> str:
         ratio = f"{r['ratio']:>7.2f}x" if "ratio" in r else f"{'-':>8}"
         bound = f"{r['gemm_bound']:>11.0%}" if "gemm_bound" in r else f"{'-':>12}"
         peak = f"{r['step_gflops'] / res['peak_gflops']:>8.0%}" if "step_gflops" in r else f"{'-':>9}"
-        if "torch" in r and "step_gflop" in r and res["fma_peak_gflops"]:
-            ceiling = f"{res['fma_peak_gflops'] / r['step_gflop'] * r['batch'] / r['torch']:>8.2f}x"
-        else:
-            ceiling = f"{'-':>9}"
+        ceiling = f"{r['ceiling']:>8.2f}x" if "ceiling" in r else f"{'-':>9}"
         lines.append(f"{r['bench']:<28}{r['batch']:>6}{r['nngraph']:>12,.0f}{torch_s}{ratio} {bound}{peak}{ceiling}")
     return "\n".join(lines)
 
