@@ -98,12 +98,13 @@ def gradcheck(spec: Spec, seed: int = 0, batch: int = 3, tol: float = 1e-6) -> G
     # The spec's own initial weights keep activations in range (large random weights saturate
     # softmax, where the loss's log floor makes finite differences meaningless); parameters the
     # initializer sets to zero get small random values, since zero biases would hide bugs.
-    for arr in model.params.values.values():
+    for name in model.params.grads:  # trainable parameters only (state has no gradient)
+        arr = model.params.values[name]
         if not arr.any():
             arr[...] = 0.1 * rng.standard_normal(arr.shape)
     loss = model.loss
     graph = mark_loss_fused(model.graph, loss.fuses_with)
-    plan = Program(graph, model.params).plan(batch)
+    plan = Program(graph, model.params, seed=seed).plan(batch, training=True)
     feeds = random_inputs(model, batch, rng, np.float64)
     t = _random_targets(model, batch, rng)
     fused = model._loss_fused()
@@ -115,5 +116,5 @@ def gradcheck(spec: Spec, seed: int = 0, batch: int = 3, tol: float = 1e-6) -> G
     objective()
     plan.backward()
     grads = {k: v.copy() for k, v in model.params.grads.items()}
-    rows = compare_gradients(plan, objective, grads, dict(model.params.values), rng)
+    rows = compare_gradients(plan, objective, grads, {k: model.params.values[k] for k in grads}, rng)
     return GradReport(rows, tol)

@@ -1,42 +1,16 @@
-"""Spec -> IR: lower each layer to an op, infer every shape and declare every parameter.
+"""Spec -> IR: lower each layer to an op, infer every shape and declare every parameter and state.
 
-A layer type's lowering is one entry in ``LOWERINGS``: it maps the layer's resolved attributes to
-an IR op name and the op's attributes. Shape rules live with the ops (``nngraph.ops``).
+Which op a layer type becomes, and with which attributes, is part of the op's description
+(``OpSpec.layers``); ``lower`` is a loop over the layers. A layer whose ``activation`` its op's
+epilogue does not compute (``OpSpec.fuses``) becomes two nodes: the op, writing ``<layer>/linear``,
+and the activation op, which takes the layer's name.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
-
 from .errors import ShapeError
 from .ir import Graph, Node, ParamInfo, TensorType, fuse_activations
-from .ops.registry import get_op
+from .ops.registry import get_op, layer_op
 from .spec import Spec
-
-
-def _same(op: str) -> Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]:
-    return lambda attrs: (op, dict(attrs))
-
-
-LOWERINGS: dict[str, Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]] = {
-    "dense": _same("Gemm"),
-    "relu": _same("Relu"),
-    "sigmoid": _same("Sigmoid"),
-    "tanh": _same("Tanh"),
-    "softmax": _same("Softmax"),
-    "identity": _same("Identity"),
-    "add": _same("Add"),
-    "concat": _same("Concat"),
-    "conv2d": lambda attrs: ("Conv", {**attrs, "rank": 2}),
-    "conv1d": lambda attrs: ("Conv", {**attrs, "rank": 1}),
-    "maxpool2d": _same("MaxPool"),
-    "avgpool2d": _same("AveragePool"),
-    "global_avgpool2d": _same("GlobalAveragePool"),
-    "flatten": _same("Flatten"),
-    "rnn": _same("RNN"),
-    "lstm": _same("LSTM"),
-    "gru": _same("GRU"),
-    "embedding": _same("Embedding"),
-}
 
 
 def lower(spec: Spec, fuse: bool = True) -> Graph:
@@ -44,23 +18,39 @@ def lower(spec: Spec, fuse: bool = True) -> Graph:
     values: dict[str, TensorType] = {name: TensorType(inp.shape, inp.dtype) for name, inp in spec.inputs}
     nodes: list[Node] = []
     params: dict[str, ParamInfo] = {}
+
+    def add(name: str, op_name: str, inputs: tuple[str, ...], output: str, attrs: dict, layer: str) -> None:
+        op = get_op(op_name)
+        if output in params:
+            raise ShapeError(f"layer {layer}: the name {output!r} is already taken by a parameter")
+        node = Node(name=name, op=op_name, inputs=inputs, output=output, attrs=attrs, layer=layer)
+        in_types = [values[v] for v in inputs]
+        values[output] = op.infer(node, in_types)
+        param_names = []
+        for decl in op.params(node, in_types):
+            pname = f"{name}.{decl.role}"
+            if pname in params or pname in values:
+                raise ShapeError(f"layer {layer}: its parameter name {pname!r} is already taken")
+            params[pname] = ParamInfo(pname, decl.shape, decl.init, decl.fan_in, decl.fan_out, decl.trainable)
+            param_names.append(pname)
+        nodes.append(Node(name, op_name, inputs, output, attrs, tuple(param_names), layer))
+
     prev = spec.inputs[0][0]
     for layer, name in zip(spec.layers, spec.layer_names()):
         if layer.inputs is None and len(spec.inputs) > 1 and not nodes:
             raise ShapeError(f"layer {name}: the spec has several inputs; name the ones this layer reads "
                              "with \"inputs\"")
         inputs = tuple(layer.inputs) if layer.inputs is not None else (prev,)
-        op_name, attrs = LOWERINGS[layer.type](layer.resolved())
-        op = get_op(op_name)
-        node = Node(name=name, op=op_name, inputs=inputs, output=name, attrs=attrs, layer=name)
-        in_types = [values[v] for v in inputs]
-        values[name] = op.infer(node, in_types)
-        param_names = []
-        for decl in op.params(node, in_types):
-            pname = f"{name}.{decl.role}"
-            params[pname] = ParamInfo(pname, decl.shape, decl.init, decl.fan_in, decl.fan_out)
-            param_names.append(pname)
-        nodes.append(Node(name, op_name, inputs, name, attrs, tuple(param_names), name))
+        op = layer_op(layer.type)
+        attrs = op.layers[layer.type](layer.resolved())
+        act = attrs.get("activation")
+        if act is not None and act != "identity" and act not in op.fuses:
+            act_op = layer_op(act)
+            add(name, op.name, inputs, f"{name}/linear", {**attrs, "activation": "identity"}, name)
+            add(f"{name}/{act}", act_op.name, (f"{name}/linear",), name, act_op.layers[act]({}), name)
+        else:
+            add(name, op.name, inputs, name, attrs, name)
         prev = name
     graph = Graph(tuple(n for n, _ in spec.inputs), tuple(nodes), prev, values, params)
     return fuse_activations(graph) if fuse else graph
+

@@ -94,7 +94,7 @@ class Model:
     def predict(self, x: ArrayOrFeeds, batch_size: int = 256) -> np.ndarray:
         """The network's output for a batch of samples (Numba forward pass)."""
         if self._infer_program is None:
-            self._infer_program = Program(self.graph, self.params)
+            self._infer_program = Program(self.graph, self.params, seed=self.spec.train.resolved()["seed"])
         return self._infer_program.forward(self._feeds(x), batch_size)
 
     # ---- training -------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ class Model:
         if self._trainer is None:
             loss = self.loss
             graph = mark_loss_fused(self.graph, loss.fuses_with)
-            program = Program(graph, self.params)
+            program = Program(graph, self.params, seed=self.spec.train.resolved()["seed"])
             opt = self.spec.optimizer
             optimizer: Optimizer = make_optimizer(opt.type, opt.resolved(), self.params.flat,
                                                   self.params.grad_flat)

@@ -28,10 +28,10 @@ print(json.dumps(stats))
 
 
 @pytest.mark.parametrize("spec, kernels", [
-    ("digits_mlp.json", ("nngraph.ops.activations.bias_act_serial", "nngraph.ops.losses.ce_probs_ids",
+    ("digits_mlp.json", ("nngraph.ops.activations_kernels.bias_act_serial", "nngraph.ops.losses.ce_probs_ids",
                          "nngraph.train.optimizers.adam_serial")),
     # a parallel=True kernel (the evaluation batches are large enough to thread)
-    ("digits_cnn.json", ("nngraph.ops.conv_shift.forward_threaded", "nngraph.ops.pool.maxpool_backward")),
+    ("digits_cnn.json", ("nngraph.ops.conv_shift.forward_threaded", "nngraph.ops.pool_kernels.maxpool_backward")),
 ])
 def test_second_process_loads_every_kernel_from_the_cache(spec, kernels, tmp_path):
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}

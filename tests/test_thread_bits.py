@@ -34,7 +34,7 @@ print(digest.hexdigest())
 def _digest(threads: int) -> str:
     env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     # the thresholds below which kernels stay serial are lowered, so 2 threads really split the work
-    code = ("import nngraph.ops.conv as c, nngraph.ops.recurrent as r, nngraph.linalg.gemm as g\n"
+    code = ("import nngraph.ops.conv_bind as c, nngraph.ops.recurrent_kernels as r, nngraph.linalg.gemm as g\n"
             "c.THREADED_MIN = 0; r.CHUNKED_MIN = 0; g.THREADED_MIN = 0\n" + SCRIPT)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return out.stdout.strip()

@@ -1,8 +1,11 @@
-"""Parameters in one flat buffer.
+"""Parameters in one flat buffer, non-trainable state in a second.
 
-Every parameter is a view into one contiguous array (and every gradient a view into a twin), so an
-optimizer update, a gradient norm or a checkpoint is one operation over one array, whatever the
-number of layers. Offsets are aligned to 16 elements (64 bytes) for SIMD loads and BLAS.
+Every trainable parameter is a view into one contiguous array (and every gradient a view into a
+twin), so an optimizer update, a gradient norm or a checkpoint is one operation over one array,
+whatever the number of layers. Non-trainable state (batch norm's running statistics) lives in its
+own flat buffer ``state_flat``: it is checkpointed, exported and loaded like a parameter but has no
+gradient, so no optimizer, weight decay, clipping or gradient check ever touches it. Offsets are
+aligned to 16 elements (64 bytes) for SIMD loads.
 """
 from __future__ import annotations
 
@@ -17,21 +20,24 @@ ALIGN = 16
 class ParamStore:
     """Named parameter and gradient views over two flat buffers."""
 
-    def __init__(self, infos: dict[str, ParamInfo], dtype: np.dtype = np.float32):
+    def __init__(self, all_infos: dict[str, ParamInfo], dtype: np.dtype = np.float32):
         self.dtype = np.dtype(dtype)
-        self.infos = dict(infos)
-        offsets, total = {}, 0
-        for name, info in self.infos.items():
-            offsets[name] = total
-            total += -(-info.size // ALIGN) * ALIGN
-        self.flat = np.zeros(max(total, ALIGN), self.dtype)
+        self.all_infos = dict(all_infos)
+        self.infos = {k: v for k, v in self.all_infos.items() if v.trainable}        # buffer order
+        self.state_infos = {k: v for k, v in self.all_infos.items() if not v.trainable}
+        self.flat, views = _pack(self.infos, self.dtype)
         self.grad_flat = np.zeros_like(self.flat)
+        self.state_flat, state_views = _pack(self.state_infos, self.dtype)
         self.values: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
-        for name, info in self.infos.items():
-            o = offsets[name]
-            self.values[name] = self.flat[o:o + info.size].reshape(info.shape)
-            self.grads[name] = self.grad_flat[o:o + info.size].reshape(info.shape)
+        for name in self.all_infos:  # declaration order, whichever buffer holds the array
+            if name in views:
+                o, info = views[name]
+                self.values[name] = self.flat[o:o + info.size].reshape(info.shape)
+                self.grads[name] = self.grad_flat[o:o + info.size].reshape(info.shape)
+            else:
+                o, info = state_views[name]
+                self.values[name] = self.state_flat[o:o + info.size].reshape(info.shape)
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.values[name]
@@ -62,9 +68,19 @@ class ParamStore:
         return {k: (v.copy() if copy else v) for k, v in self.values.items()}
 
     def astype(self, dtype) -> "ParamStore":
-        other = ParamStore(self.infos, dtype)
+        other = ParamStore(self.all_infos, dtype)
         other.flat[...] = self.flat
+        other.state_flat[...] = self.state_flat
         return other
+
+
+def _pack(infos: dict[str, ParamInfo], dtype: np.dtype) -> tuple[np.ndarray, dict[str, tuple[int, ParamInfo]]]:
+    """One zeroed flat buffer for ``infos`` and each entry's (aligned offset, info)."""
+    offsets, total = {}, 0
+    for name, info in infos.items():
+        offsets[name] = (total, info)
+        total += -(-info.size // ALIGN) * ALIGN
+    return np.zeros(max(total, ALIGN), dtype), offsets
 
 
 def initial_params(graph: Graph, seed: int, dtype=np.float32) -> ParamStore:

@@ -1,26 +1,36 @@
 """Program: executes an IR graph with Numba kernels.
 
-``Program.plan(batch)`` allocates every activation, gradient and workspace buffer for that batch size
-once and binds each op's kernels to them; a training step is then two flat lists of closure calls
-(forward, backward) with no allocation. Plans are cached per batch size (a run uses at most two:
-the batch size and the last, smaller batch).
+``Program.plan(batch, training)`` allocates every activation, gradient and workspace buffer for
+that batch size once and binds each op's kernels to them in that mode; a training step is then two
+flat lists of closure calls (forward, backward) with no allocation. Plans are cached per batch size
+and mode (a run uses at most two training plans — the batch size and the last, smaller batch — and
+its inference plans for validation). Inference plans bind no backward pass and allocate no
+gradients (only the output's, which the loss kernels write).
+
+All plans of a program share one ``RunContext.counters`` buffer: the trainer writes the step (and a
+micro-batch's first sample) there, and every bound kernel reads it when it runs.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..ir import Graph
+from ..ops.base import RunContext
 from ..ops.registry import get_op
+from .kernels import kernels_for
 from .params import ParamStore
 
 _DTYPES = {"float32": None, "int64": np.int64}
 
 
 class Plan:
-    """Buffers and bound kernels for one batch size."""
+    """Buffers and bound kernels for one batch size in one mode (``ctx.training``)."""
 
-    def __init__(self, graph: Graph, params: ParamStore, batch: int, input_grads: bool = False):
+    def __init__(self, graph: Graph, params: ParamStore, batch: int, input_grads: bool = False,
+                 ctx: RunContext | None = None):
+        ctx = RunContext(training=True) if ctx is None else ctx
         self.batch = batch
+        self.ctx = ctx
         dtype = params.dtype
         vals: dict[str, np.ndarray] = {}
         for name, t in graph.values.items():
@@ -31,14 +41,15 @@ class Plan:
         self.output = vals[graph.output]
 
         # A value needs a gradient when it is a node output or (optionally) a float graph input.
-        needs = {n.output for n in graph.nodes}
-        if input_grads:
+        needs = {n.output for n in graph.nodes} if ctx.training else set()
+        if input_grads and ctx.training:
             needs |= {n for n in graph.inputs if graph.values[n].dtype == "float32"}
         # A value feeding k > 1 nodes: each consumer writes its own buffer; the sum is formed
         # before the producer's backward runs (reverse order guarantees all consumers ran).
         grads = {v: np.zeros_like(vals[v]) for v in needs}
         self.grads = grads
-        self.output_grad = grads[graph.output]
+        # inference plans: the loss kernels still write an output gradient (evaluate's loss)
+        self.output_grad = grads[graph.output] if graph.output in grads else np.zeros_like(self.output)
         fan: dict[str, list[np.ndarray]] = {}
         slots: dict[tuple[str, int], np.ndarray | None] = {}
         for node in graph.nodes:
@@ -57,16 +68,18 @@ class Plan:
         self.forward_calls = []
         backward_calls = []
         for node in graph.nodes:
-            op = get_op(node.op)
+            op = kernels_for(node.op)
             xs = [vals[v] for v in node.inputs]
             ps = [params.values[p] for p in node.params]
-            dps = [params.grads[p] for p in node.params]
+            dps = [params.grads.get(p) for p in node.params]  # None for non-trainable state
             in_types = [graph.values[v] for v in node.inputs]
             ws = {k: np.zeros(shape, dtype) for k, shape in op.workspace(node, in_types, batch).items()}
             y = vals[node.output]
-            self.forward_calls.append(op.bind_forward(node, xs, ps, y, ws))
+            self.forward_calls.append(op.bind_forward(node, xs, ps, y, ws, ctx))
+            if not ctx.training:
+                continue
             dxs = [slots[(node.name, i)] for i in range(len(node.inputs))]
-            calls = [op.bind_backward(node, xs, ps, y, grads[node.output], dxs, dps, ws)]
+            calls = [op.bind_backward(node, xs, ps, y, grads[node.output], dxs, dps, ws, ctx)]
             parts = fan.get(node.output)
             if parts:
                 calls.insert(0, _summer(grads[node.output], parts))
@@ -87,6 +100,8 @@ class Plan:
 
     def backward(self) -> None:
         """Propagate ``output_grad`` (set by the loss) into the parameter gradients."""
+        if not self.ctx.training:
+            raise RuntimeError("an inference plan has no backward pass")
         for call in self.backward_calls:
             call()
 
@@ -102,20 +117,34 @@ def _summer(total: np.ndarray, parts: list[np.ndarray]):
 
 
 class Program:
-    """A graph bound to a parameter store, with plans cached per batch size."""
+    """A graph bound to a parameter store, with plans cached per batch size and mode.
 
-    def __init__(self, graph: Graph, params: ParamStore, input_grads: bool = False):
+    ``seed`` keys the run's randomness (dropout masks); ``counters`` is the RunContext buffer all
+    plans share (see the module docstring)."""
+
+    def __init__(self, graph: Graph, params: ParamStore, input_grads: bool = False, seed: int = 0):
         self.graph = graph
         self.params = params
         self.input_grads = input_grads
-        self._plans: dict[int, Plan] = {}
+        self.seed = seed
+        self.counters = np.zeros(2, np.int64)
+        self._plans: dict[tuple[int, bool], Plan] = {}
 
-    def plan(self, batch: int) -> Plan:
-        p = self._plans.get(batch)
+    def plan(self, batch: int, training: bool = False) -> Plan:
+        """The plan for ``batch`` samples in training or inference mode (built once, then cached)."""
+        key = (batch, training)
+        p = self._plans.get(key)
         if p is None:
-            p = Plan(self.graph, self.params, batch, self.input_grads)
-            self._plans[batch] = p
+            ctx = RunContext(training=training, seed=self.seed, counters=self.counters)
+            p = Plan(self.graph, self.params, batch, self.input_grads, ctx)
+            self._plans[key] = p
         return p
+
+    @property
+    def per_sample(self) -> bool:
+        """Whether every op treats samples independently (no batch statistics): only then may a
+        batch be split into micro-batches."""
+        return all(get_op(n.op).per_sample for n in self.graph.nodes)
 
     def activation_bytes_per_sample(self) -> int:
         """Bytes of every value and its gradient for one sample (what a plan's buffers grow by)."""
@@ -123,7 +152,8 @@ class Program:
         return 2 * item * sum(int(np.prod(t.shape)) for t in self.graph.values.values())
 
     def forward(self, feeds: dict[str, np.ndarray], batch_size: int = 256) -> np.ndarray:
-        """Inference over any number of samples, in chunks of ``batch_size``; returns a new array."""
+        """Inference (inference mode) over any number of samples, in chunks of ``batch_size``;
+        returns a new array."""
         n = len(next(iter(feeds.values())))
         out = np.empty((n,) + self.graph.values[self.graph.output].shape,
                        _DTYPES.get(self.graph.values[self.graph.output].dtype) or self.params.dtype)

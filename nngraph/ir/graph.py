@@ -25,13 +25,15 @@ class TensorType:
 
 @dataclass(frozen=True)
 class ParamInfo:
-    """A learned parameter: shape (full, no batch), initializer and the fans it scales by."""
+    """A learned parameter, or (``trainable=False``) an op's non-trainable state such as running
+    statistics: shape (full, no batch), initializer and the fans it scales by."""
 
     name: str
     shape: tuple[int, ...]
     init: str
     fan_in: int
     fan_out: int
+    trainable: bool = True
 
     @property
     def size(self) -> int:
@@ -72,7 +74,12 @@ class Graph:
 
     @property
     def param_count(self) -> int:
-        return sum(p.size for p in self.params.values())
+        """Trainable parameters (state such as running statistics is counted by state_count)."""
+        return sum(p.size for p in self.params.values() if p.trainable)
+
+    @property
+    def state_count(self) -> int:
+        return sum(p.size for p in self.params.values() if not p.trainable)
 
     def table(self) -> str:
         """The IR as a readable table: node, op, output shape, parameter count, and the total."""
@@ -90,5 +97,6 @@ class Graph:
         lines = ["  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
                  for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        lines.append(f"total parameters: {self.param_count:,}")
+        lines.append(f"total parameters: {self.param_count:,}"
+                     + (f" (+ {self.state_count:,} non-trainable state values)" if self.state_count else ""))
         return "\n".join(lines)

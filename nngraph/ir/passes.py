@@ -3,13 +3,21 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .graph import Graph
+from .graph import Graph, Node
 
+# stand-alone activation op -> the activation name a producer's epilogue knows it by
 _FUSABLE = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Softmax": "softmax"}
 
 
+def _fuses(node: Node) -> frozenset[str]:
+    from ..ops.registry import get_op
+
+    return get_op(node.op).fuses
+
+
 def fuse_activations(graph: Graph) -> Graph:
-    """Fold a stand-alone activation into the Gemm before it, when that Gemm feeds nothing else.
+    """Fold a stand-alone activation into the Gemm before it, when that Gemm feeds nothing else and
+    its epilogue computes that activation (``OpSpec.fuses``).
 
     The fused Gemm computes the activation in its epilogue (one pass over memory instead of two)
     and takes over the activation's output name, so downstream references are unchanged.
@@ -24,7 +32,8 @@ def fuse_activations(graph: Graph) -> Graph:
             if kind is None or (act.op == "Softmax" and act.attrs.get("axis", -1) != -1):
                 continue
             src = next((n for n in nodes if n.output == act.inputs[0]), None)
-            if src is None or src.op != "Gemm" or src.attrs.get("activation", "identity") != "identity":
+            if src is None or src.op != "Gemm" or kind not in _fuses(src) \
+                    or src.attrs.get("activation", "identity") != "identity":
                 continue
             if src.output == graph.output or sum(src.output in n.inputs for n in nodes) != 1:
                 continue

@@ -3,18 +3,19 @@
 Training runs at the spec's fixed sequence length, but a recurrent network's weights do not depend
 on it, so the exported model should accept any length. A graph input gets a dynamic time axis
 (its first per-sample axis, ONNX dim_param ``time``) when every node its values reach acts per time
-step (dense on the last axis, activations, embedding, add, concat on a feature axis) or is a
-recurrent layer reading it as its sequence; the time axis then flows on through outputs with
-``return_sequences`` and per-step layers. A network that reaches anything else (flatten, conv, a
-softmax over time ...) keeps a fixed length. Networks with no recurrent layer are left unchanged.
+step or reads it as its sequence; each op says which in its description (``OpSpec.time_rule``:
+``per_step`` — dense on the last axis, activations, embedding, add, concat on a feature axis,
+normalisation over features; ``sequence`` — recurrent layers, whose output keeps the time axis only
+with ``return_sequences``; ``fixed`` — anything else). A network that reaches a ``fixed`` op keeps
+a fixed length. Networks with no recurrent layer are left unchanged.
 """
 from __future__ import annotations
 
 from ..ir import Graph
+from ..ops.base import PER_STEP, SEQUENCE
+from ..ops.registry import get_op
 
 TIME = "time"
-RECURRENT = ("RNN", "LSTM", "GRU")
-_PER_STEP = ("Gemm", "Relu", "Sigmoid", "Tanh", "Identity")
 
 
 def _propagate(graph: Graph, seed: set[str]) -> tuple[set[str], bool]:
@@ -25,21 +26,14 @@ def _propagate(graph: Graph, seed: set[str]) -> tuple[set[str], bool]:
         flags = [v in dyn for v in node.inputs]
         if not any(flags):
             continue
-        rank = len(graph.values[node.inputs[0]].shape)
-        op = node.op
-        if op in RECURRENT:
-            if not flags[0] or any(flags[1:]):
+        rule = get_op(node.op).time_rule_for(node, [graph.values[v] for v in node.inputs])
+        if rule == SEQUENCE:
+            if not flags[0] or any(flags[1:]):  # initial states have no time axis
                 return dyn, False
             reaches = True
             if node.attrs.get("return_sequences"):
                 dyn.add(node.output)
-        elif op == "Embedding" or (op in _PER_STEP and rank >= 2):
-            dyn.add(node.output)
-        elif op == "Softmax" and rank >= 2 and node.attrs.get("axis", -1) in (-1, rank - 1):
-            dyn.add(node.output)
-        elif op == "Add" and all(flags):
-            dyn.add(node.output)
-        elif op == "Concat" and all(flags) and node.attrs.get("axis", -1) % rank != 0:
+        elif rule == PER_STEP and all(flags):
             dyn.add(node.output)
         else:
             return dyn, False

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.graph import Node, TensorType
-from .base import OpDef
+from .base import FIXED, PER_STEP, OpSpec, same_attrs
 
 
 def _infer_add(node: Node, types: list[TensorType]) -> TensorType:
@@ -20,23 +20,6 @@ def _infer_add(node: Node, types: list[TensorType]) -> TensorType:
     return types[0]
 
 
-def _bind_add_forward(node, xs, ps, y, ws):
-    def run():
-        np.add(xs[0], xs[1], out=y)
-        for x in xs[2:]:
-            np.add(y, x, out=y)
-    return run
-
-
-def _bind_add_backward(node, xs, ps, y, dy, dxs, dps, ws):
-    targets = [d for d in dxs if d is not None]
-
-    def run():
-        for d in targets:
-            np.copyto(d, dy)
-    return run
-
-
 def _add_to_onnx(node, in_names, out_name, in_types, b):
     if len(in_names) == 2:
         b.node("Add", in_names, [out_name])
@@ -44,8 +27,8 @@ def _add_to_onnx(node, in_names, out_name, in_types, b):
         b.node("Sum", in_names, [out_name])
 
 
-ADD = OpDef("Add", _infer_add, _bind_add_forward, _bind_add_backward, _add_to_onnx,
-            lambda node, xs, ps: sum(xs[1:], xs[0].copy()))
+ADD = OpSpec("Add", _infer_add, _add_to_onnx, lambda node, xs, ps, ctx=None: sum(xs[1:], xs[0].copy()),
+             kernels="nngraph.ops.join_kernels", layers={"add": same_attrs}, time_rule=PER_STEP)
 
 
 def _axis(node: Node, rank: int) -> int:
@@ -66,7 +49,8 @@ def _infer_concat(node: Node, types: list[TensorType]) -> TensorType:
     return TensorType(types[0].shape[:a] + (sum(t.shape[a] for t in types),) + types[0].shape[a + 1:])
 
 
-def _slices(node, xs):
+def concat_slices(node, xs):
+    """(batch-inclusive axis, the index tuple of each input's slice of the output)."""
     a = _axis(node, xs[0].ndim - 1) + 1
     out, start = [], 0
     for x in xs:
@@ -77,28 +61,15 @@ def _slices(node, xs):
     return a, out
 
 
-def _bind_concat_forward(node, xs, ps, y, ws):
-    a, _ = _slices(node, xs)
-
-    def run():
-        np.concatenate(xs, axis=a, out=y)
-    return run
-
-
-def _bind_concat_backward(node, xs, ps, y, dy, dxs, dps, ws):
-    _, idx = _slices(node, xs)
-    pairs = [(d, dy[i]) for d, i in zip(dxs, idx) if d is not None]
-
-    def run():
-        for d, src in pairs:
-            np.copyto(d, src)
-    return run
-
-
 def _concat_to_onnx(node, in_names, out_name, in_types, b):
     b.node("Concat", in_names, [out_name], axis=_axis(node, len(in_types[0].shape)) + 1)
 
 
-CONCAT = OpDef("Concat", _infer_concat, _bind_concat_forward, _bind_concat_backward, _concat_to_onnx,
-               lambda node, xs, ps: np.concatenate(xs, axis=_axis(node, xs[0].ndim - 1) + 1))
-OPS = [ADD, CONCAT]
+def _concat_time_rule(node: Node, types: list[TensorType]) -> str:
+    return FIXED if _axis(node, len(types[0].shape)) == 0 else PER_STEP  # joining along time fixes it
+
+
+CONCAT = OpSpec("Concat", _infer_concat, _concat_to_onnx,
+                lambda node, xs, ps, ctx=None: np.concatenate(xs, axis=_axis(node, xs[0].ndim - 1) + 1),
+                kernels="nngraph.ops.join_kernels", layers={"concat": same_attrs}, time_rule=_concat_time_rule)
+SPECS = [ADD, CONCAT]

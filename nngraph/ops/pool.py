@@ -11,29 +11,16 @@ at least one real element: each pad must be smaller than the window.
              |W(o)| = number of real (non-pad) elements        of dy[o] / |W(o)|
     global:  y[n, c] = mean over (h, w) of x[n, c, h, w]     dx = dy / (H W)
 The max backward recomputes the argmax from x instead of storing it: a pass over a small tensor is
-cheaper than keeping an index buffer consistent across plans.
+cheaper than keeping an index buffer consistent across plans. Kernels in pool_kernels.py.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import config, njit, prange
 
 from ..errors import ShapeError
 from ..ir.graph import Node, TensorType
-from .base import OpDef
-from .activations import CHUNKS
+from .base import OpSpec, same_attrs
 from .conv import explicit_pads, out_sizes, pair
-from .maxpool2x2 import max2x2_backward_plane, max2x2_forward_plane
-
-
-# Pooling is memory-bound and cheap: threads only for big tensors (the pool wake-up and barrier
-# cost more than a small pass on a loaded 2-core machine).
-THREADED_MIN = 1 << 18
-
-
-def threaded(elements: int) -> bool:
-    """Whether a pooling kernel over ``elements`` input values runs on Numba's threads."""
-    return config.NUMBA_NUM_THREADS > 1 and elements >= THREADED_MIN
 
 
 def geometry(node: Node, in_shape: tuple[int, ...]) -> dict:
@@ -61,253 +48,35 @@ def _infer(node: Node, types: list[TensorType]) -> TensorType:
     return TensorType((g["C"],) + g["out"])
 
 
-# ---- kernels: bodies over a block [lo, hi) of (sample, channel) planes; serial and threaded drivers ---------------------------------
-
-
-@njit(cache=True, inline="always")
-def _clip_window(a, stride, pad, k, n):
-    """[lo, hi) of the input rows (or columns) output position ``a`` reads, padding cut off."""
-    start = a * stride - pad
-    return max(start, 0), min(start + k, n)
-
-
-@njit(cache=True, inline="always")
-def _max_window(xp, h_lo, h_hi, w_lo, w_hi):
-    """The window's maximum (tracking its position, as the backward must, costs 35% more)."""
-    m = xp[h_lo, w_lo]
-    for h in range(h_lo, h_hi):
-        for w in range(w_lo, w_hi):
-            if xp[h, w] > m:
-                m = xp[h, w]
-    return m
-
-
-@njit(cache=True, inline="always")
-def _argmax_window(xp, h_lo, h_hi, w_lo, w_hi):
-    """Position of the first maximum in a window (forward and backward must agree on it)."""
-    bh, bw = h_lo, w_lo
-    m = xp[h_lo, w_lo]
-    for h in range(h_lo, h_hi):
-        for w in range(w_lo, w_hi):
-            if xp[h, w] > m:
-                m = xp[h, w]
-                bh, bw = h, w
-    return bh, bw
-
-
-@njit(cache=True, inline="always")
-def _tiles_2x2(kh, kw, sh, sw, pt, pl, h, w, oh, ow):
-    """Whether the windows are 2 x 2 at stride 2 with no padding on any side (maxpool2x2.py's case)."""
-    return kh == kw == sh == sw == 2 and pt == pl == 0 and 2 * oh <= h and 2 * ow <= w
-
-
-@njit(cache=True)
-def _maxpool_forward_planes(x, y, kh, kw, sh, sw, pt, pl, lo, hi):
-    n_, c_, h_, w_ = x.shape
-    oh, ow = y.shape[2], y.shape[3]
-    fast = _tiles_2x2(kh, kw, sh, sw, pt, pl, h_, w_, oh, ow)
-    for q in range(lo, hi):
-        n, c = q // c_, q % c_
-        xp, yp = x[n, c], y[n, c]
-        if fast:
-            max2x2_forward_plane(xp, yp)
-            continue
-        for a in range(oh):
-            h_lo, h_hi = _clip_window(a, sh, pt, kh, h_)
-            for b in range(ow):
-                w_lo, w_hi = _clip_window(b, sw, pl, kw, w_)
-                yp[a, b] = _max_window(xp, h_lo, h_hi, w_lo, w_hi)
-
-
-@njit(cache=True)
-def maxpool_forward(x, y, kh, kw, sh, sw, pt, pl):
-    _maxpool_forward_planes(x, y, kh, kw, sh, sw, pt, pl, 0, x.shape[0] * x.shape[1])
-
-
-@njit(cache=True, parallel=True)
-def maxpool_forward_threaded(x, y, kh, kw, sh, sw, pt, pl):
-    m, k = x.shape[0] * x.shape[1], CHUNKS
-    for c in prange(k):  # planes are disjoint: no races
-        _maxpool_forward_planes(x, y, kh, kw, sh, sw, pt, pl, c * m // k, (c + 1) * m // k)
-
-
-@njit(cache=True)
-def _maxpool_backward_planes(x, dy, dx, kh, kw, sh, sw, pt, pl, lo, hi):
-    n_, c_, h_, w_ = x.shape
-    oh, ow = dy.shape[2], dy.shape[3]
-    fast = _tiles_2x2(kh, kw, sh, sw, pt, pl, h_, w_, oh, ow)
-    for q in range(lo, hi):
-        n, c = q // c_, q % c_
-        xp, gp, dp = x[n, c], dy[n, c], dx[n, c]
-        if fast:
-            max2x2_backward_plane(xp, gp, dp)
-            continue
-        for h in range(h_):
-            for w in range(w_):
-                dp[h, w] = 0
-        for a in range(oh):
-            h_lo, h_hi = _clip_window(a, sh, pt, kh, h_)
-            for b in range(ow):
-                w_lo, w_hi = _clip_window(b, sw, pl, kw, w_)
-                bh, bw = _argmax_window(xp, h_lo, h_hi, w_lo, w_hi)
-                dp[bh, bw] += gp[a, b]  # the gradient goes to the (first) maximum, as forward chose it
-
-
-@njit(cache=True)
-def maxpool_backward(x, dy, dx, kh, kw, sh, sw, pt, pl):
-    _maxpool_backward_planes(x, dy, dx, kh, kw, sh, sw, pt, pl, 0, x.shape[0] * x.shape[1])
-
-
-@njit(cache=True, parallel=True)
-def maxpool_backward_threaded(x, dy, dx, kh, kw, sh, sw, pt, pl):
-    m, k = x.shape[0] * x.shape[1], CHUNKS
-    for c in prange(k):  # planes are disjoint: no races
-        _maxpool_backward_planes(x, dy, dx, kh, kw, sh, sw, pt, pl, c * m // k, (c + 1) * m // k)
-
-
-@njit(cache=True)
-def _avgpool_forward_planes(x, y, kh, kw, sh, sw, pt, pl, lo, hi):
-    n_, c_, h_, w_ = x.shape
-    oh, ow = y.shape[2], y.shape[3]
-    for q in range(lo, hi):
-        n, c = q // c_, q % c_
-        xp, yp = x[n, c], y[n, c]
-        for a in range(oh):
-            h_lo, h_hi = _clip_window(a, sh, pt, kh, h_)
-            for b in range(ow):
-                w_lo, w_hi = _clip_window(b, sw, pl, kw, w_)
-                s = 0.0
-                for h in range(h_lo, h_hi):
-                    for w in range(w_lo, w_hi):
-                        s += xp[h, w]
-                yp[a, b] = s / ((h_hi - h_lo) * (w_hi - w_lo))
-
-
-@njit(cache=True)
-def avgpool_forward(x, y, kh, kw, sh, sw, pt, pl):
-    _avgpool_forward_planes(x, y, kh, kw, sh, sw, pt, pl, 0, x.shape[0] * x.shape[1])
-
-
-@njit(cache=True, parallel=True)
-def avgpool_forward_threaded(x, y, kh, kw, sh, sw, pt, pl):
-    m, k = x.shape[0] * x.shape[1], CHUNKS
-    for c in prange(k):  # planes are disjoint: no races
-        _avgpool_forward_planes(x, y, kh, kw, sh, sw, pt, pl, c * m // k, (c + 1) * m // k)
-
-
-@njit(cache=True)
-def _avgpool_backward_planes(dy, dx, kh, kw, sh, sw, pt, pl, lo, hi):
-    n_, c_, h_, w_ = dx.shape
-    oh, ow = dy.shape[2], dy.shape[3]
-    for q in range(lo, hi):
-        n, c = q // c_, q % c_
-        gp, dp = dy[n, c], dx[n, c]
-        for h in range(h_):
-            for w in range(w_):
-                dp[h, w] = 0
-        for a in range(oh):
-            h_lo, h_hi = _clip_window(a, sh, pt, kh, h_)
-            for b in range(ow):
-                w_lo, w_hi = _clip_window(b, sw, pl, kw, w_)
-                v = gp[a, b] / ((h_hi - h_lo) * (w_hi - w_lo))
-                for h in range(h_lo, h_hi):
-                    for w in range(w_lo, w_hi):
-                        dp[h, w] += v
-
-
-@njit(cache=True)
-def avgpool_backward(dy, dx, kh, kw, sh, sw, pt, pl):
-    _avgpool_backward_planes(dy, dx, kh, kw, sh, sw, pt, pl, 0, dy.shape[0] * dy.shape[1])
-
-
-@njit(cache=True, parallel=True)
-def avgpool_backward_threaded(dy, dx, kh, kw, sh, sw, pt, pl):
-    m, k = dy.shape[0] * dy.shape[1], CHUNKS
-    for c in prange(k):  # planes are disjoint: no races
-        _avgpool_backward_planes(dy, dx, kh, kw, sh, sw, pt, pl, c * m // k, (c + 1) * m // k)
-
-
-@njit(cache=True)
-def global_avg_forward(x, y):
-    m, k = x.shape
-    inv = 1.0 / k
-    for r in range(m):
-        s = 0.0
-        for j in range(k):
-            s += x[r, j]
-        y[r] = s * inv
-
-
-@njit(cache=True)
-def global_avg_backward(dy, dx):
-    m, k = dx.shape
-    inv = 1.0 / k
-    for r in range(m):
-        v = dy[r] * inv
-        for j in range(k):
-            dx[r, j] = v
-
-
 # ---- MaxPool / AveragePool --------------------------------------------------------------------
 
-def _make(kind: str) -> OpDef:
-    is_max = kind == "MaxPool"
-
-    def bind_forward(node, xs, ps, y, ws):
-        g = geometry(node, xs[0].shape[1:])
-        x, args = xs[0], g["args"]
-        par = threaded(x.size)
-        fwd = (maxpool_forward_threaded if par else maxpool_forward) if is_max else \
-            (avgpool_forward_threaded if par else avgpool_forward)
-
-        def run():
-            fwd(x, y, *args)
-        return run
-
-    def bind_backward(node, xs, ps, y, dy, dxs, dps, ws):
-        dx = dxs[0]
-        if dx is None:
-            return lambda: None
-        g = geometry(node, xs[0].shape[1:])
-        x, args = xs[0], g["args"]
-        par = threaded(x.size)
-        if is_max:
-            max_bwd = maxpool_backward_threaded if par else maxpool_backward
-
-            def run_max():
-                max_bwd(x, dy, dx, *args)
-            return run_max
-        avg_bwd = avgpool_backward_threaded if par else avgpool_backward
-
-        def run_avg():
-            avg_bwd(dy, dx, *args)
-        return run_avg
-
-    def to_onnx(node, in_names, out_name, in_types, b):
-        g = geometry(node, in_types[0].shape)
-        attrs = dict(kernel_shape=list(g["kernel"]), strides=list(g["stride"]), pads=list(g["pads"]))
-        if not is_max:
-            attrs["count_include_pad"] = 0
-        b.node(kind, in_names, [out_name], **attrs)
-
-    def reference(node, xs, ps):
-        g = geometry(node, xs[0].shape[1:])
-        x = xs[0]
-        kh, kw, sh, sw, pt, pl = g["args"]
-        oh, ow = g["out"]
-        y = np.empty(x.shape[:2] + (oh, ow), x.dtype)
-        for a in range(oh):
-            for c in range(ow):
-                h0, w0 = a * sh - pt, c * sw - pl
-                win = x[:, :, max(h0, 0):min(h0 + kh, g["H"]), max(w0, 0):min(w0 + kw, g["W"])]
-                y[:, :, a, c] = win.max(axis=(2, 3)) if is_max else win.mean(axis=(2, 3))
-        return y
-
-    return OpDef(kind, _infer, bind_forward, bind_backward, to_onnx, reference)
+def _pool_to_onnx(node, in_names, out_name, in_types, b):
+    g = geometry(node, in_types[0].shape)
+    attrs = dict(kernel_shape=list(g["kernel"]), strides=list(g["stride"]), pads=list(g["pads"]))
+    if node.op == "AveragePool":
+        attrs["count_include_pad"] = 0
+    b.node(node.op, in_names, [out_name], **attrs)
 
 
-MAXPOOL = _make("MaxPool")
-AVGPOOL = _make("AveragePool")
+def _pool_reference(node, xs, ps, ctx=None):
+    is_max = node.op == "MaxPool"
+    g = geometry(node, xs[0].shape[1:])
+    x = xs[0]
+    kh, kw, sh, sw, pt, pl = g["args"]
+    oh, ow = g["out"]
+    y = np.empty(x.shape[:2] + (oh, ow), x.dtype)
+    for a in range(oh):
+        for c in range(ow):
+            h0, w0 = a * sh - pt, c * sw - pl
+            win = x[:, :, max(h0, 0):min(h0 + kh, g["H"]), max(w0, 0):min(w0 + kw, g["W"])]
+            y[:, :, a, c] = win.max(axis=(2, 3)) if is_max else win.mean(axis=(2, 3))
+    return y
+
+
+MAXPOOL = OpSpec("MaxPool", _infer, _pool_to_onnx, _pool_reference, kernels="nngraph.ops.pool_kernels",
+                 layers={"maxpool2d": same_attrs})
+AVGPOOL = OpSpec("AveragePool", _infer, _pool_to_onnx, _pool_reference, kernels="nngraph.ops.pool_kernels",
+                 layers={"avgpool2d": same_attrs})
 
 
 # ---- GlobalAveragePool: (C, H, W) -> (C,) ------------------------------------------------------
@@ -317,26 +86,6 @@ def _infer_global(node: Node, types: list[TensorType]) -> TensorType:
     return TensorType(types[0].shape[:1])
 
 
-def _bind_global_forward(node, xs, ps, y, ws):
-    x2 = xs[0].reshape(-1, xs[0].shape[2] * xs[0].shape[3])
-    y1 = y.reshape(-1)
-
-    def run():
-        global_avg_forward(x2, y1)
-    return run
-
-
-def _bind_global_backward(node, xs, ps, y, dy, dxs, dps, ws):
-    if dxs[0] is None:
-        return lambda: None
-    dx2 = dxs[0].reshape(-1, xs[0].shape[2] * xs[0].shape[3])
-    dy1 = dy.reshape(-1)
-
-    def run():
-        global_avg_backward(dy1, dx2)
-    return run
-
-
 def _global_to_onnx(node, in_names, out_name, in_types, b):
     # ONNX keeps (N, C, 1, 1); the layer's output is (N, C), ready for a dense layer.
     pooled = b.fresh(f"{node.name}/pooled")
@@ -344,7 +93,8 @@ def _global_to_onnx(node, in_names, out_name, in_types, b):
     b.node("Flatten", [pooled], [out_name], axis=1)
 
 
-GLOBAL_AVGPOOL = OpDef("GlobalAveragePool", _infer_global, _bind_global_forward, _bind_global_backward,
-                       _global_to_onnx, lambda node, xs, ps: xs[0].mean(axis=(2, 3)))
+GLOBAL_AVGPOOL = OpSpec("GlobalAveragePool", _infer_global, _global_to_onnx,
+                        lambda node, xs, ps, ctx=None: xs[0].mean(axis=(2, 3)), kernels="nngraph.ops.pool_kernels",
+                        layers={"global_avgpool2d": same_attrs})
 
-OPS = [MAXPOOL, AVGPOOL, GLOBAL_AVGPOOL]
+SPECS = [MAXPOOL, AVGPOOL, GLOBAL_AVGPOOL]

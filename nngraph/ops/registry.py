@@ -1,17 +1,26 @@
-"""The explicit list of every op. No discovery magic: an op exists when it is listed here."""
+"""The explicit list of every op description. No discovery magic: an op exists when it is listed
+here. Importing this module loads no Numba (kernels are found through ``nngraph.backend.kernels``)."""
 from __future__ import annotations
 
 from . import activations, conv, dense, embedding, join, pool, recurrent, shape
-from .base import OpDef
+from .base import OpSpec
 
 _MODULES = [dense, activations, join, conv, pool, shape, recurrent, embedding]
 
-OPS: dict[str, OpDef] = {op.name: op for m in _MODULES for op in m.OPS}
+SPECS: dict[str, OpSpec] = {op.name: op for m in _MODULES for op in m.SPECS}
 
 
-def get_op(name: str) -> OpDef:
-    """The OpDef for an IR op name; an unknown name lists the known ones."""
+def get_op(name: str) -> OpSpec:
+    """The OpSpec for an IR op name; an unknown name lists the known ones."""
     try:
-        return OPS[name]
+        return SPECS[name]
     except KeyError:
-        raise KeyError(f"unknown op {name!r} (known: {', '.join(sorted(OPS))})") from None
+        raise KeyError(f"unknown op {name!r} (known: {', '.join(sorted(SPECS))})") from None
+
+
+def layer_op(layer_type: str) -> OpSpec:
+    """The op a spec layer type lowers to."""
+    for op in SPECS.values():
+        if layer_type in op.layers:
+            return op
+    raise KeyError(f"no op lowers layer type {layer_type!r}")

@@ -87,11 +87,12 @@ class EarlyStopping(Callback):
             return
         if better(self.mode, value, self.best, self.min_delta):
             self.best, self.best_epoch, self.wait = value, record.epoch, 0
-            if self.restore_best:
+            if self.restore_best:  # parameters and state (running statistics) of the best epoch
+                params = trainer.program.params
                 if self.best_weights is None:
-                    self.best_weights = trainer.program.params.flat.copy()
+                    self.best_weights = np.concatenate([params.flat, params.state_flat])
                 else:
-                    self.best_weights[...] = trainer.program.params.flat
+                    self.best_weights[...] = np.concatenate([params.flat, params.state_flat])
             return
         self.wait += 1
         if self.wait >= self.patience:
@@ -100,7 +101,10 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, trainer: "Trainer") -> None:
         if self.restore_best and self.best_weights is not None:  # stopped early or not, like Keras 3
-            trainer.program.params.flat[...] = self.best_weights
+            params = trainer.program.params
+            params.flat[...] = self.best_weights[:params.flat.size]
+            if self.best_weights.size > params.flat.size:  # runs saved before state existed hold params only
+                params.state_flat[...] = self.best_weights[params.flat.size:]
 
     def state(self) -> dict[str, Any]:
         return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,

@@ -1,6 +1,7 @@
 """Checkpoint files: one ``.npz`` (no pickle) holding the run's arrays and its JSON metadata.
 
 Arrays: ``params`` (the flat parameter buffer, so a checkpoint of any network is one array),
+``state`` (the flat buffer of non-trainable state such as batch norm's running statistics),
 ``optimizer.<name>`` (moments, velocities), ``<callback>.<name>`` (e.g. early stopping's best
 weights). Metadata (``meta.json``, stored as a uint8 array): counters, learning rate, the shuffling
 generator's state, schedule/callback state, the history, and a description of the parameter layout
@@ -24,8 +25,13 @@ FORMAT = 1
 
 
 def layout(params: Any) -> list[list[Any]]:
-    """[name, shape] of each parameter, in buffer order (ParamStore)."""
+    """[name, shape] of each trainable parameter, in buffer order (ParamStore)."""
     return [[name, list(info.shape)] for name, info in params.infos.items()]
+
+
+def state_layout(params: Any) -> list[list[Any]]:
+    """[name, shape] of each non-trainable state array, in its buffer's order (ParamStore)."""
+    return [[name, list(info.shape)] for name, info in params.state_infos.items()]
 
 
 def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
@@ -69,12 +75,18 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
 
 
 def weights(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The named parameter arrays of a checkpoint (views into its flat buffer)."""
-    out, offset = {}, 0
-    flat = arrays["params"]
+    """The named parameter and state arrays of a checkpoint (views into its flat buffers)."""
+    out = _unpack(arrays["params"], meta["layout"])
+    if meta.get("state_layout"):
+        out.update(_unpack(arrays["state"], meta["state_layout"]))
+    return out
+
+
+def _unpack(flat: np.ndarray, entries: list[list[Any]]) -> dict[str, np.ndarray]:
     from ..backend.params import ALIGN
 
-    for name, shape in meta["layout"]:
+    out, offset = {}, 0
+    for name, shape in entries:
         size = int(np.prod(shape)) if shape else 1
         out[name] = flat[offset:offset + size].reshape(shape)
         offset += -(-size // ALIGN) * ALIGN

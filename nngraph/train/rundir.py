@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import DataError
 from ..fileio import atomic_write_text
 from .callbacks import Callback
-from .checkpoint import layout, load_checkpoint, save_checkpoint
+from .checkpoint import layout, load_checkpoint, save_checkpoint, state_layout
 from .schedules import better, monitor_mode
 
 if TYPE_CHECKING:
@@ -163,8 +163,8 @@ class RunDirCallback(Callback):
 
     def save(self, trainer: "Trainer", finished: bool = False) -> Path:
         arrays, meta = trainer.checkpoint()
-        meta.update(layout=layout(trainer.program.params), dtype=str(trainer.program.params.dtype),
-                    finished=finished, monitor=self.monitor, saved=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        meta.update(layout=layout(trainer.program.params), state_layout=state_layout(trainer.program.params),
+                    dtype=str(trainer.program.params.dtype), finished=finished, monitor=self.monitor, saved=time.strftime("%Y-%m-%dT%H:%M:%S"))
         self.last_saved = (trainer.epoch, trainer.batch)
         return save_checkpoint(self.path / CHECKPOINT, arrays, meta)
 
@@ -191,9 +191,10 @@ class RunDirCallback(Callback):
         self.write_history(trainer)
         if improved:
             arrays, meta = trainer.checkpoint()
-            meta.update(layout=layout(trainer.program.params), dtype=str(trainer.program.params.dtype),
-                        monitor=self.monitor, best=value, best_epoch=record.epoch)
-            save_checkpoint(self.path / BEST, {"params": arrays["params"]}, meta)
+            meta.update(layout=layout(trainer.program.params), state_layout=state_layout(trainer.program.params),
+                        dtype=str(trainer.program.params.dtype), monitor=self.monitor, best=value,
+                        best_epoch=record.epoch)
+            save_checkpoint(self.path / BEST, {"params": arrays["params"], "state": arrays["state"]}, meta)
         if record.epoch % self.every == 0 or record.epoch >= self.epochs or trainer.stop_training:
             self.save(trainer)
 

@@ -37,8 +37,10 @@ Feeds = dict[str, np.ndarray]
 # A step over a batch whose activations and gradients outgrow this many bytes runs as equal
 # micro-batches (forward, loss, backward each; gradients summed with each part's share of the batch
 # mean), so every layer's buffers stay in cache between its forward and backward: LeNet at batch
-# 256 (200 KB a sample) ran 9-20% slower per sample than at 64. Every op is per-sample (no batch
-# statistics), so the gradient is the batch's; only the float summation order differs. Never below
+# 256 (200 KB a sample) ran 9-20% slower per sample than at 64. Only networks whose ops are all
+# per-sample split (batch norm's statistics are over the whole batch it is given, so a network with
+# it never does): the gradient is then the batch's, only the float summation order differs, and a
+# dropout mask is keyed by the sample's index in the whole batch, so it is the same too. Never below
 # MICRO_BATCH_MIN samples, so the bundled specs (batch <= 64) never split.
 ACTIVATION_BUDGET = 8 << 20
 MICRO_BATCH_MIN = 64
@@ -90,9 +92,10 @@ class Trainer:
             self._targets[batch] = buf
         return buf
 
-    def _gather(self, x: Feeds, y: np.ndarray, idx: np.ndarray):
-        """The plan for this batch size, its inputs filled with rows ``idx``; and the targets buffer."""
-        plan = self.program.plan(len(idx))
+    def _gather(self, x: Feeds, y: np.ndarray, idx: np.ndarray, training: bool = False):
+        """The plan for this batch size and mode, its inputs filled with rows ``idx``; and the
+        targets buffer."""
+        plan = self.program.plan(len(idx), training)
         for name, buf in plan.inputs.items():
             np.take(x[name], idx, axis=0, out=buf)
         t = self._target_buffer(y, len(idx))
@@ -101,11 +104,16 @@ class Trainer:
 
     def micro_batch(self) -> int:
         """The most samples one forward/backward pass takes (see ACTIVATION_BUDGET)."""
+        if not self.program.per_sample:
+            return 1 << 62  # an op with batch statistics: always the whole batch in one pass
         return max(MICRO_BATCH_MIN, ACTIVATION_BUDGET // max(1, self.program.activation_bytes_per_sample()))
 
-    def _pass(self, x: Feeds, y: np.ndarray, idx: np.ndarray, share: float):
-        """Forward, loss and backward on rows ``idx``, the loss gradient scaled by ``share``."""
-        plan, t = self._gather(x, y, idx)
+    def _pass(self, x: Feeds, y: np.ndarray, idx: np.ndarray, share: float, first: int = 0):
+        """Forward, loss and backward on rows ``idx`` (the batch's samples from ``first`` on), the
+        loss gradient scaled by ``share``."""
+        self.program.counters[0] = self.optimizer.t  # the step this pass belongs to (0-based)
+        self.program.counters[1] = first
+        plan, t = self._gather(x, y, idx, training=True)
         out = plan.forward()
         value = self.loss.compute(out, t, plan.output_grad, self.fused)
         if not math.isfinite(value):
@@ -131,7 +139,7 @@ class Trainer:
             value = 0.0
             for i, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:])):
                 share = (hi - lo) / n
-                v, o, tp = self._pass(x, y, idx[lo:hi], share)
+                v, o, tp = self._pass(x, y, idx[lo:hi], share, lo)
                 if out is None:
                     out = self._buffer("outputs", (n,) + o.shape[1:], o.dtype)
                     t = self._buffer("targets", (n,) + tp.shape[1:], tp.dtype)
@@ -298,7 +306,7 @@ class Trainer:
     # ---- checkpoints ----------------------------------------------------------------------------
     def checkpoint(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The run's complete state: arrays (params, optimizer, callbacks) and JSON metadata."""
-        arrays = {"params": self.program.params.flat}
+        arrays = {"params": self.program.params.flat, "state": self.program.params.state_flat}
         arrays.update({f"optimizer.{k}": v for k, v in self.optimizer.state().items()})
         meta: dict[str, Any] = {
             "epoch": self.epoch, "batch": self.batch, "step": self.optimizer.t, "lr": self.optimizer.lr,
@@ -319,6 +327,14 @@ class Trainer:
             raise DataError(f"checkpoint parameters have shape {arrays['params'].shape} "
                             f"{arrays['params'].dtype}, this model {flat.shape} {flat.dtype}")
         flat[...] = arrays["params"]
+        state = self.program.params.state_flat
+        if "state" in arrays:
+            if arrays["state"].shape != state.shape or arrays["state"].dtype != state.dtype:
+                raise DataError(f"checkpoint state has shape {arrays['state'].shape} {arrays['state'].dtype}, "
+                                f"this model {state.shape} {state.dtype}")
+            state[...] = arrays["state"]
+        elif self.program.params.state_infos:
+            raise DataError("checkpoint has no state arrays (running statistics) but this model needs them")
         try:
             self.optimizer.load_state({k[len("optimizer."):]: v for k, v in arrays.items()
                                        if k.startswith("optimizer.")}, meta["step"])

@@ -32,6 +32,7 @@ class OpCase:
     grad_tol: float = 1e-6     # relative tolerance of the finite-difference check
     batch: int = 3             # batch used by the gradient check
     scale: float = 1.0         # std of random float inputs
+    seed: int = 3              # the run's seed (dropout masks)
 
     def spec(self):
         return parse_spec({
@@ -39,7 +40,7 @@ class OpCase:
             "inputs": {k: ({"shape": v, "dtype": self.input_dtypes[k]} if k in self.input_dtypes else {"shape": v})
                        for k, v in self.inputs.items()},
             "layers": self.layers,
-            "train": {"seed": 3},
+            "train": {"seed": self.seed},
         })
 
 
@@ -50,7 +51,10 @@ def make_feeds(case: OpCase, model: Model, batch: int, rng: np.random.Generator,
 def randomize_params(model: Model, rng: np.random.Generator) -> None:
     """Non-trivial values everywhere (zero biases would hide bias-gradient bugs)."""
     for name, arr in model.params.values.items():
-        arr[...] = 0.5 * rng.standard_normal(arr.shape)
+        if model.params.all_infos[name].trainable:
+            arr[...] = 0.5 * rng.standard_normal(arr.shape)
+        else:  # state (running statistics): positive values near 1, so a variance stays a variance
+            arr[...] = 1.0 + 0.5 * np.abs(rng.standard_normal(arr.shape))
 
 
 def check_forward_reference(case: OpCase, seed: int = 0) -> None:
@@ -58,16 +62,18 @@ def check_forward_reference(case: OpCase, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     randomize_params(model, rng)
     feeds = make_feeds(case, model, 4, rng, np.float64)
-    plan = Program(model.graph, model.params).plan(4)
-    plan.set_inputs(feeds)
-    plan.forward()
-    for node in model.graph.nodes:
-        op = get_op(node.op)
-        xs = [plan.values[v] for v in node.inputs]
-        ps = [model.params.values[p] for p in node.params]
-        want = op.reference(node, xs, ps)
-        got = plan.values[node.output]
-        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10, err_msg=f"{case.id}: forward of {node.name}")
+    for training in (False, True):
+        plan = Program(model.graph, model.params, seed=case.seed).plan(4, training)
+        plan.set_inputs(feeds)
+        plan.forward()
+        for node in model.graph.nodes:
+            op = get_op(node.op)
+            xs = [plan.values[v] for v in node.inputs]
+            ps = [model.params.values[p] for p in node.params]
+            want = op.reference(node, xs, ps, plan.ctx)
+            got = plan.values[node.output]
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10,
+                                       err_msg=f"{case.id}: forward of {node.name} (training={training})")
 
 
 def check_gradients(case: OpCase, seed: int = 0, h: float = 1e-6, coords: int = 6) -> None:
@@ -78,7 +84,7 @@ def check_gradients(case: OpCase, seed: int = 0, h: float = 1e-6, coords: int = 
     randomize_params(model, rng)
     batch = case.batch
     feeds = make_feeds(case, model, batch, rng, np.float64)
-    plan = Program(model.graph, model.params, input_grads=True).plan(batch)
+    plan = Program(model.graph, model.params, input_grads=True, seed=case.seed).plan(batch, training=True)
     r = rng.standard_normal(plan.output.shape)
 
     def objective() -> float:
@@ -89,7 +95,7 @@ def check_gradients(case: OpCase, seed: int = 0, h: float = 1e-6, coords: int = 
     plan.output_grad[...] = r
     plan.backward()
     grads = {f"param {k}": v.copy() for k, v in model.params.grads.items()}
-    targets = {f"param {k}": v for k, v in model.params.values.items()}
+    targets = {f"param {k}": model.params.values[k] for k in model.params.grads}
     for name in model.graph.inputs:
         if model.graph.values[name].dtype != "int64":
             grads[f"input {name}"] = plan.grads[name].copy()
@@ -127,7 +133,7 @@ def _backward(case: OpCase, dtype, seed: int):
     randomize_params(model, rng)
     feeds = make_feeds(case, model, case.batch, rng, np.float64)
     feeds = {k: (v.astype(dtype) if v.dtype.kind == "f" else v) for k, v in feeds.items()}
-    plan = Program(model.graph, model.params, input_grads=True).plan(case.batch)
+    plan = Program(model.graph, model.params, input_grads=True, seed=case.seed).plan(case.batch, training=True)
     r = rng.standard_normal(plan.output.shape)
     plan.set_inputs(feeds)
     out = plan.forward().astype(np.float64)

@@ -213,7 +213,7 @@ THREADED = ["conv2d-same-relu", "conv2d-stride2-same", "conv2d-groups", "conv1d-
 @pytest.fixture
 def force_threads(monkeypatch):
     """Every conv and pool call takes its threaded path, as if the machine had 3 threads."""
-    from nngraph.ops import conv, pool
+    from nngraph.ops import conv_bind as conv, pool_kernels as pool
 
     monkeypatch.setattr(conv, "THREADED_MIN", 0)
     monkeypatch.setattr(conv, "thread_count", lambda: 3)
@@ -232,7 +232,7 @@ def test_threaded_kernels_match_reference_and_finite_differences(case, force_thr
 def test_fast_2x2_maxpool_agrees_with_the_general_kernels_on_ties():
     """The 2x2/2 fast path and the general window loops pick the same (first) maximum, also when
     values tie, and leave rows/columns outside every window at zero gradient."""
-    from nngraph.ops import pool
+    from nngraph.ops import pool_kernels as pool
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 3, size=(3, 4, 9, 7)).astype(np.float32)  # many ties
@@ -266,7 +266,7 @@ def test_fast_2x2_maxpool_agrees_with_the_general_kernels_on_ties():
                          ids=lambda c: c.id)
 def test_both_weight_gradient_kernels(case, nt_filters, monkeypatch):
     """The stride-1 weight gradient has two kernels, picked by filters per group: force each."""
-    from nngraph.ops import conv
+    from nngraph.ops import conv_bind as conv
 
     monkeypatch.setattr(conv, "NT_FILTERS", nt_filters)
     check_gradients(case)
@@ -281,7 +281,7 @@ def test_thread_count_does_not_change_the_bits(case, monkeypatch):
     from dataclasses import replace
 
     from nngraph.backend.program import Program
-    from nngraph.ops import conv
+    from nngraph.ops import conv_bind as conv
 
     case = replace(case, batch=13)
 
@@ -292,7 +292,7 @@ def test_thread_count_does_not_change_the_bits(case, monkeypatch):
         rng = np.random.default_rng(5)
         randomize_params(model, rng)
         feeds = make_feeds(case, model, case.batch, rng, np.float32)
-        plan = Program(model.graph, model.params, input_grads=True).plan(case.batch)
+        plan = Program(model.graph, model.params, input_grads=True).plan(case.batch, training=True)
         plan.set_inputs(feeds)
         out = plan.forward().copy()
         plan.output_grad[...] = rng.standard_normal(out.shape)

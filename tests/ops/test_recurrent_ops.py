@@ -117,7 +117,7 @@ def test_batch_chunks_on_threads_give_the_same_bits(case, monkeypatch):
     """Wide batches split over threads (each runs the whole time loop for its rows): forward and all
     gradients must equal the one-chunk run exactly, whatever the split (here 3 chunks of 24 rows)."""
     from nngraph.backend.program import Program
-    from nngraph.ops import recurrent
+    from nngraph.ops import recurrent_kernels as recurrent
 
     def run(parts):
         monkeypatch.setattr(recurrent, "chunks", lambda *a: parts)
@@ -125,7 +125,7 @@ def test_batch_chunks_on_threads_give_the_same_bits(case, monkeypatch):
         rng = np.random.default_rng(3)
         randomize_params(model, rng)
         feeds = make_feeds(case, model, 24, rng, np.float32)
-        plan = Program(model.graph, model.params, input_grads=True).plan(24)
+        plan = Program(model.graph, model.params, input_grads=True).plan(24, training=True)
         plan.set_inputs(feeds)
         out = plan.forward().copy()
         plan.output_grad[...] = rng.standard_normal(out.shape)
