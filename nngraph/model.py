@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -15,10 +15,11 @@ from .lowering import lower
 from .ops.losses import LossDef, get_loss
 from .spec import Spec
 from .train.callbacks import Callback, EarlyStopping
-from .train.optimizers import Optimizer, make_optimizer
 from .train.schedules import Schedule, make_schedule
 from .train.history import EpochRecord, History
-from .train.trainer import Trainer
+
+if TYPE_CHECKING:  # the trainer and optimizers import Numba: only training loads them
+    from .train.trainer import Trainer
 
 ArrayOrFeeds = np.ndarray | dict[str, np.ndarray]
 
@@ -37,7 +38,7 @@ class Model:
         self.params = params
         self.metadata: dict[str, Any] = dict(metadata or {})
         self._infer_program: Program | None = None
-        self._trainer: Trainer | None = None
+        self._trainer: "Trainer | None" = None
 
     # ---- construction -----------------------------------------------------------------------------
     @classmethod
@@ -105,14 +106,17 @@ class Model:
     def _loss_fused(self) -> bool:
         return self.loss.fuses_with is not None and output_activation(self.graph) == self.loss.fuses_with
 
-    def trainer(self) -> Trainer:
+    def trainer(self) -> "Trainer":
         """The trainer (built once: plans, optimizer state and step count persist across fits)."""
         if self._trainer is None:
+            from .train.optimizers import make_optimizer
+            from .train.trainer import Trainer
+
             loss = self.loss
             graph = mark_loss_fused(self.graph, loss.fuses_with)
             program = Program(graph, self.params, seed=self.spec.train.resolved()["seed"])
             opt = self.spec.optimizer
-            optimizer: Optimizer = make_optimizer(opt.type, opt.resolved(), self.params.flat,
+            optimizer = make_optimizer(opt.type, opt.resolved(), self.params.flat,
                                                   self.params.grad_flat)
             self._trainer = Trainer(program, loss, self._loss_fused(), optimizer, self.spec.train.clip_norm,
                                     self.spec.train.check_finite)

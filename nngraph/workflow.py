@@ -9,7 +9,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .data import Dataset, load_source
 from .errors import DataError, SpecError, TrainingDiverged, TrainingInterrupted
@@ -20,7 +20,9 @@ from .train.callbacks import Callback
 from .train.checkpoint import load_checkpoint, weights
 from .train.progress import LogLines, ProgressBar, format_record
 from .train.history import History
-from .train.trainer import Trainer
+
+if TYPE_CHECKING:  # imports Numba: loaded only when training
+    from .train.trainer import Trainer
 
 __all__ = ["train", "load_data", "apply_overrides", "run_model", "TrainResult", "format_record"]
 
@@ -71,7 +73,7 @@ def apply_overrides(spec: Spec, overrides: dict[str, Any] | None) -> Spec:
 
 
 @contextlib.contextmanager
-def graceful_signals(trainer: Trainer) -> Iterator[None]:
+def graceful_signals(trainer: "Trainer") -> Iterator[None]:
     """SIGINT/SIGTERM ask the trainer to stop at the next step boundary (it saves and raises
     TrainingInterrupted); a second signal abandons the current step (KeyboardInterrupt)."""
     if threading.current_thread() is not threading.main_thread():

@@ -28,7 +28,7 @@ print(json.dumps(stats))
 
 
 @pytest.mark.parametrize("spec, kernels", [
-    ("digits_mlp.json", ("nngraph.ops.activations_kernels.bias_act_serial", "nngraph.ops.losses.ce_probs_ids",
+    ("digits_mlp.json", ("nngraph.ops.activations_kernels.bias_act_serial", "nngraph.ops.loss_kernels.ce_probs_ids",
                          "nngraph.train.optimizers.adam_serial")),
     # a parallel=True kernel (the evaluation batches are large enough to thread)
     ("digits_cnn.json", ("nngraph.ops.conv_shift.forward_threaded", "nngraph.ops.pool_kernels.maxpool_backward")),
