@@ -1,4 +1,5 @@
-"""Start-up latency: ``nngraph --help``, and how long a new ``nngraph train`` process takes to reach
+"""Start-up latency: ``nngraph --help``, ``nngraph check specs/mnist_resnet.json`` (validation and
+shapes load no Numba; target <= 0.5 s), and how long a new ``nngraph train`` process takes to reach
 its first training step with the JIT cache in place (targets: <= 0.3 s and <= 1 s).
 
     python tools/bench_startup.py [--repeats 5]
@@ -40,6 +41,12 @@ def time_help() -> float:
     return time.time() - t0
 
 
+def time_check(spec: Path) -> float:
+    t0 = time.time()
+    subprocess.run(["nngraph", "check", str(spec)], capture_output=True, check=True)
+    return time.time() - t0
+
+
 def time_first_step() -> float:
     t0 = time.time()
     out = subprocess.run([sys.executable, "-c", CHILD, str(SPEC)], capture_output=True, text=True)
@@ -55,8 +62,11 @@ def main() -> None:
     args = ap.parse_args()
     time_first_step()  # fill the JIT cache
     helps = [time_help() for _ in range(args.repeats)]
+    check_spec = ROOT / "specs" / "mnist_resnet.json"
+    checks = [time_check(check_spec) for _ in range(args.repeats)]
     firsts = [time_first_step() for _ in range(args.repeats)]
     print(f"nngraph --help:                 median {statistics.median(helps):.3f} s  (min {min(helps):.3f})")
+    print(f"nngraph check {check_spec.name}: median {statistics.median(checks):.3f} s  (min {min(checks):.3f})")
     print(f"nngraph train -> first step:    median {statistics.median(firsts):.3f} s  (min {min(firsts):.3f})")
 
 

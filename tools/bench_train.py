@@ -29,10 +29,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
-import nngraph  # noqa: F401  (before numpy, as in the `nngraph` command: it tunes OpenBLAS's threads)
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/: spec_torch, fma_peak
+import nngraph  # noqa: F401,E402  (before numpy, as in the `nngraph` command: it tunes OpenBLAS's threads)
+import numpy as np  # noqa: E402
 
 
 @dataclass
@@ -154,6 +156,18 @@ def _recurrent_gemms(gates: int) -> Callable[[int], list[tuple[int, int, int, bo
     return shapes
 
 
+def _spec_file_bench(label: str, file: str, batch: int, drop: tuple[str, ...] = (), steps: int = 8) -> Bench:
+    """A bench from a shipped spec (trained with SGD like every bench); ``drop`` removes layer types
+    (the same network without dropout / batch norm, to measure what they cost)."""
+    from spec_torch import torch_module, without_layers  # tools/, next to this script
+
+    spec = json.loads((Path(__file__).resolve().parents[1] / "specs" / file).read_text())
+    spec = without_layers({**spec, "optimizer": {"type": "sgd", "lr": 0.01}}, drop)
+    spec.pop("data", None)
+    shape = tuple(next(iter(spec["inputs"].values()))["shape"])
+    return Bench(label, spec, lambda: torch_module(spec), shape, 10, (batch,), steps=steps)
+
+
 BENCHES: list[Bench] = [
     Bench("mlp 784-256-128-10", _mlp_spec(), _mlp_torch, (784,), 10, (32, 128, 512), _mlp_gemms),
     Bench("rnn 16-128 x50 -> 10", _recurrent_spec("rnn"), _recurrent_torch("RNN"), (50, 16), 10, (64,),
@@ -164,6 +178,10 @@ BENCHES: list[Bench] = [
           _recurrent_gemms(3), steps=20),
     Bench("lenet mnist 1x28x28", _lenet_spec(), _lenet_torch, (1, 28, 28), 10, (64, 256), _lenet_gemms,
           steps=12),
+    _spec_file_bench("mnist_convnet", "mnist_convnet.json", 128),
+    _spec_file_bench("mnist_convnet -dropout", "mnist_convnet.json", 128, ("dropout",)),
+    _spec_file_bench("mnist_resnet", "mnist_resnet.json", 64),
+    _spec_file_bench("mnist_resnet -batchnorm", "mnist_resnet.json", 64, ("batchnorm",)),
 ]
 
 
@@ -361,6 +379,13 @@ def report(res: dict[str, Any]) -> str:
         peak = f"{r['step_gflops'] / res['peak_gflops']:>8.0%}" if "step_gflops" in r else f"{'-':>9}"
         ceiling = f"{r['ceiling']:>8.2f}x" if "ceiling" in r else f"{'-':>9}"
         lines.append(f"{r['bench']:<28}{r['batch']:>6}{r['nngraph']:>12,.0f}{torch_s}{ratio} {bound}{peak}{ceiling}")
+    by_label = {r["bench"]: r for r in res["rows"]}
+    for r in res["rows"]:  # ablations "<net> -<layer type>": what those layers cost in the full step
+        if " -" in r["bench"] and r["bench"].split(" -")[0] in by_label:
+            full, bare = by_label[r["bench"].split(" -")[0]], r
+            cost = 1 - full["nngraph"] / bare["nngraph"]
+            lines.append(f"  {r['bench'].split(' -')[1]} costs {cost:.1%} of the {full['bench']} step "
+                         f"({full['nngraph']:,.0f} vs {bare['nngraph']:,.0f} samples/s without it)")
     return "\n".join(lines)
 
 

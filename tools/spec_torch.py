@@ -1,0 +1,159 @@
+"""An nngraph spec as the identical PyTorch module, for the benchmarks' PyTorch side.
+
+    from spec_torch import torch_module
+    net = torch_module(spec_dict)        # torch.nn.Module; forward(x) -> logits (softmax left to the loss)
+
+Covers the layer types the benchmark networks use (dense, conv1d/2d, batchnorm, dropout, activations,
+pooling, flatten, add, concat) over a DAG given by the layers' ``inputs``. A final softmax (as a layer
+or a dense activation) is left out: PyTorch's CrossEntropyLoss takes logits, as nngraph's fused loss
+does. The conventions match nngraph's: batch norm momentum/epsilon as PyTorch's, "same" padding with
+the odd unit at the end (applied as an explicit F.pad when it is asymmetric). PyTorch is a benchmark
+peer only; nngraph never imports this module.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def _pair(v: Any, rank: int) -> tuple[int, ...]:
+    return tuple(v) if isinstance(v, (list, tuple)) else (v,) * rank
+
+
+def torch_module(spec: dict[str, Any]):
+    """The spec's network as a torch.nn.Module (weights left at PyTorch's defaults)."""
+    import torch.nn as nn
+
+    acts = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU,
+            "softplus": nn.Softplus, "identity": nn.Identity}
+    (in_name, in_body), = spec["inputs"].items()
+    shapes = {in_name: tuple(in_body["shape"])}
+    mods: list[tuple[str, tuple[str, ...], Any]] = []
+    prev = in_name
+    layers = spec["layers"]
+    for i, layer in enumerate(layers):
+        t = layer["type"]
+        name = layer.get("name", f"{t}_{i}")
+        inputs = tuple(layer.get("inputs", [prev]))
+        shape = shapes[inputs[0]]
+        last = i == len(layers) - 1
+        if t == "dense":
+            m = [nn.Linear(shape[-1], layer["units"], bias=layer.get("use_bias", True))]
+            act = layer.get("activation", "identity")
+            if act not in ("identity", "softmax"):
+                m.append(acts[act]())
+            mod, out = nn.Sequential(*m), shape[:-1] + (layer["units"],)
+        elif t in ("conv2d", "conv1d"):
+            rank = 2 if t == "conv2d" else 1
+            k, s = _pair(layer["kernel"], rank), _pair(layer.get("stride", 1), rank)
+            size = shape[1:]
+            pad = layer.get("padding", "valid")
+            if pad == "same":
+                outs = [-(-n // st) for n, st in zip(size, s)]
+                totals = [max((o - 1) * st + kk - n, 0) for o, st, kk, n in zip(outs, s, k, size)]
+                before = [tt // 2 for tt in totals]
+                after = [tt - b for tt, b in zip(totals, before)]
+            else:
+                before = after = [0] * rank if pad == "valid" else list(_pair(pad, rank))
+                outs = [(n + b + a - kk) // st + 1 for n, b, a, kk, st in zip(size, before, after, k, s)]
+            conv_cls = nn.Conv2d if rank == 2 else nn.Conv1d
+            sym = before == after
+            conv = conv_cls(shape[0], layer["filters"], k, s, padding=tuple(before) if sym else 0,
+                            bias=layer.get("use_bias", True), groups=layer.get("groups", 1))
+            m = [conv] if sym else [_Pad([p for b, a in zip(reversed(before), reversed(after)) for p in (b, a)]), conv]
+            act = layer.get("activation", "identity")
+            if act != "identity":
+                m.append(acts[act]())
+            mod, out = nn.Sequential(*m), (layer["filters"], *outs)
+        elif t == "batchnorm":
+            cls = nn.BatchNorm1d if len(shape) in (1, 2) else nn.BatchNorm2d
+            mod, out = cls(shape[0], eps=layer.get("epsilon", 1e-5), momentum=layer.get("momentum", 0.1)), shape
+        elif t == "dropout":
+            mod, out = nn.Dropout(layer["rate"]), shape
+        elif t in acts:
+            mod, out = acts[t](), shape
+        elif t == "softmax":
+            mod, out = (nn.Identity() if last else nn.Softmax(dim=layer.get("axis", -1))), shape
+        elif t == "maxpool2d":
+            size = layer["size"]
+            mod = nn.MaxPool2d(size, layer.get("stride") or size)
+            st = layer.get("stride") or size
+            out = (shape[0], (shape[1] - size) // st + 1, (shape[2] - size) // st + 1)
+        elif t == "global_avgpool2d":
+            mod, out = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), shape[:1]
+        elif t == "flatten":
+            n = 1
+            for d in shape:
+                n *= d
+            mod, out = nn.Flatten(), (n,)
+        elif t == "add":
+            mod, out = _Add(), shape
+        else:
+            raise ValueError(f"spec_torch: layer type {t!r} is not covered")
+        mods.append((name, inputs, mod))
+        shapes[name] = out
+        prev = name
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList(m for _, _, m in mods)
+            self.wiring = [(name, inputs) for name, inputs, _ in mods]
+
+        def forward(self, x):
+            vals = {in_name: x}
+            for (name, inputs), m in zip(self.wiring, self.layers):
+                args = [vals[v] for v in inputs]
+                vals[name] = m(*args)
+            return vals[prev]
+
+    return Net()
+
+
+def _pad_cls():
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Pad(nn.Module):
+        def __init__(self, pads):
+            super().__init__()
+            self.pads = pads
+
+        def forward(self, x):
+            return F.pad(x, self.pads)
+    return Pad
+
+
+def _Pad(pads):
+    return _pad_cls()(pads)
+
+
+def _Add():
+    import torch.nn as nn
+
+    class Add(nn.Module):
+        def forward(self, *xs):
+            out = xs[0]
+            for x in xs[1:]:
+                out = out + x
+            return out
+    return Add()
+
+
+def without_layers(spec: dict[str, Any], types: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of ``spec`` without the layers of the given types (e.g. dropout, batchnorm): a later
+    layer that read a removed one reads what the removed layer read. The benchmarks' ablations."""
+    first_input = next(iter(spec["inputs"]))
+    source: dict[str, str] = {}
+    kept, prev = [], first_input
+    for i, layer in enumerate(spec["layers"]):
+        name = layer.get("name", f"{layer['type']}_{i}")
+        inputs = [source.get(v, v) for v in layer.get("inputs", [prev])]
+        if layer["type"] in types:
+            source[name] = inputs[0]
+        else:
+            new = {**layer, "name": name}
+            if "inputs" in layer or len(inputs) != 1 or inputs[0] != (kept[-1]["name"] if kept else first_input):
+                new["inputs"] = inputs
+            kept.append(new)
+        prev = source.get(name, name)
+    return {**spec, "layers": kept}
