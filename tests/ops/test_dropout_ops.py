@@ -135,6 +135,8 @@ def test_backward_uses_the_forward_mask():
 
 THREADS_SCRIPT = r"""
 import hashlib, numpy as np
+import nngraph.ops.dropout_kernels as dk
+dk.THREADED_MIN = 0  # so 2 threads really split the samples
 from nngraph.backend.program import Program
 from nngraph.model import Model
 from nngraph.spec import parse_spec
@@ -210,3 +212,17 @@ def test_export_names_an_aliased_output_with_one_identity(tmp_path):
     g = onnx.load(str(model.export_onnx(tmp_path / "d.onnx"))).graph
     assert [n.op_type for n in g.node] == ["Gemm", "Identity"]
     assert g.node[1].input == [g.node[0].output[0]] and g.node[1].output == [g.output[0].name]
+
+
+def test_export_after_a_sequence_keeps_the_time_axis_dynamic(tmp_path):
+    import onnxruntime as ort
+
+    layers = [{"type": "rnn", "units": 4, "return_sequences": True}, {"type": "dropout", "rate": 0.5},
+              {"type": "dense", "units": 2}]
+    model = Model.compile(parse_spec({"name": "d", "inputs": {"x": {"shape": [5, 3]}}, "layers": layers}))
+    path = model.export_onnx(tmp_path / "d.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((2, 9, 3)).astype(np.float32)  # 9 steps, not 5
+    got = sess.run(None, {"x": x})[0]
+    assert got.shape == (2, 9, 2)
+    np.testing.assert_allclose(got[:, :5], model.predict(x[:, :5]), atol=1e-5, rtol=0)
