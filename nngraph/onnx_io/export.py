@@ -46,6 +46,16 @@ class _Builder:
         self._params = params
         self._names: set[str] = set(params)
         self._count = 0
+        self._alias: dict[str, str] = {}
+
+    def resolve(self, name: str) -> str:
+        """The ONNX name that carries ``name``'s value (itself unless it was aliased)."""
+        return self._alias.get(name, name)
+
+    def alias(self, out_name: str, in_name: str) -> None:
+        """Make ``out_name`` stand for ``in_name`` without a node (an op that is the identity at
+        inference, e.g. dropout): later nodes reading ``out_name`` read ``in_name`` instead."""
+        self._alias[out_name] = self.resolve(in_name)
 
     def fresh(self, hint: str) -> str:
         name, i = hint, 1
@@ -57,6 +67,7 @@ class _Builder:
 
     def node(self, op_type: str, inputs: list[str], outputs: list[str], **attrs: Any) -> None:
         self._count += 1
+        inputs = [self.resolve(v) for v in inputs]
         self.nodes.append(helper.make_node(op_type, inputs, outputs, name=f"{op_type}_{self._count}", **attrs))
 
     def constant(self, name_hint: str, value: np.ndarray) -> str:
@@ -80,6 +91,8 @@ def build_model(spec: Spec, graph: Graph, params: dict[str, np.ndarray], opset: 
     for node in graph.nodes:
         op = get_op(node.op)
         op.to_onnx(node, list(node.inputs), node.output, [graph.values[v] for v in node.inputs], b)
+    if b.resolve(graph.output) != graph.output:  # the output is an alias: one Identity names it
+        b.node("Identity", [graph.output], [graph.output])
     dyn = time_dynamic_values(graph)  # recurrent networks accept any sequence length
 
     def dims(name: str) -> list:

@@ -32,7 +32,7 @@ class Field:
 
     kind: ``int`` | ``float`` | ``bool`` | ``str`` | ``enum`` | ``int_or_pair`` | ``padding`` |
     ``shape`` | ``str_list`` | ``any`` | ``table`` | ``typed_table``. ``minimum``/``maximum`` bound
-    numbers (``exclusive_min`` makes the lower bound strict); ``options`` lists the allowed strings of
+    numbers (``exclusive_min``/``exclusive_max`` make the lower/upper bound strict); ``options`` lists the allowed strings of
     an enum (or of each item of a ``str_list``). A ``table`` is a nested object checked against the
     field table ``sub``; a ``typed_table`` is a nested object with a ``"type"`` key choosing its
     field table from ``sub`` (``{type: table}``), like the optimizer section.
@@ -44,6 +44,7 @@ class Field:
     minimum: float | None = None
     maximum: float | None = None
     exclusive_min: bool = False
+    exclusive_max: bool = False
     options: tuple = ()
     nullable: bool = False
     sub: Any = None  # nested field table(s) of a table / typed_table
@@ -69,13 +70,14 @@ class Field:
             "table": "an object",
             "typed_table": "an object with a \"type\" (" + ", ".join(f'"{t}"' for t in (self.sub or ())) + ")",
         }[self.kind]
+        lo = ">" if self.exclusive_min else ">="
+        hi = "<" if self.exclusive_max else "<="
         if self.minimum is not None and self.maximum is not None:
-            lo = ">" if self.exclusive_min else ">="
-            return f"{base} {lo} {_num(self.minimum)} and <= {_num(self.maximum)}"
+            return f"{base} {lo} {_num(self.minimum)} and {hi} {_num(self.maximum)}"
         if self.minimum is not None:
-            return f"{base} {'>' if self.exclusive_min else '>='} {_num(self.minimum)}"
+            return f"{base} {lo} {_num(self.minimum)}"
         if self.maximum is not None:
-            return f"{base} <= {_num(self.maximum)}"
+            return f"{base} {hi} {_num(self.maximum)}"
         return base
 
 
@@ -94,7 +96,7 @@ def _is_number(v: Any) -> bool:
 def _in_range(f: Field, v: float) -> bool:
     if f.minimum is not None and (v <= f.minimum if f.exclusive_min else v < f.minimum):
         return False
-    if f.maximum is not None and v > f.maximum:
+    if f.maximum is not None and (v >= f.maximum if f.exclusive_max else v > f.maximum):
         return False
     return True
 
@@ -224,7 +226,7 @@ def field_json_schema(f: Field) -> dict[str, Any]:
     """One field as a JSON Schema fragment."""
     k = f.kind
     lo = {"exclusiveMinimum" if f.exclusive_min else "minimum": f.minimum} if f.minimum is not None else {}
-    hi = {"maximum": f.maximum} if f.maximum is not None else {}
+    hi = {"exclusiveMaximum" if f.exclusive_max else "maximum": f.maximum} if f.maximum is not None else {}
     if k == "int":
         s: dict[str, Any] = {"type": "integer", **lo, **hi}
     elif k == "float":

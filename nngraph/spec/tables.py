@@ -114,6 +114,12 @@ LAYERS: dict[str, LayerSchema] = {
         "vocab_size": Field("int", doc="number of distinct token ids (ids are 0 .. vocab_size-1)", minimum=1),
         "dim": Field("int", doc="length of each embedding vector", minimum=1)},
         "integer token ids (N, ...) -> learned vectors (N, ..., dim)"),
+    "dropout": LayerSchema({
+        "rate": Field("float", doc="probability of zeroing each element while training", minimum=0,
+                      maximum=1, exclusive_max=True)},
+        "inverted dropout on any shape: while training y = x * keep / (1 - rate), keep ~ Bernoulli(1 - rate) "
+        "from a counter-based hash of (seed, step, layer, sample, element); the identity at inference "
+        "and in the ONNX export"),
 }
 
 # Keys every layer may carry besides its own.

@@ -103,7 +103,7 @@ def _invalid_values(f: Field):
         if f.minimum is not None:
             bad.append(f.minimum if f.exclusive_min else f.minimum - 1)
         if f.maximum is not None:
-            bad.append(f.maximum + 1)
+            bad.append(f.maximum if f.exclusive_max else f.maximum + 1)
         if f.kind == "int":
             bad.append(1.5)
     elif f.kind == "bool":
@@ -177,3 +177,16 @@ def test_invalid_json_is_a_spec_error_with_position():
 def test_missing_spec_file_is_a_spec_error(tmp_path):
     with pytest.raises(SpecError, match="spec file not found"):
         S.load_spec(tmp_path / "none.json")
+
+
+def test_exclusive_max_is_a_strict_upper_bound():
+    from nngraph.spec.fields import Field, check_field, field_json_schema
+
+    f = Field("float", doc="a rate", minimum=0, maximum=1, exclusive_max=True)
+    assert check_field(f, 0, "r") == 0
+    assert check_field(f, 0.999, "r") == 0.999
+    with pytest.raises(SpecError, match=r"r: expected a number >= 0 and < 1, got 1"):
+        check_field(f, 1, "r")
+    s = field_json_schema(f)
+    assert s["exclusiveMaximum"] == 1 and "maximum" not in s and s["minimum"] == 0
+    assert Field("int", maximum=3).describe() == "an integer <= 3"
