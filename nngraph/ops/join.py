@@ -14,17 +14,12 @@ from .base import FIXED, PER_STEP, OpSpec, same_attrs
 
 def _infer_add(node: Node, types: list[TensorType]) -> TensorType:
     """Every input must have the first one's shape; the error names both disagreeing inputs (the
-    layers or spec inputs producing them) with their shapes."""
+    layers or spec inputs whose outputs they are) with their shapes."""
     for name, t in zip(node.inputs[1:], types[1:]):
         if t.shape != types[0].shape:
             raise ShapeError(f"layer {node.layer}: add needs inputs of one shape, got "
-                             f"{_layer_of(node.inputs[0])} {types[0]} and {_layer_of(name)} {t}")
+                             f"{node.inputs[0]} {types[0]} and {name} {t}")
     return types[0]
-
-
-def _layer_of(value: str) -> str:
-    """The layer (or spec input) a value comes from: ``conv/linear`` is layer ``conv``'s."""
-    return value[:-len("/linear")] if value.endswith("/linear") else value
 
 
 def _add_to_onnx(node, in_names, out_name, in_types, b):
