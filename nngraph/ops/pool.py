@@ -2,7 +2,8 @@
 
 A 1-D pool (node attribute ``rank: 1``, layers maxpool1d / avgpool1d / global_avgpool1d) is the
 2-D pool of (N, C, 1, L) with window (1, k), stride (1, s) and pads (0, begin, 0, end): the kernels
-see that view; ONNX gets 1-D kernel_shape / strides / pads.
+see that view; ONNX gets 1-D kernel_shape / strides / pads. GlobalMaxPool is in global_pool.py.
+
 Windows of size (kh, kw) at stride (sh, sw) over the input padded by (top, left, bottom, right);
 output sizes use floor mode; stride defaults to the window size. Padding positions never win a max
 and never count in an average (ONNX count_include_pad=0, Keras "same"), so every window must hold
@@ -13,6 +14,7 @@ at least one real element: each pad must be smaller than the window.
     average: y = (1 / |W(o)|) sum over W(o) of x              dx[h, w] = sum over o with (h, w) in W(o)
              |W(o)| = number of real (non-pad) elements        of dy[o] / |W(o)|
     global:  y[n, c] = mean over (h, w) of x[n, c, h, w]     dx = dy / (H W)
+             (1-D: y[n, c] = mean over l of x[n, c, l], dx = dy / L)
 The max backward recomputes the argmax from x instead of storing it: a pass over a small tensor is
 cheaper than keeping an index buffer consistent across plans. Kernels in pool_kernels.py.
 """
