@@ -37,7 +37,7 @@ def test_activation_is_not_fused_into_a_gemm_that_feeds_another_node():
 
 @pytest.mark.parametrize("layers, inputs, message", [
     ([{"type": "dense", "units": 3, "name": "a"}, {"type": "add", "inputs": ["x", "a"], "name": "sum"}], None,
-     r"layer sum: add needs inputs of one shape, got \(N, 4\) and \(N, 3\)"),
+     r"layer sum: add needs inputs of one shape, got x \(N, 4\) and a \(N, 3\)"),
     ([{"type": "concat", "inputs": ["x", "y"], "name": "cat", "axis": 0}], {"x": {"shape": [2, 3]}, "y": {"shape": [2, 4]}},
      r"layer cat: concat inputs must agree except on axis 0"),
     ([{"type": "softmax", "axis": 3, "name": "sm"}], None, r"layer sm: softmax axis 3 is out of range"),

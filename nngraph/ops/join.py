@@ -13,10 +13,12 @@ from .base import FIXED, PER_STEP, OpSpec, same_attrs
 
 
 def _infer_add(node: Node, types: list[TensorType]) -> TensorType:
-    for t in types[1:]:
+    """Every input must have the first one's shape; the error names both disagreeing inputs (the
+    layers or spec inputs whose outputs they are) with their shapes."""
+    for name, t in zip(node.inputs[1:], types[1:]):
         if t.shape != types[0].shape:
             raise ShapeError(f"layer {node.layer}: add needs inputs of one shape, got "
-                             + " and ".join(str(u) for u in types))
+                             f"{node.inputs[0]} {types[0]} and {name} {t}")
     return types[0]
 
 

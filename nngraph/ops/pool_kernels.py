@@ -7,7 +7,7 @@ from numba import config, njit, prange
 from .activations_kernels import CHUNKS
 from .base import OpKernels, noop
 from .maxpool2x2 import max2x2_backward_plane, max2x2_forward_plane
-from .pool import geometry
+from .pool import as_planes, geometry
 
 
 # Pooling is memory-bound and cheap: threads only for big tensors (the pool wake-up and barrier
@@ -205,7 +205,7 @@ def global_avg_backward(dy, dx):
 
 
 def _bind_global_forward(node, xs, ps, y, ws, ctx):
-    x2 = xs[0].reshape(-1, xs[0].shape[2] * xs[0].shape[3])
+    x2 = xs[0].reshape(xs[0].shape[0] * xs[0].shape[1], -1)  # one row per (sample, channel) plane
     y1 = y.reshape(-1)
 
     def run():
@@ -216,7 +216,7 @@ def _bind_global_forward(node, xs, ps, y, ws, ctx):
 def _bind_global_backward(node, xs, ps, y, dy, dxs, dps, ws, ctx):
     if dxs[0] is None:
         return noop
-    dx2 = dxs[0].reshape(-1, xs[0].shape[2] * xs[0].shape[3])
+    dx2 = dxs[0].reshape(xs[0].shape[0] * xs[0].shape[1], -1)
     dy1 = dy.reshape(-1)
 
     def run():
@@ -229,13 +229,13 @@ def _kernels(kind: str) -> OpKernels:
 
     def bind_forward(node, xs, ps, y, ws, ctx):
         g = geometry(node, xs[0].shape[1:])
-        x, args = xs[0], g["args"]
+        x, y4, args = as_planes(xs[0]), as_planes(y), g["args"]  # 1-D: (N, C, 1, L) views
         par = threaded(x.size)
         fwd = (maxpool_forward_threaded if par else maxpool_forward) if is_max else \
             (avgpool_forward_threaded if par else avgpool_forward)
 
         def run():
-            fwd(x, y, *args)
+            fwd(x, y4, *args)
         return run
 
     def bind_backward(node, xs, ps, y, dy, dxs, dps, ws, ctx):
@@ -243,18 +243,18 @@ def _kernels(kind: str) -> OpKernels:
         if dx is None:
             return noop
         g = geometry(node, xs[0].shape[1:])
-        x, args = xs[0], g["args"]
+        x, dy4, dx4, args = as_planes(xs[0]), as_planes(dy), as_planes(dx), g["args"]
         par = threaded(x.size)
         if is_max:
             max_bwd = maxpool_backward_threaded if par else maxpool_backward
 
             def run_max():
-                max_bwd(x, dy, dx, *args)
+                max_bwd(x, dy4, dx4, *args)
             return run_max
         avg_bwd = avgpool_backward_threaded if par else avgpool_backward
 
         def run_avg():
-            avg_bwd(dy, dx, *args)
+            avg_bwd(dy4, dx4, *args)
         return run_avg
 
     return OpKernels(bind_forward, bind_backward)

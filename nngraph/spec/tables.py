@@ -59,6 +59,15 @@ def _pool_fields() -> dict[str, Field]:
     }
 
 
+def _pool1d_fields() -> dict[str, Field]:
+    return {
+        "size": Field("int", doc="window length", minimum=1),
+        "stride": Field("int", None, "step between windows (default: the window length)", minimum=1, nullable=True),
+        "padding": Field("padding", "valid", '"valid", "same" (output = ceil(input / stride), the odd unit at '
+                         'the end), an int (both ends) or [begin, end]'),
+    }
+
+
 def _recurrent_fields() -> dict[str, Field]:
     return {
         "units": Field("int", doc="hidden state size per direction", minimum=1),
@@ -101,6 +110,12 @@ LAYERS: dict[str, LayerSchema] = {
     "avgpool2d": LayerSchema(_pool_fields(), "mean over windows of (N, channels, height, width); "
                              "padding is not counted (count_include_pad=0)"),
     "global_avgpool2d": LayerSchema({}, "mean over height and width: (N, C, H, W) -> (N, C)"),
+    "maxpool1d": LayerSchema(_pool1d_fields(), "maximum over windows of (N, channels, length)"),
+    "avgpool1d": LayerSchema(_pool1d_fields(), "mean over windows of (N, channels, length); "
+                             "padding is not counted (count_include_pad=0)"),
+    "global_avgpool1d": LayerSchema({}, "mean over the length: (N, C, L) -> (N, C)"),
+    "global_maxpool2d": LayerSchema({}, "maximum over height and width: (N, C, H, W) -> (N, C); the "
+                                    "gradient goes to the first maximum (row-major)"),
     "flatten": LayerSchema({}, "(N, d1, ..., dk) -> (N, d1 * ... * dk), row-major"),
     "rnn": LayerSchema(_recurrent_fields(), "Elman recurrent layer over (N, time, features); inputs: the "
                        "sequence, optionally an initial state (N, directions*units)", max_inputs=2),
