@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from nngraph.cli import main
 from nngraph.gradcheck import gradcheck
 from nngraph.model import Model
-from nngraph.ops import dense
+from nngraph.ops import dense_kernels
 from nngraph.spec import load_spec
 
 SPECS = sorted((Path(__file__).resolve().parents[1] / "specs").glob("*.json"))
@@ -18,27 +18,28 @@ SPECS = sorted((Path(__file__).resolve().parents[1] / "specs").glob("*.json"))
 def test_shipped_specs_have_correct_gradients(path):
     report = gradcheck(load_spec(path), batch=2)  # two samples: catches mixing across the batch
     assert report.ok, report.summary()
-    spec_params = set(Model.compile(load_spec(path)).params.values)
+    spec_params = set(Model.compile(load_spec(path)).params.grads)  # trainable parameters
     assert {r.name for r in report.rows} == spec_params  # every parameter was checked
     assert all(r.checks >= 3 for r in report.rows)
 
 
 def test_gradcheck_catches_a_wrong_backward():
-    original = dense._bind_backward
+    gemm = dense_kernels.KERNELS["Gemm"]  # the record backend.kernels hands to every plan
+    original = gemm.bind_backward
 
-    def off_by_a_bit(node, xs, ps, y, dy, dxs, dps, ws):
-        run = original(node, xs, ps, y, dy, dxs, dps, ws)
+    def off_by_a_bit(node, xs, ps, y, dy, dxs, dps, ws, ctx):
+        run = original(node, xs, ps, y, dy, dxs, dps, ws, ctx)
 
         def wrong():
             run()
             dps[0] *= 1.001  # a 0.1% error in dW
         return wrong
 
-    object.__setattr__(dense.GEMM, "bind_backward", off_by_a_bit)
+    object.__setattr__(gemm, "bind_backward", off_by_a_bit)
     try:
         report = gradcheck(load_spec(SPECS[0].parent / "xor.json"))
     finally:
-        object.__setattr__(dense.GEMM, "bind_backward", original)
+        object.__setattr__(gemm, "bind_backward", original)
     assert not report.ok
     assert any(r.name.endswith(".W") and not r.ok(report.tol) for r in report.rows)
     assert all(r.ok(report.tol) for r in report.rows if r.name.endswith(".b"))

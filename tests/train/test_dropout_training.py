@@ -3,7 +3,6 @@ runs with one seed give the same bits, another seed other weights, and micro-bat
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from nngraph.model import Model
 from nngraph.spec import parse_spec
