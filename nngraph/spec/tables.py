@@ -114,6 +114,14 @@ LAYERS: dict[str, LayerSchema] = {
         "vocab_size": Field("int", doc="number of distinct token ids (ids are 0 .. vocab_size-1)", minimum=1),
         "dim": Field("int", doc="length of each embedding vector", minimum=1)},
         "integer token ids (N, ...) -> learned vectors (N, ..., dim)"),
+    "batchnorm": LayerSchema({
+        "momentum": Field("float", 0.1, "weight of the batch statistic in the running-statistics update "
+                          "(PyTorch's convention: running = (1 - momentum) running + momentum batch)",
+                          minimum=0, maximum=1),
+        "epsilon": Field("float", 1e-5, "added to the variance before the square root", minimum=0,
+                         exclusive_min=True)},
+        "batch normalisation per feature of (N, F), per channel of (N, C, L) and (N, C, H, W): batch "
+        "statistics in training, running statistics in inference; learned scale and bias"),
 }
 
 # Keys every layer may carry besides its own.

@@ -1,0 +1,170 @@
+"""BatchNormalization's kernels (equations in batchnorm.py).
+
+Every tensor is viewed as (N, C, S) (S = the product of the spatial axes, 1 for (N, F)). Channels
+are independent: each channel's sums run over n then s in a fixed order, accumulated in float64,
+and the threaded drivers give each channel to one thread (``prange`` over channels), so the bits do
+not depend on the thread count. The training forward keeps each channel's mean and 1/sqrt(var+eps)
+in the workspace for the backward, which recomputes xhat from them (no xhat buffer).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import config, njit, prange
+
+from ..ir.graph import Node, TensorType
+from .base import OpKernels, RunContext
+
+THREADED_MIN = 1 << 16  # input values below which one thread is faster than waking the pool
+
+
+def threaded(elements: int) -> bool:
+    return config.NUMBA_NUM_THREADS > 1 and elements >= THREADED_MIN
+
+
+@njit(cache=True)
+def _train_channel(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, c, eps, momentum):
+    """Batch statistics of channel c, its output, saved statistics and running-statistics update."""
+    n_, _, s_ = x.shape
+    m = n_ * s_
+    acc = 0.0
+    for n in range(n_):
+        for s in range(s_):
+            acc += x[n, c, s]
+    mu = acc / m
+    acc = 0.0
+    for n in range(n_):
+        for s in range(s_):
+            d = x[n, c, s] - mu
+            acc += d * d
+    var = acc / m
+    inv = 1.0 / np.sqrt(var + eps)
+    g, b = scale[c], bias[c]
+    for n in range(n_):
+        for s in range(s_):
+            y[n, c, s] = (x[n, c, s] - mu) * inv * g + b
+    mean_ws[c] = mu
+    inv_ws[c] = inv
+    unbiased = var * m / (m - 1) if m > 1 else var
+    rmean[c] = (1.0 - momentum) * rmean[c] + momentum * mu
+    rvar[c] = (1.0 - momentum) * rvar[c] + momentum * unbiased
+
+
+@njit(cache=True)
+def train_forward(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, eps, momentum):
+    for c in range(x.shape[1]):
+        _train_channel(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, c, eps, momentum)
+
+
+@njit(cache=True, parallel=True)
+def train_forward_threaded(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, eps, momentum):
+    for c in prange(x.shape[1]):  # channels are disjoint: no races, the same bits at any thread count
+        _train_channel(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, c, eps, momentum)
+
+
+@njit(cache=True)
+def _infer_channel(x, y, scale, bias, rmean, rvar, c, eps):
+    n_, _, s_ = x.shape
+    mu = rmean[c] * 1.0
+    inv = 1.0 / np.sqrt(rvar[c] + eps)
+    g, b = scale[c], bias[c]
+    for n in range(n_):
+        for s in range(s_):
+            y[n, c, s] = (x[n, c, s] - mu) * inv * g + b
+
+
+@njit(cache=True)
+def infer_forward(x, y, scale, bias, rmean, rvar, eps):
+    for c in range(x.shape[1]):
+        _infer_channel(x, y, scale, bias, rmean, rvar, c, eps)
+
+
+@njit(cache=True, parallel=True)
+def infer_forward_threaded(x, y, scale, bias, rmean, rvar, eps):
+    for c in prange(x.shape[1]):
+        _infer_channel(x, y, scale, bias, rmean, rvar, c, eps)
+
+
+@njit(cache=True)
+def _backward_channel(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, c, want_dx):
+    """dbeta = sum dy, dgamma = sum dy xhat, dx = gamma s / m (m dy - dbeta - xhat dgamma)."""
+    n_, _, s_ = x.shape
+    m = n_ * s_
+    mu = mean_ws[c] * 1.0
+    inv = inv_ws[c] * 1.0
+    db = 0.0
+    dg = 0.0
+    for n in range(n_):
+        for s in range(s_):
+            d = dy[n, c, s] * 1.0
+            db += d
+            dg += d * ((x[n, c, s] - mu) * inv)
+    dscale[c] = dg
+    dbias[c] = db
+    if want_dx:
+        k = scale[c] * inv / m
+        for n in range(n_):
+            for s in range(s_):
+                xh = (x[n, c, s] - mu) * inv
+                dx[n, c, s] = k * (m * dy[n, c, s] - db - xh * dg)
+
+
+@njit(cache=True)
+def backward(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, want_dx):
+    for c in range(x.shape[1]):
+        _backward_channel(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, c, want_dx)
+
+
+@njit(cache=True, parallel=True)
+def backward_threaded(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, want_dx):
+    for c in prange(x.shape[1]):
+        _backward_channel(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, c, want_dx)
+
+
+# ---- binding ----------------------------------------------------------------------------------
+
+def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tuple[int, ...]]:
+    """The training forward's per-channel mean and 1/sqrt(var + eps), read by the backward."""
+    c = types[0].shape[0]
+    return {"mean": (c,), "inv_std": (c,)}
+
+
+def _ncs(a: np.ndarray) -> np.ndarray:
+    """(N, C, spatial...) as an (N, C, S) view (S = 1 for (N, F))."""
+    return a.reshape(a.shape[0], a.shape[1], -1)
+
+
+def _bind_forward(node: Node, xs, ps, y, ws, ctx: RunContext):
+    x3, y3 = _ncs(xs[0]), _ncs(y)
+    scale, bias, rmean, rvar = ps
+    eps = float(node.attrs["epsilon"])
+    if not ctx.training:
+        fwd = infer_forward_threaded if threaded(x3.size) else infer_forward
+
+        def run_inference():
+            fwd(x3, y3, scale, bias, rmean, rvar, eps)
+        return run_inference
+
+    momentum = float(node.attrs["momentum"])
+    mean_ws, inv_ws = ws["mean"], ws["inv_std"]
+    train = train_forward_threaded if threaded(x3.size) else train_forward
+
+    def run_training():
+        train(x3, y3, scale, bias, rmean, rvar, mean_ws, inv_ws, eps, momentum)
+    return run_training
+
+
+def _bind_backward(node: Node, xs, ps, y, dy, dxs, dps, ws, ctx: RunContext):
+    x3, dy3 = _ncs(xs[0]), _ncs(dy)
+    want_dx = dxs[0] is not None
+    dx3 = _ncs(dxs[0]) if want_dx else np.zeros((1, 1, 1), y.dtype)
+    scale = ps[0]
+    dscale, dbias = dps[0], dps[1]
+    mean_ws, inv_ws = ws["mean"], ws["inv_std"]
+    bwd = backward_threaded if threaded(x3.size) else backward
+
+    def run():
+        bwd(x3, dy3, dx3, scale, dscale, dbias, mean_ws, inv_ws, want_dx)
+    return run
+
+
+KERNELS = {"BatchNormalization": OpKernels(_bind_forward, _bind_backward, _workspace)}
