@@ -63,7 +63,9 @@ def _params(node: Node, types: list[TensorType]) -> list[ParamDecl]:
 
 
 def _to_onnx(node: Node, in_names: list[str], out_name: str, in_types: list[TensorType], b: Any) -> None:
-    """Inference form: X, scale, B, input_mean, input_var (no training_mode)."""
+    """Inference form: X, scale, B, input_mean, input_var (no training_mode). Note: onnx.reference's
+    BatchNormalization-9 (the version opset 13 selects) misreads the default momentum as a training
+    request (onnx/onnx PR #8442); onnxruntime, and onnx.reference from opset 14, compute this form."""
     b.node("BatchNormalization", [in_names[0], *node.params], [out_name], epsilon=float(node.attrs["epsilon"]))
 
 
