@@ -3,7 +3,7 @@
 Every tensor is viewed as (N, C, S) (S = the product of the spatial axes, 1 for (N, F)). Channels
 are independent: each channel's sums run over n then s in a fixed order, accumulated in float64,
 and the threaded drivers give each channel to one thread (``prange`` over channels), so the bits do
-not depend on the thread count. The training forward keeps each channel's mean and 1/sqrt(var+eps)
+not depend on the thread count ((N, F) runs along rows instead, see below). The training forward keeps each channel's mean and 1/sqrt(var+eps)
 in the workspace for the backward, which recomputes xhat from them (no xhat buffer).
 """
 from __future__ import annotations
@@ -120,6 +120,101 @@ def backward_threaded(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, want_dx)
         _backward_channel(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, c, want_dx)
 
 
+# ---- (N, F): features along rows ----------------------------------------------------------------
+# With one value per channel and sample, a channel's values are a strided column; these passes run
+# along rows instead (contiguous, vectorised), with float64 accumulators per feature. Each
+# feature's sums still run over n = 0 .. N-1 in order: the same bits as the per-channel loops.
+ROW_BLOCK = 256  # features per thread task
+
+
+@njit(cache=True)
+def _train_rows(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, mu, aux, lo, hi, eps, momentum):
+    n_ = x.shape[0]
+    for f in range(lo, hi):
+        mu[f] = 0.0
+        aux[f] = 0.0
+    for n in range(n_):
+        for f in range(lo, hi):
+            mu[f] += x[n, f]
+    for f in range(lo, hi):
+        mu[f] = mu[f] / n_
+    for n in range(n_):
+        for f in range(lo, hi):
+            d = x[n, f] - mu[f]
+            aux[f] += d * d
+    for f in range(lo, hi):
+        var = aux[f] / n_
+        inv = 1.0 / np.sqrt(var + eps)
+        aux[f] = inv
+        mean_ws[f] = mu[f]
+        inv_ws[f] = inv
+        unbiased = var * n_ / (n_ - 1) if n_ > 1 else var
+        rmean[f] = (1.0 - momentum) * rmean[f] + momentum * mu[f]
+        rvar[f] = (1.0 - momentum) * rvar[f] + momentum * unbiased
+    for n in range(n_):
+        for f in range(lo, hi):
+            y[n, f] = (x[n, f] - mu[f]) * aux[f] * scale[f] + bias[f]
+
+
+@njit(cache=True)
+def train_rows(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, mu, aux, eps, momentum):
+    _train_rows(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, mu, aux, 0, x.shape[1], eps, momentum)
+
+
+@njit(cache=True, parallel=True)
+def train_rows_threaded(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, mu, aux, eps, momentum):
+    f_ = x.shape[1]
+    for b in prange((f_ + ROW_BLOCK - 1) // ROW_BLOCK):  # disjoint feature blocks
+        _train_rows(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, mu, aux, b * ROW_BLOCK,
+                    min(f_, (b + 1) * ROW_BLOCK), eps, momentum)
+
+
+@njit(cache=True)
+def infer_rows(x, y, scale, bias, rmean, rvar, inv, eps):
+    """Inference on (N, F) along rows (per feature the same arithmetic as ``_infer_channel``)."""
+    n_, f_ = x.shape
+    for f in range(f_):
+        inv[f] = 1.0 / np.sqrt(rvar[f] + eps)
+    for n in range(n_):
+        for f in range(f_):
+            y[n, f] = (x[n, f] - rmean[f] * 1.0) * inv[f] * scale[f] + bias[f]
+
+
+@njit(cache=True)
+def _backward_rows(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, db, dg, lo, hi, want_dx):
+    n_ = x.shape[0]
+    for f in range(lo, hi):
+        db[f] = 0.0
+        dg[f] = 0.0
+    for n in range(n_):
+        for f in range(lo, hi):
+            d = dy[n, f] * 1.0
+            db[f] += d
+            dg[f] += d * ((x[n, f] - mean_ws[f] * 1.0) * (inv_ws[f] * 1.0))
+    for f in range(lo, hi):
+        dscale[f] = dg[f]
+        dbias[f] = db[f]
+    if want_dx:
+        for n in range(n_):
+            for f in range(lo, hi):
+                mu, inv = mean_ws[f] * 1.0, inv_ws[f] * 1.0
+                xh = (x[n, f] - mu) * inv
+                dx[n, f] = scale[f] * inv / n_ * (n_ * dy[n, f] - db[f] - xh * dg[f])
+
+
+@njit(cache=True)
+def backward_rows(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, db, dg, want_dx):
+    _backward_rows(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, db, dg, 0, x.shape[1], want_dx)
+
+
+@njit(cache=True, parallel=True)
+def backward_rows_threaded(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, db, dg, want_dx):
+    f_ = x.shape[1]
+    for b in prange((f_ + ROW_BLOCK - 1) // ROW_BLOCK):
+        _backward_rows(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, db, dg, b * ROW_BLOCK,
+                       min(f_, (b + 1) * ROW_BLOCK), want_dx)
+
+
 # ---- binding ----------------------------------------------------------------------------------
 
 def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tuple[int, ...]]:
@@ -137,6 +232,12 @@ def _bind_forward(node: Node, xs, ps, y, ws, ctx: RunContext):
     x3, y3 = _ncs(xs[0]), _ncs(y)
     scale, bias, rmean, rvar = ps
     eps = float(node.attrs["epsilon"])
+    if not ctx.training and xs[0].ndim == 2:
+        x2, inv = xs[0], np.zeros(xs[0].shape[1])
+
+        def run_inference_rows():
+            infer_rows(x2, y, scale, bias, rmean, rvar, inv, eps)
+        return run_inference_rows
     if not ctx.training:
         fwd = infer_forward_threaded if threaded(x3.size) else infer_forward
 
@@ -146,6 +247,14 @@ def _bind_forward(node: Node, xs, ps, y, ws, ctx: RunContext):
 
     momentum = float(node.attrs["momentum"])
     mean_ws, inv_ws = ws["mean"], ws["inv_std"]
+    if xs[0].ndim == 2:  # (N, F): row passes with float64 accumulators
+        x2, y2 = xs[0], y
+        mu, aux = np.zeros(x2.shape[1]), np.zeros(x2.shape[1])
+        rows = train_rows_threaded if threaded(x2.size) else train_rows
+
+        def run_rows():
+            rows(x2, y2, scale, bias, rmean, rvar, mean_ws, inv_ws, mu, aux, eps, momentum)
+        return run_rows
     train = train_forward_threaded if threaded(x3.size) else train_forward
 
     def run_training():
@@ -160,6 +269,15 @@ def _bind_backward(node: Node, xs, ps, y, dy, dxs, dps, ws, ctx: RunContext):
     scale = ps[0]
     dscale, dbias = dps[0], dps[1]
     mean_ws, inv_ws = ws["mean"], ws["inv_std"]
+    if xs[0].ndim == 2:
+        dx2 = dx3.reshape(dx3.shape[0], dx3.shape[1])
+        db, dg = np.zeros(x3.shape[1]), np.zeros(x3.shape[1])
+        rows = backward_rows_threaded if threaded(x3.size) else backward_rows
+        x2, dy2 = xs[0], dy
+
+        def run_rows():
+            rows(x2, dy2, dx2, scale, dscale, dbias, mean_ws, inv_ws, db, dg, want_dx)
+        return run_rows
     bwd = backward_threaded if threaded(x3.size) else backward
 
     def run():
