@@ -144,6 +144,9 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
     model = Model.compile(spec)
     if init is not None:
         src = Model.load_onnx(init)
+        if src.metadata.get("folded_batchnorm"):
+            raise DataError(f"{init}: its batch norms are folded into the layers before them (exported with "
+                            "--fold-batchnorm); fine-tune from an export without --fold-batchnorm")
         model.load_weights(src.params.as_dict(copy=False), source=str(init))
         log(f"initial weights from {init}")
     n_epochs = spec.train.epochs if epochs is None else epochs

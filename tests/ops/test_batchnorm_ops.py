@@ -347,3 +347,13 @@ def test_cli_fold_batchnorm(tmp_path):
     assert res.exit_code == 0 and "folded 1 of 1" in res.output, res.output
     res = runner.invoke(main, ["verify", str(tmp_path / "e.onnx")])
     assert res.exit_code == 0, res.output
+    # fine-tuning needs the unfolded weights (running statistics included)
+    args = ["train", str(tmp_path / "s.json"), "--data", str(tmp_path / "d.npz"), "--epochs", "1", "--init"]
+    res = runner.invoke(main, args + [str(tmp_path / "e.onnx")])
+    assert res.exit_code == 2 and "exported with --fold-batchnorm" in res.output, res.output
+    res = runner.invoke(main, ["export", str(tmp_path / "run"), "-o", str(tmp_path / "u.onnx")])
+    assert res.exit_code == 0, res.output
+    unfolded = Model.load_onnx(tmp_path / "u.onnx")
+    assert not np.array_equal(unfolded.params["batchnorm_1.running_var"], np.ones(6))
+    res = runner.invoke(main, args + [str(tmp_path / "u.onnx")])
+    assert res.exit_code == 0 and "initial weights from" in res.output, res.output
