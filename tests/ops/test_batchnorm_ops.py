@@ -357,3 +357,29 @@ def test_cli_fold_batchnorm(tmp_path):
     assert not np.array_equal(unfolded.params["batchnorm_1.running_var"], np.ones(6))
     res = runner.invoke(main, args + [str(tmp_path / "u.onnx")])
     assert res.exit_code == 0 and "initial weights from" in res.output, res.output
+
+
+def test_resume_with_batchnorm_equals_the_longer_run(tmp_path):
+    """A run directory resumed after 2 of 4 epochs ends with the same parameters and running
+    statistics, bit for bit, as the uninterrupted run."""
+    import json
+
+    from nngraph.train.checkpoint import load_checkpoint
+    from nngraph.workflow import train
+
+    spec = {"name": "bn_resume", "spec_version": 1, "inputs": {"x": {"shape": [1, 4, 4]}},
+            "layers": [{"type": "conv2d", "filters": 3, "kernel": 3}, BN, {"type": "relu"}, {"type": "flatten"},
+                       {"type": "dense", "units": 4}, BN, {"type": "dense", "units": 1}],
+            "loss": "mse", "optimizer": {"type": "adam", "lr": 0.01}, "train": {"epochs": 4, "batch_size": 7}}
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((30, 1, 4, 4)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=x.reshape(30, -1).mean(axis=1, keepdims=True))
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    quiet = lambda s: None  # noqa: E731
+    train(tmp_path / "s.json", data=str(tmp_path / "d.npz"), run_dir=tmp_path / "long", log=quiet, progress="none")
+    train(tmp_path / "s.json", data=str(tmp_path / "d.npz"), run_dir=tmp_path / "short", log=quiet, progress="none",
+          epochs=2)
+    train(resume=tmp_path / "short", epochs=4, log=quiet, progress="none")
+    a, b = load_checkpoint(tmp_path / "long" / "checkpoint.npz")[0], load_checkpoint(tmp_path / "short" / "checkpoint.npz")[0]
+    assert np.array_equal(a["params"], b["params"]) and np.array_equal(a["state"], b["state"])
+    assert not np.array_equal(a["state"][:3], np.zeros(3))
