@@ -172,7 +172,8 @@ def test_threaded_and_row_kernels_give_the_same_bits():
 
 # ---- validation ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("attrs,path", [({"epsilon": 0}, "layers[1].epsilon"), ({"epsilon": -1e-3}, "layers[1].epsilon"),
+@pytest.mark.parametrize("attrs,path", [({"epsilon": 0}, "layers[1].epsilon"),
+                                        ({"epsilon": -1e-3}, "layers[1].epsilon"),
                                         ({"momentum": 1.5}, "layers[1].momentum"),
                                         ({"momentum": -0.1}, "layers[1].momentum")])
 def test_invalid_hyperparameters_name_the_path(attrs, path):
@@ -320,8 +321,8 @@ def test_fold_is_pure():
     for k, v in before.items():
         np.testing.assert_array_equal(params[k], v)
     k = before["batchnorm_1.scale"] / np.sqrt(before["batchnorm_1.running_var"].astype(np.float64) + 1e-5)
-    np.testing.assert_allclose(folded["conv1d_0.b"], before["batchnorm_1.bias"] - before["batchnorm_1.running_mean"] * k,
-                               rtol=1e-6)
+    want = before["batchnorm_1.bias"] - before["batchnorm_1.running_mean"] * k
+    np.testing.assert_allclose(folded["conv1d_0.b"], want, rtol=1e-6)
 
 
 def test_cli_fold_batchnorm(tmp_path):
@@ -380,6 +381,6 @@ def test_resume_with_batchnorm_equals_the_longer_run(tmp_path):
     train(tmp_path / "s.json", data=str(tmp_path / "d.npz"), run_dir=tmp_path / "short", log=quiet, progress="none",
           epochs=2)
     train(resume=tmp_path / "short", epochs=4, log=quiet, progress="none")
-    a, b = load_checkpoint(tmp_path / "long" / "checkpoint.npz")[0], load_checkpoint(tmp_path / "short" / "checkpoint.npz")[0]
+    a, b = (load_checkpoint(tmp_path / run / "checkpoint.npz")[0] for run in ("long", "short"))
     assert np.array_equal(a["params"], b["params"]) and np.array_equal(a["state"], b["state"])
     assert not np.array_equal(a["state"][:3], np.zeros(3))
