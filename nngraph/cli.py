@@ -112,10 +112,13 @@ def _parse_set(items: tuple[str, ...]) -> dict:
               help="Override any train.* / optimizer.* key, e.g. --set train.early_stopping.patience=5.")
 @click.option("--progress", type=click.Choice(["auto", "bar", "lines", "none"]), default="auto", show_default=True,
               help="auto: a live bar on a terminal, one line per epoch otherwise.")
+@click.option("--fold-batchnorm", is_flag=True,
+              help="Fold each batchnorm that follows a conv or dense layer into its weights (checked in onnxruntime).")
 @handles_errors
 def train(spec: str | None, data: str | None, targets: str | None, output: str | None, epochs: int | None,
           init: str | None, opset: int | None, quiet: bool, run_dir: str | None, resume: str | None,
-          batch_size: int | None, lr: float | None, seed: int | None, sets: tuple[str, ...], progress: str) -> None:
+          batch_size: int | None, lr: float | None, seed: int | None, sets: tuple[str, ...], progress: str,
+          fold_batchnorm: bool) -> None:
     """Train SPEC on its data, print progress and test metrics, write ONNX with -o.
 
     With --run-dir DIR the run is checkpointed every epoch; Ctrl-C (or SIGTERM) saves at the current
@@ -134,7 +137,7 @@ def train(spec: str | None, data: str | None, targets: str | None, output: str |
     log = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
     result = run_training(spec, data=data, targets=targets, output=output, init=init, epochs=epochs,
                           opset=opset, log=log, run_dir=run_dir, resume=resume, overrides=overrides,
-                          progress=progress)
+                          progress=progress, fold_batchnorm=fold_batchnorm)
     if quiet and result.test:
         click.echo("test: " + "  ".join(f"{k} {v:.4f}" for k, v in result.test.items()), err=True)
 
@@ -166,13 +169,17 @@ def history(run_dir: str, plot: str | None, fmt: str) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
 @click.option("--best", is_flag=True, help="Export the best checkpoint (by the run's monitor) instead of the latest.")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 17).")
+@click.option("--fold-batchnorm", is_flag=True,
+              help="Fold each batchnorm that follows a conv or dense layer into its weights (checked in onnxruntime).")
 @handles_errors
-def export(run_dir: str, output: str, best: bool, opset: int | None) -> None:
+def export(run_dir: str, output: str, best: bool, opset: int | None, fold_batchnorm: bool) -> None:
     """Export a run directory's latest (or best) checkpoint as ONNX."""
-    from .workflow import run_model
+    from .workflow import fold_message, run_model
 
     model, meta = run_model(run_dir, best=best)
-    model.export_onnx(output, opset)
+    model.export_onnx(output, opset, fold_batchnorm)
+    if fold_batchnorm:
+        click.echo(fold_message(model), err=True)
     what = f"best checkpoint (epoch {meta['epoch']}, {meta['monitor']} {meta['best']:.4f})" if best else \
         f"checkpoint of epoch {meta['epoch']}" + (f", batch {meta['batch']}" if meta.get("batch") else "")
     click.echo(f"wrote {output} from the {what}")

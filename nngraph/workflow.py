@@ -102,13 +102,14 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
           output: str | Path | None = None, init: str | Path | None = None, epochs: int | None = None,
           opset: int | None = None, log: Callable[[str], None] | None = None, run_dir: str | Path | None = None,
           resume: str | Path | None = None, overrides: dict[str, Any] | None = None, progress: str = "lines",
-          callbacks: list[Callback] | tuple = ()) -> TrainResult:
+          callbacks: list[Callback] | tuple = (), fold_batchnorm: bool = False) -> TrainResult:
     """Train a spec on its data (or ``data``), report test metrics, optionally write ONNX.
 
     ``init`` starts from the weights of an nngraph-exported ONNX model of the same architecture.
     ``run_dir`` records the run (spec, data source, checkpoints, history, best checkpoint);
     ``resume`` continues a run directory exactly where its last checkpoint left it (``epochs`` may
     extend it). ``overrides`` sets dotted spec keys. ``progress``: "bar", "lines" or "none".
+    ``fold_batchnorm`` folds batch norms into the Conv/Gemm before them in the written model.
     """
     log = log or (lambda s: print(s, file=sys.stderr))
     ckpt = None
@@ -145,6 +146,9 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
     model = Model.compile(spec)
     if init is not None:
         src = Model.load_onnx(init)
+        if src.metadata.get("folded_batchnorm"):
+            raise DataError(f"{init}: its batch norms are folded into the layers before them (exported with "
+                            "--fold-batchnorm); fine-tune from an export without --fold-batchnorm")
         model.load_weights(src.params.as_dict(copy=False), source=str(init))
         log(f"initial weights from {init}")
     n_epochs = spec.train.epochs if epochs is None else epochs
@@ -203,10 +207,22 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
         model.metadata["test_metrics"] = {k: round(v, 6) for k, v in test.items()}
         if run_path is not None:
             R.update_run_info(run_path, test_metrics=model.metadata["test_metrics"])
-    written = model.export_onnx(output, opset) if output is not None else None
+    written = model.export_onnx(output, opset, fold_batchnorm) if output is not None else None
+    if written is not None and fold_batchnorm:
+        log(fold_message(model))
     if written is not None:
         log(f"wrote {written}")
     return TrainResult(model, history, test, ds, written, run_dir=run_path)
+
+
+def fold_message(model: Model) -> str:
+    """What ``--fold-batchnorm`` did, in one line."""
+    folded, total = model.batchnorm_fold_counts()
+    if total == 0:
+        return "fold-batchnorm: the model has no batchnorm layer"
+    kept = f"; {total - folded} kept as BatchNormalization" if folded < total else ""
+    return (f"folded {folded} of {total} batchnorm layers into the conv/dense before them{kept} "
+            "(checked against the unfolded model in onnxruntime)")
 
 
 def _saved_epoch(path: Path) -> Any:

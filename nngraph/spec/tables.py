@@ -135,6 +135,14 @@ LAYERS: dict[str, LayerSchema] = {
         "inverted dropout on any shape: while training y = x * keep / (1 - rate), keep ~ Bernoulli(1 - rate) "
         "from a counter-based hash of (seed, step, layer, sample, element); the identity at inference "
         "and in the ONNX export"),
+    "batchnorm": LayerSchema({
+        "momentum": Field("float", 0.1, "weight of the batch statistic in the running-statistics update "
+                          "(PyTorch's convention: running = (1 - momentum) running + momentum batch)",
+                          minimum=0, maximum=1),
+        "epsilon": Field("float", 1e-5, "added to the variance before the square root", minimum=0,
+                         exclusive_min=True)},
+        "batch normalisation per feature of (N, F), per channel of (N, C, L) and (N, C, H, W): batch "
+        "statistics in training, running statistics in inference; learned scale and bias"),
 }
 
 # Keys every layer may carry besides its own.
