@@ -91,7 +91,7 @@ class Graph:
             act = n.attrs.get("activation")
             if act and act != "identity":
                 op = f"{op}+{act}"
-            count = sum(self.params[p].size for p in n.params)
+            count = sum(self.params[p].size for p in n.params if self.params[p].trainable)
             rows.append((n.name, op, ",".join(n.inputs), str(self.values[n.output]), f"{count:,}"))
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         lines = ["  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
