@@ -219,3 +219,56 @@ def test_sigkill_at_random_moments_leaves_a_loadable_run(tmp_path: Path) -> None
         assert history_without_time(run) == history_without_time(full)
     print("SIGKILL outcomes (epoch, batch) of the surviving checkpoint:", outcomes)
     assert len({o for o in outcomes if isinstance(o, tuple)}) >= 2, outcomes
+
+
+# ---- dropout and batch norm: masks keyed by (seed, step, layer, sample), running statistics in the
+# checkpoint, so an interrupted run resumes to the uninterrupted run's bits -------------------------
+
+def write_bn_dropout_spec(tmp: Path) -> Path:
+    d = json.loads(json.dumps(SPEC))
+    d["layers"] = [{"type": "dense", "units": 24, "use_bias": False, "name": "hidden"},
+                   {"type": "batchnorm", "name": "bn"}, {"type": "relu"}, {"type": "dropout", "rate": 0.3},
+                   {"type": "dense", "units": 10, "activation": "softmax", "name": "probs"}]
+    d["train"].update(epochs=12, early_stopping=None)
+    p = tmp / "spec.json"
+    p.write_text(json.dumps(d))
+    return p
+
+
+def final_state(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    arrays = load_checkpoint(run_dir / "checkpoint.npz")[0]
+    return arrays["params"], arrays["state"]
+
+
+def test_sigint_mid_epoch_then_resume_is_bit_identical_with_dropout_and_batchnorm(tmp_path: Path) -> None:
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    train(write_bn_dropout_spec(ref), run_dir=ref / "run", log=quiet)
+    ref_params, ref_state = final_state(ref / "run")
+    assert np.any(ref_state != 0)  # the running statistics moved
+
+    spec = write_bn_dropout_spec(tmp_path)
+    run = tmp_path / "run"
+    proc = start(["train", str(spec), "--run-dir", str(run)], tmp_path)
+    wait_for(run / "history.csv", proc, lines=2)  # mid-training
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived (machine very fast)")
+    assert proc.returncode == 130, err
+    done = subprocess.run([sys.executable, "-m", "nngraph.cli", "train", "--resume", str(run), "-q"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    params, state = final_state(run)
+    assert np.array_equal(params, ref_params) and np.array_equal(state, ref_state)
+    assert history_without_time(run) == history_without_time(ref / "run")
+
+    # in-process, at the first progress report of the third epoch (a mid-epoch step boundary)
+    again = tmp_path / "again"
+    with pytest.raises(TrainingInterrupted):
+        train(spec, run_dir=again, log=quiet, callbacks=[StopAt(2, 1)])
+    meta = load_checkpoint(again / "checkpoint.npz")[1]
+    assert (meta["epoch"], meta["batch"]) == (2, 1)
+    train(resume=again, log=quiet)
+    params, state = final_state(again)
+    assert np.array_equal(params, ref_params) and np.array_equal(state, ref_state)
