@@ -41,7 +41,7 @@ Feeds = dict[str, np.ndarray]
 # per-sample split (batch norm's statistics are over the whole batch it is given, so a network with
 # it never does): the gradient is then the batch's, only the float summation order differs, and a
 # dropout mask is keyed by the sample's index in the whole batch, so it is the same too. Never below
-# MICRO_BATCH_MIN samples, so the bundled specs (batch <= 64) never split.
+# MICRO_BATCH_MIN samples, so of the bundled specs only mnist_convnet (batch 128) may split.
 ACTIVATION_BUDGET = 8 << 20
 MICRO_BATCH_MIN = 64
 
