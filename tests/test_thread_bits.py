@@ -1,5 +1,6 @@
 """Training gives the same bits whatever the thread count: every kernel's work split is fixed
-(conv sample blocks, recurrent batch chunks, GEMM tiles), only their assignment to threads varies."""
+(conv sample blocks, recurrent batch chunks, GEMM tiles, batch norm channels, dropout's per-element
+hash), only their assignment to threads varies."""
 from __future__ import annotations
 
 import os
@@ -15,6 +16,17 @@ nets = {
                                      {"type": "maxpool2d", "size": 2}, {"type": "conv2d", "filters": 8, "kernel": 3},
                                      {"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"}]),
     "gru": ({"shape": [20, 6]}, [{"type": "gru", "units": 64}, {"type": "dense", "units": 10, "activation": "softmax"}]),
+    "resnet": ({"shape": [2, 12, 12]}, [
+        {"type": "conv2d", "filters": 16, "kernel": 3, "padding": "same", "use_bias": False, "name": "c1"},
+        {"type": "batchnorm", "name": "bn1"}, {"type": "relu", "name": "r1"},
+        {"type": "conv2d", "filters": 16, "kernel": 3, "padding": "same", "name": "c2"},
+        {"type": "batchnorm", "name": "bn2"}, {"type": "add", "inputs": ["r1", "bn2"]},
+        {"type": "dropout", "rate": 0.3}, {"type": "global_maxpool2d"},
+        {"type": "dense", "units": 10, "activation": "softmax"}]),
+    "seq": ({"shape": [16, 24]}, [
+        {"type": "conv1d", "filters": 32, "kernel": 3, "padding": "same", "activation": "relu"},
+        {"type": "batchnorm"}, {"type": "maxpool1d", "size": 2}, {"type": "dropout", "rate": 0.5},
+        {"type": "global_avgpool1d"}, {"type": "dense", "units": 10, "activation": "softmax"}]),
 }
 digest = hashlib.sha256()
 for name, (inp, layers) in nets.items():
@@ -27,6 +39,7 @@ for name, (inp, layers) in nets.items():
     for step in range(3):
         trainer.step(model._feeds(x), model.targets(y), rng.permutation(96)[:64])
     digest.update(model.params.flat.tobytes())
+    digest.update(model.params.state_flat.tobytes())
 print(digest.hexdigest())
 """
 
@@ -35,7 +48,9 @@ def _digest(threads: int) -> str:
     env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     # the thresholds below which kernels stay serial are lowered, so 2 threads really split the work
     code = ("import nngraph.ops.conv_bind as c, nngraph.ops.recurrent_kernels as r, nngraph.linalg.gemm as g\n"
-            "c.THREADED_MIN = 0; r.CHUNKED_MIN = 0; g.THREADED_MIN = 0\n" + SCRIPT)
+            "import nngraph.ops.batchnorm_kernels as b, nngraph.ops.dropout_kernels as d, nngraph.ops.pool_kernels as p\n"
+            "c.THREADED_MIN = 0; r.CHUNKED_MIN = 0; g.THREADED_MIN = 0; b.THREADED_MIN = 0; d.THREADED_MIN = 0\n"
+            "p.THREADED_MIN = 0\n" + SCRIPT)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return out.stdout.strip()
 
