@@ -1,8 +1,9 @@
 """Spec -> IR: lower each layer to an op, infer every shape and declare every parameter and state.
 
 Which op a layer type becomes, and with which attributes, is part of the op's description
-(``OpSpec.layers``); ``lower`` is a loop over the layers. A layer whose ``activation`` its op's
-epilogue does not compute (``OpSpec.fuses``) becomes two nodes: the op, writing ``<layer>/linear``,
+(``OpSpec.layers``); ``lower`` is a loop over the layers. A layer whose op has an output
+epilogue (``OpSpec.fuses``, dense and conv) but whose ``activation`` that epilogue does not compute
+becomes two nodes: the op, writing ``<layer>/linear``,
 and the activation op, which takes the layer's name.
 """
 from __future__ import annotations
@@ -44,7 +45,7 @@ def lower(spec: Spec, fuse: bool = True) -> Graph:
         op = layer_op(layer.type)
         attrs = op.layers[layer.type](layer.resolved())
         act = attrs.get("activation")
-        if act is not None and act != "identity" and act not in op.fuses:
+        if op.fuses and act is not None and act != "identity" and act not in op.fuses:
             act_op = layer_op(act)
             add(name, op.name, inputs, f"{name}/linear", {**attrs, "activation": "identity"}, name)
             add(f"{name}/{act}", act_op.name, (f"{name}/linear",), name, act_op.layers[act]({}), name)
