@@ -2,10 +2,10 @@
 here. Importing this module loads no Numba (kernels are found through ``nngraph.backend.kernels``)."""
 from __future__ import annotations
 
-from . import activations, conv, dense, embedding, join, pool, recurrent, shape
+from . import activations, conv, dense, embedding, join, layernorm, pointwise, pool, recurrent, shape
 from .base import OpSpec
 
-_MODULES = [dense, activations, join, conv, pool, shape, recurrent, embedding]
+_MODULES = [dense, activations, pointwise, join, layernorm, conv, pool, shape, recurrent, embedding]
 
 SPECS: dict[str, OpSpec] = {op.name: op for m in _MODULES for op in m.SPECS}
 
