@@ -102,6 +102,28 @@ def test_export_across_opsets(layers, shape, opset, tmp_path):
     np.testing.assert_allclose(ReferenceEvaluator(str(path)).run(None, {"x": x})[0], ours, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("opset", [14, 17])
+def test_layernorm_and_activations_keep_a_dynamic_time_axis(opset, tmp_path):
+    """Per step on sequences: after a recurrent layer the exported model takes any length (opset
+    14: the recurrent export's ``layout`` attribute needs it; 14 takes the LayerNorm decomposition)."""
+    import onnxruntime as ort
+
+    from nngraph.onnx_io.dynamic_axes import with_time_length
+
+    model = _compile([{"type": "gru", "units": 4, "return_sequences": True}, {"type": "layernorm"},
+                      {"type": "dense", "units": 3, "activation": "gelu"}, {"type": "silu"}], (5, 2))
+    randomize_params(model, np.random.default_rng(4))
+    path = model.export_onnx(tmp_path / "t.onnx", opset=opset)
+    proto = onnx.load(str(path))
+    assert [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == ["batch", "time", 2]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for length in (5, 9):
+        m = Model.compile(with_time_length(model.spec, length))
+        m.load_weights(model.params.as_dict())
+        x = np.random.default_rng(length).standard_normal((3, length, 2)).astype(np.float32)
+        np.testing.assert_allclose(sess.run(None, {"x": x})[0], m.predict(x), atol=1e-5, rtol=0)
+
+
 # ---- kernels: an activation nobody handles is a bind-time error; thread-count independence -----
 
 @pytest.mark.parametrize("layers, shape, op", [
