@@ -22,7 +22,7 @@ import math
 
 from numba import njit
 
-from .activations import ELU, GELU, IDENTITY, LEAKY_RELU, RELU, SIGMOID, SILU, SOFTPLUS, TANH
+from .activations import ELU, GELU, LEAKY_RELU, RELU, SIGMOID, SILU, SOFTPLUS, TANH
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -62,7 +62,7 @@ def act(code, z, alpha):
         return z * sigmoid(z)
     if code == SOFTPLUS:
         return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
-    return z  # IDENTITY
+    return z  # identity
 
 
 @njit(cache=True, inline="always")
@@ -87,7 +87,5 @@ def dact_dz(code, z, alpha):
         return s * (1.0 + z * (1.0 - s))
     if code == SOFTPLUS:
         return sigmoid(z)
-    return 1.0  # IDENTITY
+    return 1.0  # identity
 
-
-__all__ = ["IDENTITY", "act", "dact_dz", "gelu_cdf", "sigmoid"]

@@ -11,9 +11,13 @@ from numba import njit, prange
 
 from .act_math import act, dact_dz
 from .activations import CODES
-from .activations_kernels import CHUNKS, PARALLEL_MIN
+from .activations_kernels import CHUNKS
+from .activations_kernels import PARALLEL_MIN as EPILOGUE_PARALLEL_MIN
 from .base import OpKernels, noop
 from .pointwise import KIND, alpha_of
+
+# Threaded from this many elements (the epilogues' threshold, activations_kernels.PARALLEL_MIN).
+PARALLEL_MIN = EPILOGUE_PARALLEL_MIN
 
 
 @njit(cache=True)

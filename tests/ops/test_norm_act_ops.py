@@ -171,6 +171,39 @@ def test_layernorm_threaded_kernels_give_the_serial_bits(dtype):
         assert a.tobytes() == b.tobytes()
 
 
+_TRAIN_SCRIPT = r"""
+import hashlib, numpy as np
+import nngraph.ops.layernorm_kernels as L, nngraph.ops.pointwise_kernels as P
+L.THREADED_MIN = 0; P.PARALLEL_MIN = 0
+from nngraph.model import Model
+from nngraph.spec import parse_spec
+model = Model.compile(parse_spec({"name": "ln", "inputs": {"x": {"shape": [6, 5]}}, "loss": "mse",
+    "layers": [{"type": "dense", "units": 16, "activation": "gelu"}, {"type": "layernorm"},
+               {"type": "elu"}, {"type": "flatten"}, {"type": "dense", "units": 2}],
+    "optimizer": {"type": "adam", "lr": 0.01}}), seed=0)
+rng = np.random.default_rng(0)
+x = rng.standard_normal((64, 6, 5)).astype(np.float32)
+y = rng.standard_normal((64, 2)).astype(np.float32)
+trainer = model.trainer()
+for step in range(3):
+    trainer.step(model._feeds(x), model.targets(y), rng.permutation(64)[:48])
+print(hashlib.sha256(model.params.flat.tobytes()).hexdigest())
+"""
+
+
+def test_one_and_two_threads_train_the_same_bits():
+    """The threaded layernorm and activation kernels (thresholds forced to 0) at 1 and 2 threads."""
+    import os
+    import subprocess
+    import sys
+
+    def digest(threads: int) -> str:
+        env = dict(os.environ, NUMBA_NUM_THREADS=str(threads))
+        return subprocess.run([sys.executable, "-c", _TRAIN_SCRIPT], env=env, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    assert digest(1) == digest(2)
+
+
 # ---- PyTorch as the oracle -----------------------------------------------------------------------
 
 def _run(model, x, dy):
