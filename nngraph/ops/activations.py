@@ -72,7 +72,9 @@ def apply_reference(kind: str, z: np.ndarray, axis: int = -1, alpha: float | Non
     if kind == "softmax":
         e = np.exp(z - z.max(axis=axis, keepdims=True))
         return e / e.sum(axis=axis, keepdims=True)
-    return z.copy()
+    if kind == "identity":
+        return z.copy()
+    raise ValueError(f"no reference for activation {kind!r}")
 
 
 # ---- stand-alone activation ops --------------------------------------------------------------
