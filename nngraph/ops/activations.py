@@ -1,5 +1,11 @@
 """Activations: Relu, Sigmoid, Tanh, Softmax, Identity — as stand-alone ops and as fused epilogues.
 
+This module is the activation vocabulary of the ops: the codes every kernel dispatches on
+(``CODES``), the plain-numpy reference of every activation (``apply_reference``), the bind-time
+check that a kernel handles the code it is given (``check_activation``) and the ONNX lowering of the
+element-wise activations (``emit_onnx``). The scalar Numba math lives in act_math.py; the
+stand-alone LeakyRelu, Elu, Gelu, Silu and Softplus ops in pointwise.py.
+
 Forward / backward (y is the output, dy the incoming gradient):
     relu      y = max(z, 0)               dz = dy * [y > 0]     (the subgradient at 0 is taken as 0)
     sigmoid   y = 1 / (1 + e^-z)          dz = dy * y (1 - y)
@@ -12,6 +18,8 @@ activations_kernels.py.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import ShapeError
@@ -19,12 +27,42 @@ from ..ir.graph import Node, TensorType
 from .base import OpSpec, per_step_on_sequences, same_attrs
 
 IDENTITY, RELU, SIGMOID, TANH, SOFTMAX = 0, 1, 2, 3, 4
-CODES = {"identity": IDENTITY, "relu": RELU, "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX}
+LEAKY_RELU, ELU, GELU, SILU, SOFTPLUS = 5, 6, 7, 8, 9
+CODES = {"identity": IDENTITY, "relu": RELU, "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX,
+         "leaky_relu": LEAKY_RELU, "elu": ELU, "gelu": GELU, "silu": SILU, "softplus": SOFTPLUS}
 ONNX_OP = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softmax": "Softmax"}
+# The ``alpha`` an activation takes when it is a dense/conv ``activation`` (the layer types carry
+# their own ``alpha`` key with the same default, see spec/tables.py).
+DEFAULT_ALPHA = {"leaky_relu": 0.01, "elu": 1.0}
 
 
-def apply_reference(kind: str, z: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Plain-numpy activation, the tests' oracle."""
+def check_activation(node: Node, supported: tuple[str, ...] | frozenset[str], default: str = "identity") -> int:
+    """The code of ``node.attrs["activation"]`` for a kernel that handles the activations in
+    ``supported``. Raised at bind time, so an activation a kernel has no branch for is an error
+    instead of silently running another one (an unknown code used to fall through to identity in
+    the dense/conv epilogues, and to tanh in the stride-1 conv epilogue)."""
+    kind = node.attrs.get("activation", default)
+    if kind not in supported:
+        raise ValueError(f"layer {node.layer}: op {node.op} ({node.name}) has no kernel for activation "
+                         f"{kind!r} (code {CODES.get(kind, '?')}); it handles {', '.join(sorted(supported))}")
+    return CODES[kind]
+
+
+def apply_reference(kind: str, z: np.ndarray, axis: int = -1, alpha: float | None = None) -> np.ndarray:
+    """Plain-numpy activation, the tests' oracle (``alpha``: DEFAULT_ALPHA when None)."""
+    if kind in DEFAULT_ALPHA and alpha is None:
+        alpha = DEFAULT_ALPHA[kind]
+    if kind == "leaky_relu":
+        return np.where(z >= 0, z, alpha * z)
+    if kind == "elu":
+        return np.where(z > 0, z, alpha * np.expm1(np.minimum(z, 0)))
+    if kind == "gelu":
+        erf = np.vectorize(math.erf, otypes=[z.dtype])
+        return 0.5 * z * (1 + erf(z / np.sqrt(2)))
+    if kind == "silu":
+        return z / (1 + np.exp(-z))
+    if kind == "softplus":
+        return np.logaddexp(z, 0)
     if kind == "relu":
         return np.maximum(z, 0)
     if kind == "sigmoid":
@@ -34,7 +72,9 @@ def apply_reference(kind: str, z: np.ndarray, axis: int = -1) -> np.ndarray:
     if kind == "softmax":
         e = np.exp(z - z.max(axis=axis, keepdims=True))
         return e / e.sum(axis=axis, keepdims=True)
-    return z.copy()
+    if kind == "identity":
+        return z.copy()
+    raise ValueError(f"no reference for activation {kind!r}")
 
 
 # ---- stand-alone activation ops --------------------------------------------------------------
@@ -83,3 +123,36 @@ def _spec(kind: str) -> OpSpec:
 
 
 SPECS = [_spec(kind) for kind in ("relu", "sigmoid", "tanh", "softmax", "identity")]
+
+
+def emit_onnx(kind: str, x: str, out: str, b, name: str, alpha: float | None = None) -> None:
+    """ONNX nodes computing ``out = kind(x)`` for an element-wise activation (softmax has an axis:
+    its callers emit it). Silu is x * Sigmoid(x); Gelu is the Gelu op from opset 20, before that
+    0.5 x (1 + Erf(x / sqrt 2))."""
+    if kind in DEFAULT_ALPHA and alpha is None:
+        alpha = DEFAULT_ALPHA[kind]
+    if kind == "identity":
+        b.node("Identity", [x], [out])
+    elif kind in ("relu", "sigmoid", "tanh"):
+        b.node(ONNX_OP[kind], [x], [out])
+    elif kind == "leaky_relu":
+        b.node("LeakyRelu", [x], [out], alpha=float(alpha))
+    elif kind == "elu":
+        b.node("Elu", [x], [out], alpha=float(alpha))
+    elif kind == "softplus":
+        b.node("Softplus", [x], [out])
+    elif kind == "silu":
+        s = b.fresh(f"{name}/sigmoid")
+        b.node("Sigmoid", [x], [s])
+        b.node("Mul", [x, s], [out])
+    elif kind == "gelu" and b.opset >= 20:
+        b.node("Gelu", [x], [out])
+    elif kind == "gelu":
+        scaled, erf, one_plus, half_x = (b.fresh(f"{name}/{t}") for t in ("scaled", "erf", "one_plus", "half_x"))
+        b.node("Div", [x, b.constant(f"{name}/sqrt2", np.array(math.sqrt(2.0), np.float32))], [scaled])
+        b.node("Erf", [scaled], [erf])
+        b.node("Add", [erf, b.constant(f"{name}/one", np.array(1.0, np.float32))], [one_plus])
+        b.node("Mul", [x, b.constant(f"{name}/half", np.array(0.5, np.float32))], [half_x])
+        b.node("Mul", [half_x, one_plus], [out])
+    else:
+        raise ValueError(f"layer {name}: no ONNX lowering for activation {kind!r}")

@@ -8,6 +8,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .act_math import sigmoid
 from .activations import CODES, RELU, SIGMOID, SOFTMAX, TANH, apply_reference, softmax_axis
 from .base import OpKernels, noop
 
@@ -21,14 +22,8 @@ PARALLEL_MIN = 1 << 24
 
 CHUNKS = 8  # row blocks of the threaded kernels
 
-
-@njit(cache=True, inline="always")
-def _sigmoid(z):
-    # Two branches keep exp() from overflowing for large |z|.
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
+# The activations the epilogue kernels below have a branch for (anything else is a bind-time error).
+EPILOGUE_ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh", "softmax")
 
 
 @njit(cache=True)
@@ -45,7 +40,7 @@ def _epilogue_rows(z, b, use_bias, code, lo, hi):
                     row[j] = 0
         elif code == SIGMOID:
             for j in range(n):
-                row[j] = _sigmoid(row[j])
+                row[j] = sigmoid(row[j])
         elif code == TANH:
             for j in range(n):
                 row[j] = math.tanh(row[j])

@@ -9,7 +9,7 @@ from ..ir.graph import Node, TensorType
 from ..linalg.gemm import NR
 from . import conv_kernels as K
 from . import conv_shift as S
-from .activations import CODES
+from .activations import check_activation
 from .base import OpKernels
 from .conv import geometry
 
@@ -111,7 +111,7 @@ def _setup(node, xs, ps, y):
 def _bind_forward(node, xs, ps, y, ws, ctx):
     g, x4, y3, w2, geo, use_bias = _setup(node, xs, ps, y)
     b = ps[1] if use_bias else np.zeros(node.attrs["filters"], y.dtype)  # kernels always add b
-    code = CODES[node.attrs.get("activation", "identity")]
+    code = check_activation(node, K.ACTIVATIONS)
     groups = node.attrs["groups"]
     if "cols" in ws:  # strided: unfold each sample, then a register-blocked product
         cols = ws["cols"]
@@ -137,7 +137,7 @@ def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws, ctx):
     dy3 = dy.reshape(y3.shape)
     db = dps[1] if use_bias else np.zeros(1, y.dtype)
     dw2 = dps[0].reshape(w2.shape)
-    code = CODES[node.attrs.get("activation", "identity")]
+    code = check_activation(node, K.ACTIVATIONS)
     want_dx = dxs[0] is not None  # the first layer skips dx: a third of its work
     dx4 = dxs[0].reshape(x4.shape) if want_dx else np.zeros((1, 1, 1, 1), y.dtype)
     dws, groups = ws["dws"], node.attrs["groups"]

@@ -19,6 +19,7 @@ from numba import njit, prange
 
 from ..linalg.gemm import matmul_into
 from ..linalg.gemm_nt import matmul_nt_into
+from .act_math import sigmoid
 from .activations import RELU, SIGMOID, TANH
 
 
@@ -89,6 +90,11 @@ def col2im_one(dcol, dx, n, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow):
 
 # ---- per-sample forward and backward ----------------------------------------------------------
 
+# The activations the epilogues below (and conv_shift.py's) have a branch for; anything else is a
+# bind-time error (conv_bind.py), never a silent fall-through to identity or tanh.
+ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh")
+
+
 @njit(cache=True)
 def _epilogue(z, b, use_bias, code):
     """In place on one sample's (F, P) output: z := act(z + b[f])."""
@@ -103,7 +109,7 @@ def _epilogue(z, b, use_bias, code):
         elif code == SIGMOID:
             for p in range(npos):
                 v = r[p] + bias
-                r[p] = 1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v))
+                r[p] = sigmoid(v)
         elif code == TANH:
             for p in range(npos):
                 r[p] = math.tanh(r[p] + bias)

@@ -23,6 +23,7 @@ from numba import njit, prange
 from ..linalg.gemm import gemm_tables
 from ..linalg.gemm_nt import gemm_nt_tables
 from ..linalg.rows import bias_relu_rows, copy_rows, relu_grad_rows, transpose_rows
+from .act_math import sigmoid
 from .activations import IDENTITY, RELU, SIGMOID
 from .conv_kernels import sum_partials
 
@@ -55,7 +56,7 @@ def _bias_act_plane(zw, r0, wp, bias, code, dst, ow):
         if code == SIGMOID:
             for i in range(ow):
                 v = src[i] + bias
-                out[i] = 1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v))
+                out[i] = sigmoid(v)
         else:
             for i in range(ow):
                 out[i] = math.tanh(src[i] + bias)

@@ -5,8 +5,8 @@ import numpy as np
 
 from ..ir.graph import Node, TensorType
 from ..linalg.gemm import NT_MIN_K, matmul, matmul_nt
-from .activations import CODES, IDENTITY
-from .activations_kernels import CHUNKS, epilogue_kernels
+from .activations import IDENTITY, check_activation
+from .activations_kernels import CHUNKS, EPILOGUE_ACTIVATIONS, epilogue_kernels
 from .base import OpKernels
 
 
@@ -24,7 +24,7 @@ def _bind_forward(node, xs, ps, y, ws, ctx):
     wt = ws.get("wt")
     use_bias = node.attrs.get("use_bias", True)
     b = ps[1] if use_bias else np.zeros(1, y.dtype)
-    code = CODES[node.attrs.get("activation", "identity")]
+    code = check_activation(node, EPILOGUE_ACTIVATIONS)
     epilogue, _ = epilogue_kernels(y.size)
 
     def run():
@@ -47,7 +47,9 @@ def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws, ctx):
     dw = dps[0]
     use_bias = node.attrs.get("use_bias", True)
     db = dps[1] if use_bias else np.zeros(1, y.dtype)
-    code = IDENTITY if node.attrs.get("loss_fused") else CODES[node.attrs.get("activation", "identity")]
+    code = check_activation(node, EPILOGUE_ACTIVATIONS)
+    if node.attrs.get("loss_fused"):
+        code = IDENTITY
     partial = np.zeros((CHUNKS, units), y.dtype)
     _, act_grad = epilogue_kernels(y.size)
     dx2 = dxs[0].reshape(-1, x2.shape[1]) if dxs[0] is not None else None

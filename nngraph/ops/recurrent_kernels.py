@@ -8,9 +8,10 @@ import numpy as np
 from ..ir.graph import Node, TensorType
 from ..linalg.gemm import NR, NT_MIN_K, matmul, matmul_nt
 from . import rnn_steps as S
-from .activations import CODES
+from .activations import check_activation
 from .base import OpKernels
 from .recurrent import dims
+from .rnn_math import CELL_ACTIVATIONS
 
 
 def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tuple[int, ...]]:
@@ -71,7 +72,7 @@ def _bind_forward(node, xs, ps, y, ws, ctx):
     x2, xw2 = x.reshape(B * T, I), ws["xw"].reshape(B * T, nd * GH)
     w2, rt, wt = W.reshape(nd * GH, I), ws["rt"], ws.get("wt")
     seq, y3, h0, c0, use_h0, use_c0 = _views(node, xs, y)
-    code = CODES[node.attrs.get("activation", "tanh")]
+    code = check_activation(node, CELL_ACTIVATIONS, default="tanh")
     kind = node.op
     lbr = bool(node.attrs.get("linear_before_reset"))
     parts = chunks(B, GH, H)
@@ -107,7 +108,7 @@ def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws, ctx):
     nd, GH, H = R.shape
     rows = B * T
     seq, dy3, h0, c0, use_h0, use_c0 = _views(node, xs, dy)
-    code = CODES[node.attrs.get("activation", "tanh")]
+    code = check_activation(node, CELL_ACTIVATIONS, default="tanh")
     kind = node.op
     lbr = bool(node.attrs.get("linear_before_reset"))
     dxg = _gate_buffer(node, ws, "dxg")

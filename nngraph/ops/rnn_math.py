@@ -15,6 +15,10 @@ from .activations import RELU, SIGMOID, TANH
 # drops Python's zero-division check, whose branch would keep every loop with a "/" scalar.
 FM = {"reassoc", "contract"}
 
+# The activations ``_act``/``_dact`` have a branch for (any other code would run as identity:
+# recurrent_kernels.py rejects it at bind time instead).
+CELL_ACTIVATIONS = ("tanh", "relu", "sigmoid")
+
 
 # ---- tanh and sigmoid: exact in float64, a vectorisable rational approximation in float32 ------
 # Without SVML, math.tanh/exp are scalar libm calls (~10 ns each): the LSTM epilogue alone has

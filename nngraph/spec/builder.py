@@ -32,7 +32,8 @@ def Dense(units: int, activation: str | None = None, *, use_bias: bool | None = 
 
 
 def Activation(kind: str, *, name: str | None = None, inputs: list[str] | None = None, **attrs: Any) -> dict:
-    """A stand-alone activation layer: ``relu``, ``sigmoid``, ``tanh``, ``softmax`` or ``identity``."""
+    """A stand-alone activation layer: ``relu``, ``sigmoid``, ``tanh``, ``softmax``, ``identity``,
+    ``leaky_relu`` / ``elu`` (with ``alpha=``), ``gelu``, ``silu`` or ``softplus``."""
     return layer(kind, name=name, inputs=inputs, **attrs)
 
 

@@ -11,7 +11,10 @@ from .fields import Field
 
 SPEC_VERSION = 1
 
-ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh", "softmax")
+# Element-wise activations beyond relu/sigmoid/tanh: also layer types of their own (LAYERS below).
+# As a dense/conv ``activation`` they take their default alpha.
+EXTRA_ACTIVATIONS = ("leaky_relu", "elu", "gelu", "silu", "softplus")
+ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh", "softmax") + EXTRA_ACTIVATIONS
 INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "zeros", "orthogonal")
 
 
@@ -29,7 +32,7 @@ def _act(default: str = "identity") -> Field:
     return Field("enum", default, "activation applied to the output", options=ACTIVATIONS)
 
 
-CONV_ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh")
+CONV_ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh") + EXTRA_ACTIVATIONS
 
 
 def _conv_fields(size_kind: str) -> dict[str, Field]:
@@ -95,6 +98,18 @@ LAYERS: dict[str, LayerSchema] = {
     "sigmoid": LayerSchema({}, "1 / (1 + exp(-x))"),
     "tanh": LayerSchema({}, "hyperbolic tangent"),
     "identity": LayerSchema({}, "passes its input through"),
+    "leaky_relu": LayerSchema({"alpha": Field("float", 0.01, "slope for x < 0", minimum=0)},
+                              "x for x >= 0, alpha x below"),
+    "elu": LayerSchema({"alpha": Field("float", 1.0, "value approached as x -> -inf is -alpha", minimum=0,
+                                       exclusive_min=True)},
+                       "x for x > 0, alpha (exp(x) - 1) below"),
+    "gelu": LayerSchema({}, "x Phi(x), Phi the standard normal CDF (exact, with erf)"),
+    "silu": LayerSchema({}, "x sigmoid(x) (swish)"),
+    "softplus": LayerSchema({}, "log(1 + exp(x))"),
+    "layernorm": LayerSchema({"epsilon": Field("float", 1e-5, "added to the variance", minimum=0,
+                                               exclusive_min=True)},
+                             "normalises the last axis of each row to mean 0 and variance 1, then "
+                             "scale * xhat + bias (learned, shape (features,))"),
     "softmax": LayerSchema({"axis": Field("int", -1, "axis to normalise over")},
                            "exp(x) / sum(exp(x)) over an axis"),
     "add": LayerSchema({}, "element-wise sum of inputs of one shape", min_inputs=2, max_inputs=64),

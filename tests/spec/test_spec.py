@@ -60,7 +60,7 @@ def test_defaults_are_resolved_but_not_written():
     (with_(layers=[{"type": "dense", "units": True}]), "layers[0].units", "got true"),
     (with_(layers=[{"type": "dense"}]), "layers[0].units", "missing"),
     (with_(layers=[{"type": "dense", "units": 2, "activaton": "relu"}]), "layers[0].activaton", "unknown key"),
-    (with_(layers=[{"type": "dense", "units": 2, "activation": "gelu"}]), "layers[0].activation", '"relu"'),
+    (with_(layers=[{"type": "dense", "units": 2, "activation": "swish"}]), "layers[0].activation", '"relu"'),
     (with_(layers=[{"type": "dens", "units": 2}]), "layers[0].type", "unknown layer type"),
     (with_(layers=[{"units": 2}]), "layers[0].type", "missing"),
     (with_(layers=[]), "layers", "non-empty"),

@@ -1,0 +1,160 @@
+"""LayerNorm's kernels (equations in layernorm.py).
+
+Rows are cut into ROW_BLOCKS fixed blocks (fewer when there are fewer rows). Forward: every row on
+its own, so any split gives the same bits. Backward: dx per row; dscale and dbias as one float64
+partial per block, summed in block order afterwards, by the serial and the threaded kernel alike,
+so the parameter gradients do not depend on the thread count. Mean, variance and the row sums of
+the backward pass accumulate in float64; the backward pass recomputes mean and 1/std from x
+(x is intact) instead of storing them, so both passes use the same values.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .base import OpKernels
+
+ROW_BLOCKS = 8
+# Threaded from this many elements (not measured; below it a parallel region costs more than the
+# few microseconds of work it splits).
+THREADED_MIN = 1 << 20
+
+
+@njit(cache=True, inline="always")
+def _row_stats(x, i, eps):
+    """(mean, 1 / sqrt(biased variance + eps)) of row i, in float64."""
+    m = x.shape[1]
+    mu = 0.0
+    for j in range(m):
+        mu += x[i, j]
+    mu /= m
+    v = 0.0
+    for j in range(m):
+        d = x[i, j] - mu
+        v += d * d
+    v /= m
+    return mu, 1.0 / math.sqrt(v + eps)
+
+
+@njit(cache=True)
+def _forward_rows(x, scale, bias, eps, y, lo, hi):
+    for i in range(lo, hi):
+        mu, inv = _row_stats(x, i, eps)
+        for j in range(x.shape[1]):
+            y[i, j] = scale[j] * ((x[i, j] - mu) * inv) + bias[j]
+
+
+@njit(cache=True)
+def forward_serial(x, scale, bias, eps, y, blocks):
+    """y = scale * xhat + bias for every row of x (R, F)."""
+    _forward_rows(x, scale, bias, eps, y, 0, x.shape[0])
+
+
+@njit(cache=True, parallel=True)
+def forward_threaded(x, scale, bias, eps, y, blocks):
+    r = x.shape[0]
+    for c in prange(blocks):
+        _forward_rows(x, scale, bias, eps, y, c * r // blocks, (c + 1) * r // blocks)
+
+
+@njit(cache=True)
+def _backward_rows(x, scale, eps, dy, dx, want_dx, part, lo, hi):
+    """Rows [lo, hi): dx (when want_dx) and this block's partial dscale (part[0]), dbias (part[1])."""
+    m = x.shape[1]
+    for j in range(m):
+        part[0, j] = 0.0
+        part[1, j] = 0.0
+    for i in range(lo, hi):
+        mu, inv = _row_stats(x, i, eps)
+        s1 = 0.0  # sum of dxhat
+        s2 = 0.0  # sum of dxhat * xhat
+        for j in range(m):
+            xh = (x[i, j] - mu) * inv
+            g = dy[i, j]
+            part[0, j] += g * xh
+            part[1, j] += g
+            gs = g * scale[j]
+            s1 += gs
+            s2 += gs * xh
+        if want_dx:
+            k = inv / m
+            for j in range(m):
+                xh = (x[i, j] - mu) * inv
+                dx[i, j] = k * (m * (dy[i, j] * scale[j]) - s1 - xh * s2)
+
+
+@njit(cache=True)
+def _sum_blocks(parts, dscale, dbias):
+    """dscale, dbias = the block partials summed in block order."""
+    for j in range(dscale.shape[0]):
+        a = 0.0
+        b = 0.0
+        for c in range(parts.shape[0]):
+            a += parts[c, 0, j]
+            b += parts[c, 1, j]
+        dscale[j] = a
+        dbias[j] = b
+
+
+@njit(cache=True)
+def backward_serial(x, scale, eps, dy, dx, want_dx, parts, dscale, dbias):
+    """dx, dscale, dbias of every row, on one thread, block by block (the threaded twin's sums)."""
+    r, blocks = x.shape[0], parts.shape[0]
+    for c in range(blocks):
+        _backward_rows(x, scale, eps, dy, dx, want_dx, parts[c], c * r // blocks, (c + 1) * r // blocks)
+    _sum_blocks(parts, dscale, dbias)
+
+
+@njit(cache=True, parallel=True)
+def backward_threaded(x, scale, eps, dy, dx, want_dx, parts, dscale, dbias):
+    r, blocks = x.shape[0], parts.shape[0]
+    for c in prange(blocks):
+        _backward_rows(x, scale, eps, dy, dx, want_dx, parts[c], c * r // blocks, (c + 1) * r // blocks)
+    _sum_blocks(parts, dscale, dbias)
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    return a.reshape(-1, a.shape[-1])
+
+
+def _blocks(rows: int) -> int:
+    return max(1, min(ROW_BLOCKS, rows))
+
+
+def kernels_for(size: int, threaded: bool | None = None):
+    """(forward, backward) kernels for an output of ``size`` elements."""
+    if threaded is None:
+        threaded = size >= THREADED_MIN
+    return (forward_threaded, backward_threaded) if threaded else (forward_serial, backward_serial)
+
+
+def _bind_forward(node, xs, ps, y, ws, ctx):
+    x2, y2 = _rows(xs[0]), _rows(y)
+    scale, bias = ps
+    eps = float(node.attrs.get("epsilon", 1e-5))
+    blocks = _blocks(x2.shape[0])
+    fwd, _ = kernels_for(y.size)
+
+    def run():
+        fwd(x2, scale, bias, eps, y2, blocks)
+    return run
+
+
+def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws, ctx):
+    x2, dy2 = _rows(xs[0]), _rows(dy)
+    scale = ps[0]
+    dscale, dbias = dps
+    eps = float(node.attrs.get("epsilon", 1e-5))
+    want_dx = dxs[0] is not None
+    dx2 = _rows(dxs[0]) if want_dx else np.zeros((1, 1), y.dtype)
+    parts = np.zeros((_blocks(x2.shape[0]), 2, x2.shape[1]))  # float64 partial sums per block
+    _, bwd = kernels_for(y.size)
+
+    def run():
+        bwd(x2, scale, eps, dy2, dx2, want_dx, parts, dscale, dbias)
+    return run
+
+
+KERNELS = {"LayerNorm": OpKernels(_bind_forward, _bind_backward)}

@@ -1,0 +1,92 @@
+"""Kernels of the element-wise activation ops (LeakyRelu, Elu, Gelu, Silu, Softplus); equations
+in pointwise.py, scalar math in act_math.py.
+
+Elements are independent, so the threaded twins (fixed blocks, above PARALLEL_MIN elements) give
+the same bits as the serial kernels at any thread count.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .act_math import act, dact_dz
+from .activations import CODES
+from .activations_kernels import CHUNKS
+from .activations_kernels import PARALLEL_MIN as EPILOGUE_PARALLEL_MIN
+from .base import OpKernels, noop
+from .pointwise import KIND, alpha_of
+
+# Threaded from this many elements (the epilogues' threshold, activations_kernels.PARALLEL_MIN).
+PARALLEL_MIN = EPILOGUE_PARALLEL_MIN
+
+
+@njit(cache=True)
+def _forward_range(x, y, code, alpha, lo, hi):
+    for i in range(lo, hi):
+        y[i] = act(code, x[i], alpha)
+
+
+@njit(cache=True)
+def _backward_range(x, dy, dx, code, alpha, lo, hi):
+    for i in range(lo, hi):
+        dx[i] = dy[i] * dact_dz(code, x[i], alpha)
+
+
+@njit(cache=True)
+def forward_serial(x, y, code, alpha):
+    """y = act(x), element-wise over flat arrays."""
+    _forward_range(x, y, code, alpha, 0, x.shape[0])
+
+
+@njit(cache=True, parallel=True)
+def forward_parallel(x, y, code, alpha):
+    n = x.shape[0]
+    step = (n + CHUNKS - 1) // CHUNKS
+    for c in prange(CHUNKS):
+        _forward_range(x, y, code, alpha, c * step, min(n, (c + 1) * step))
+
+
+@njit(cache=True)
+def backward_serial(x, dy, dx, code, alpha):
+    """dx = dy * act'(x), element-wise over flat arrays."""
+    _backward_range(x, dy, dx, code, alpha, 0, x.shape[0])
+
+
+@njit(cache=True, parallel=True)
+def backward_parallel(x, dy, dx, code, alpha):
+    n = x.shape[0]
+    step = (n + CHUNKS - 1) // CHUNKS
+    for c in prange(CHUNKS):
+        _backward_range(x, dy, dx, code, alpha, c * step, min(n, (c + 1) * step))
+
+
+def _code_alpha(node, dtype) -> tuple[int, np.floating]:
+    kind = KIND[node.op]
+    code = CODES[kind]
+    alpha = alpha_of(node)
+    return code, dtype.type(0.0 if alpha is None else alpha)
+
+
+def _bind_forward(node, xs, ps, y, ws, ctx):
+    code, alpha = _code_alpha(node, y.dtype)
+    x1, y1 = xs[0].reshape(-1), y.reshape(-1)
+    kernel = forward_parallel if y.size >= PARALLEL_MIN else forward_serial
+
+    def run():
+        kernel(x1, y1, code, alpha)
+    return run
+
+
+def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws, ctx):
+    if dxs[0] is None:
+        return noop
+    code, alpha = _code_alpha(node, y.dtype)
+    x1, dy1, dx1 = xs[0].reshape(-1), dy.reshape(-1), dxs[0].reshape(-1)
+    kernel = backward_parallel if y.size >= PARALLEL_MIN else backward_serial
+
+    def run():
+        kernel(x1, dy1, dx1, code, alpha)
+    return run
+
+
+KERNELS = {op: OpKernels(_bind_forward, _bind_backward) for op in KIND}
