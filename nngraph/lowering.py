@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .errors import ShapeError
 from .ir import Graph, Node, ParamInfo, TensorType, fuse_activations
+from .ops.normalize import check_reads_input
 from .ops.registry import get_op, layer_op
 from .spec import Spec
 
@@ -53,5 +54,6 @@ def lower(spec: Spec, fuse: bool = True) -> Graph:
             add(name, op.name, inputs, name, attrs, name)
         prev = name
     graph = Graph(tuple(n for n, _ in spec.inputs), tuple(nodes), prev, values, params)
+    check_reads_input(graph)
     return fuse_activations(graph) if fuse else graph
 

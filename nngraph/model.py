@@ -13,6 +13,7 @@ from .errors import DataError
 from .ir import Graph, mark_loss_fused, output_activation
 from .lowering import lower
 from .ops.losses import LossDef, get_loss
+from .ops.normalize import fit_normalizers, fitted_nodes
 from .spec import Spec
 from .train.callbacks import Callback, EarlyStopping
 from .train.schedules import Schedule, make_schedule
@@ -39,6 +40,9 @@ class Model:
         self.metadata: dict[str, Any] = dict(metadata or {})
         self._infer_program: Program | None = None
         self._trainer: "Trainer | None" = None
+        # Whether the normalize layers hold their statistics (computed by the first fit, or loaded
+        # with the weights); a later fit, a fine-tune or a resumed run never recomputes them.
+        self.normalizers_fitted = not fitted_nodes(graph)
 
     # ---- construction -----------------------------------------------------------------------------
     @classmethod
@@ -78,10 +82,14 @@ class Model:
             self.params.load(given, strict=True)
         except ShapeError as e:
             raise ShapeError(f"{source + ': ' if source else ''}weights do not fit this spec: {e}") from None
+        if all(p in given for n in fitted_nodes(self.graph) for p in n.params):
+            self.normalizers_fitted = True
 
     def astype(self, dtype: Any) -> "Model":
         """A copy computing in another float type (float64 is what the gradient checks use)."""
-        return Model(self.spec, self.graph, self.params.astype(dtype), self.metadata)
+        other = Model(self.spec, self.graph, self.params.astype(dtype), self.metadata)
+        other.normalizers_fitted = self.normalizers_fitted
+        return other
 
     # ---- inputs ---------------------------------------------------------------------------------
     def input_specs(self) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -203,6 +211,9 @@ class Model:
                 raise DataError(f"validation_split {split} leaves {cut} of {n} samples for training")
             val = ({k: v[cut:] for k, v in feeds.items()}, t[cut:])
             feeds, t = {k: v[:cut] for k, v in feeds.items()}, t[:cut]
+        if resume is None and not self.normalizers_fitted:  # statistics of the training split only
+            fit_normalizers(self.graph, self.params.values, feeds)
+            self.normalizers_fitted = True
         # Overflow inside BLAS would print numpy warnings; divergence is detected and reported
         # by the trainer itself (a non-finite loss stops the run with one clear message).
         trainer = self.trainer()

@@ -112,6 +112,8 @@ def draw(info: ParamInfo, rng: np.random.Generator) -> np.ndarray:
         return rng.normal(0.0, np.sqrt(2.0 / fi), shape)
     if info.init == "orthogonal":
         return _orthogonal(shape, rng)
+    if info.init.startswith("const:"):  # const:<value>, e.g. a fixed normalize factor
+        return np.full(shape, float(info.init.split(":", 1)[1]))
     if info.init.startswith("uniform:"):  # uniform:<limit>, e.g. PyTorch's recurrent default
         limit = float(info.init.split(":", 1)[1])
         return rng.uniform(-limit, limit, shape)

@@ -2,12 +2,12 @@
 here. Importing this module loads no Numba (kernels are found through ``nngraph.backend.kernels``)."""
 from __future__ import annotations
 
-from . import (activations, batchnorm, conv, dense, dropout, embedding, global_pool, join, layernorm, pointwise, pool,
-               recurrent, shape)
+from . import (activations, batchnorm, conv, dense, dropout, embedding, global_pool, join, layernorm, normalize, pointwise,
+               pool, recurrent, shape)
 from .base import OpSpec
 
 _MODULES = [dense, activations, pointwise, join, layernorm, conv, pool, global_pool, shape, recurrent, embedding, dropout,
-            batchnorm]
+            batchnorm, normalize]
 
 SPECS: dict[str, OpSpec] = {op.name: op for m in _MODULES for op in m.SPECS}
 

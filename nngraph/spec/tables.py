@@ -150,6 +150,16 @@ LAYERS: dict[str, LayerSchema] = {
         "inverted dropout on any shape: while training y = x * keep / (1 - rate), keep ~ Bernoulli(1 - rate) "
         "from a counter-based hash of (seed, step, layer, sample, element); the identity at inference "
         "and in the ONNX export"),
+    "normalize": LayerSchema({
+        "mode": Field("enum", "standard", '"standard": (x - mean) / std, "minmax": (x - min) / (max - min), both '
+                      'per feature from the training inputs before the first step; "scale": x * factor',
+                      options=("standard", "minmax", "scale")),
+        "factor": Field("float", 1.0, 'mode "scale": the fixed factor (e.g. 1/255 for 0..255 pixels)',
+                        minimum=0, exclusive_min=True),
+        "axis": Field("int", None, "feature axis of a sample (default: the channel axis of (C, H, W) images, "
+                      "the last axis otherwise)", nullable=True)},
+        "preprocessing inside the model: y = (x - shift) * scale per feature, shift and scale non-trainable "
+        "state (standard/minmax read a model input directly); exported as ONNX Sub and Mul"),
     "batchnorm": LayerSchema({
         "momentum": Field("float", 0.1, "weight of the batch statistic in the running-statistics update "
                           "(PyTorch's convention: running = (1 - momentum) running + momentum batch)",

@@ -1,0 +1,29 @@
+"""Normalize's kernels (equations in normalize.py): two broadcasting numpy calls into the plan's
+buffers, y = (x - shift) * scale and dx = dy * scale (the state is shaped to broadcast)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import OpKernels, noop
+
+
+def _bind_forward(node, xs, ps, y, ws, ctx):
+    x, (shift, scale) = xs[0], ps
+
+    def run():
+        np.subtract(x, shift, out=y)
+        np.multiply(y, scale, out=y)
+    return run
+
+
+def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws, ctx):
+    dx, scale = dxs[0], ps[1]
+    if dx is None:  # the usual case: a normalize reads a graph input, which needs no gradient
+        return noop
+
+    def run():
+        np.multiply(dy, scale, out=dx)
+    return run
+
+
+KERNELS = {"Normalize": OpKernels(_bind_forward, _bind_backward)}
