@@ -111,7 +111,16 @@ class Model:
         """The network's output for a batch of samples (Numba forward pass)."""
         if self._infer_program is None:
             self._infer_program = Program(self.graph, self.params, seed=self.spec.train.resolved()["seed"])
-        return self._infer_program.forward(self._feeds(x), batch_size)
+        return self.to_target_units(self._infer_program.forward(self._feeds(x), batch_size))
+
+    def to_target_units(self, y: np.ndarray) -> np.ndarray:
+        """Outputs of a network trained on standardised targets (``target_normalization`` in the
+        metadata, set by series data) in target units, y * std + mean, as the export computes them."""
+        target = self.metadata.get("target_normalization")
+        if not target:
+            return y
+        y = y * np.asarray(target["std"], y.dtype)
+        return y + np.asarray(target["mean"], y.dtype)
 
     # ---- training -------------------------------------------------------------------------------
     @property

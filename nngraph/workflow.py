@@ -24,7 +24,8 @@ from .train.history import History
 if TYPE_CHECKING:  # imports Numba: loaded only when training
     from .train.trainer import Trainer
 
-__all__ = ["train", "load_data", "apply_overrides", "run_model", "TrainResult", "format_record"]
+__all__ = ["train", "load_data", "apply_overrides", "run_model", "TrainResult", "format_record",
+           "with_preprocessing"]
 
 
 def load_data(spec: Spec, source: str | None = None, base_dir: Path | None = None,
@@ -40,6 +41,36 @@ def load_data(spec: Spec, source: str | None = None, base_dir: Path | None = Non
         raise DataError(f"spec {spec.name!r} names no data; give --data (a file, a folder or a built-in "
                         "name such as digits)")
     return load_source(options["train"], options, base_dir)
+
+
+def with_preprocessing(spec: Spec, ds: Dataset) -> Spec:
+    """The spec with the preprocessing its data asks for as a ``normalize`` layer on the input
+    (``Dataset.input_layer``: IDX pixels / 255, series or ``"normalize": true`` tabular
+    standardisation), so the model takes the raw values of the user's files. Unchanged when there
+    is nothing to add or the spec already normalises that input itself (its own normalize layer,
+    or a resumed run's spec.json). The existing layers keep their names (the defaults are written
+    out, since ``<type>_<index>`` would shift) and a layer that named the input reads the new one."""
+    if not ds.input_layer or len(spec.inputs) != 1 or spec.inputs[0][1].dtype != "float32":
+        return spec
+    inp = spec.inputs[0][0]
+    names = spec.layer_names()
+    for i, layer in enumerate(spec.layers):
+        reads = layer.inputs if layer.inputs is not None else ((inp,) if i == 0 else ())
+        if layer.type == "normalize" and inp in reads:
+            return spec
+    new_name, k = f"{inp}_normalize", 1
+    while new_name in names or new_name in spec.input_map:
+        k += 1
+        new_name = f"{inp}_normalize_{k}"
+    d = spec.to_dict()
+    layers = []
+    for name, layer in zip(names, d["layers"]):
+        layer["name"] = name
+        if "inputs" in layer:
+            layer["inputs"] = [new_name if v == inp else v for v in layer["inputs"]]
+        layers.append(layer)
+    d["layers"] = [{"type": "normalize", "name": new_name, **ds.input_layer}] + layers
+    return Spec.from_dict(d)
 
 
 @dataclass
@@ -143,6 +174,7 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
         if epochs is not None and run_path is not None:  # spec.json records the spec as used
             spec = dataclasses.replace(spec, train=spec.train.replace(epochs=epochs))
     ds = load_data(spec, data, base_dir, targets)
+    spec = with_preprocessing(spec, ds)
     model = Model.compile(spec)
     if init is not None:
         src = Model.load_onnx(init)
@@ -201,6 +233,9 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
     test = None
     if ds.x_test is not None:
         test = model.evaluate(ds.x_test, ds.y_test)
+        target = ds.meta.get("target_normalization")
+        if target and spec.loss == "mse":  # the loss of standardised targets, and in target units
+            test["loss_target_units"] = test["loss"] * float(target["std"]) ** 2
         log("test: " + "  ".join(f"{k} {v:.4f}" for k, v in test.items()))
     model.metadata.update({k: v for k, v in ds.meta.items()})
     if test is not None:

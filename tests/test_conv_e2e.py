@@ -89,11 +89,12 @@ TOY_SPEC = {
 }
 
 
-def test_idx_folder_loads_scaled_pixels_and_labels(idx_folder):
+def test_idx_folder_loads_raw_pixels_and_labels_and_asks_the_model_to_scale(idx_folder):
     folder, x, y = idx_folder
     ds = load_source(str(folder))
     assert ds.x.shape == (256, 12, 12) and ds.x.dtype == np.float32
-    np.testing.assert_allclose(ds.x, x / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(ds.x, x)  # the model scales (a normalize layer), not the loader
+    assert ds.input_layer == {"mode": "scale", "factor": 1 / 255}
     assert ds.y.dtype == np.int64 and list(ds.y[:8]) == list(y[:8])
     assert ds.x_test.shape == (64, 12, 12) and ds.y_test.shape == (64,)
     assert ds.meta["input_scale"] == pytest.approx(1 / 255)
@@ -112,7 +113,7 @@ def test_cli_trains_on_an_idx_folder_then_verifies_and_runs(idx_folder, tmp_path
     assert json.loads(meta["nngraph.input_scale"]) == pytest.approx(1 / 255)
     assert json.loads(meta["nngraph.test_metrics"])["accuracy"] >= 0.9
     assert runner.invoke(main, ["verify", str(out)]).exit_code == 0
-    images = (read_idx(folder / "t10k-images-idx3-ubyte") / 255.0).astype(np.float32)  # (N, 12, 12)
+    images = read_idx(folder / "t10k-images-idx3-ubyte")  # raw uint8 pixels (N, 12, 12): the model scales
     np.save(tmp_path / "images.npy", images[:5])
     r = runner.invoke(main, ["run", str(out), "--input", str(tmp_path / "images.npy"),
                              "-o", str(tmp_path / "probs.npy")])

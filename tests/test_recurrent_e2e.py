@@ -138,14 +138,16 @@ def test_window_series_pairs_each_window_with_the_value_horizon_steps_later():
     assert y[1, 0] == 50  # the target 2 steps after the window 1..3
 
 
-def test_csv_series_is_windowed_and_normalised_with_training_rows_only(tmp_path):
+def test_csv_series_is_windowed_and_the_target_normalised_with_training_rows_only(tmp_path):
     values = _series_csv(tmp_path / "s.csv")
     ds = load_series_csv(tmp_path / "s.csv", {"window": 4, "split": 0.25})
     assert ds.x.shape == (27, 4, 1) and ds.x_test.shape == (9, 4, 1) and ds.y.shape == (27, 1)
-    norm = ds.meta["normalization"]
+    norm = ds.meta["target_normalization"]
     rows = 27 + 4  # the training windows and their targets cover the first 31 rows
-    assert norm["mean"][0] == pytest.approx(values[:rows].mean(), rel=1e-6)
-    assert ds.x[0, 0, 0] == pytest.approx((values[0] - values[:rows].mean()) / values[:rows].std(), rel=1e-5)
+    assert norm["mean"] == pytest.approx(values[:rows].mean(), rel=1e-6)
+    assert ds.x[0, 0, 0] == pytest.approx(values[0], rel=1e-6)  # inputs raw: the model standardises them
+    assert ds.input_layer == {"mode": "standard"}
+    assert ds.y[0, 0] == pytest.approx((values[4] - values[:rows].mean()) / values[:rows].std(), rel=1e-5)
     assert ds.meta["target"] == "Passengers" and ds.meta["columns"] == ["Passengers"]
     raw = load_series_csv(tmp_path / "s.csv", {"window": 4, "normalize": False, "split": 0})
     assert raw.x_test is None and raw.y[0, 0] == pytest.approx(values[4], rel=1e-6)

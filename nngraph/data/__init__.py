@@ -28,6 +28,10 @@ class Dataset:
     x_test: np.ndarray | dict[str, np.ndarray] | None = None
     y_test: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # Preprocessing the model itself must do: the attributes of a ``normalize`` layer that
+    # ``nngraph.workflow.with_preprocessing`` puts on the (single) input, e.g. {"mode": "scale",
+    # "factor": 1/255} for IDX pixels, so the exported model takes the raw values of the files.
+    input_layer: dict[str, Any] | None = None
 
 
 # ---- built-in: the UCI handwritten digits -------------------------------------------------------
@@ -158,6 +162,8 @@ def _load_csv(path: Path, options: dict[str, Any]) -> Dataset:
         return load_series_csv(path, options)
     x, y, _ = read_csv(path, options.get("target"))
     ds = Dataset(x, y, meta={"source": str(path)})
+    if options.get("normalize") is True:  # tabular: standardise the inputs inside the model
+        ds.input_layer = {"mode": "standard"}
     test = options.get("test")
     if test:
         ds.x_test, ds.y_test, _ = read_csv(Path(test), options.get("target"))

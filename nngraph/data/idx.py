@@ -2,9 +2,10 @@
 
 The folder holds ``train-images-idx3-ubyte`` and ``train-labels-idx1-ubyte`` and, optionally, the
 ``t10k-`` pair for the test set, each plain or gzip-compressed (``.gz``). Images become float32
-pixels scaled to [0, 1] (value / 255) with shape (N, rows, cols); ``fit_inputs`` then adds the
+pixels 0..255 as they are stored, with shape (N, rows, cols); ``fit_inputs`` then adds the
 channel axis the spec's input asks for ((1, 28, 28) for MNIST). Labels become int64 class ids.
-The scaling is recorded in the dataset's metadata, which ends up in the exported model.
+The scaling to [0, 1] (value / 255) is part of the model: the dataset asks for a ``normalize``
+layer of mode "scale" on the input (``Dataset.input_layer``), so the exported model takes raw pixels.
 
 IDX format (big-endian): two zero bytes, a type byte (0x08 = unsigned byte), the number of
 dimensions, one uint32 per dimension, then the values in row-major order.
@@ -65,7 +66,7 @@ def _find(folder: Path, split: str, what: str) -> Path | None:
 
 
 def _split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, bool] | None:
-    """(pixels, labels, scaled) of one split, or None when the folder has neither of its files."""
+    """(pixels as float32, labels, whether the pixels are uint8) of one split, or None when the folder has neither of its files."""
     images, labels = _find(folder, split, "images"), _find(folder, split, "labels")
     if images is None and labels is None:
         return None
@@ -80,10 +81,7 @@ def _split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, bool] | No
     if len(x) != len(y):
         raise DataError(f"{folder}: {images.name} has {len(x):,} images but {labels.name} has "
                         f"{len(y):,} labels")
-    pixels = x.astype(np.float32)
-    if x.dtype == np.uint8:
-        pixels /= np.float32(PIXEL_SCALE)
-    return pixels, y.astype(np.int64), x.dtype == np.uint8
+    return x.astype(np.float32), y.astype(np.int64), x.dtype == np.uint8
 
 
 def is_idx_folder(folder: Path) -> bool:
@@ -100,9 +98,11 @@ def load_idx_folder(folder: Path, options: dict[str, Any]):
         raise DataError(f"{folder}: no IDX training files (expected train-images-idx3-ubyte[.gz] and "
                         "train-labels-idx1-ubyte[.gz], and optionally the t10k- pair for testing)")
     test = _split(folder, "t10k")
-    if train[2]:
-        meta = {"source": str(folder), "preprocessing": "x = pixel / 255 (uint8 IDX pixels 0..255)",
-                "input_scale": 1 / PIXEL_SCALE}
+    ds = Dataset(train[0], train[1], *(test[:2] if test is not None else (None, None)))
+    if train[2]:  # the model scales: it takes raw 0..255 pixels (a normalize layer, mode "scale")
+        ds.meta = {"source": str(folder), "preprocessing": "x = pixel / 255 inside the model (uint8 IDX "
+                   "pixels 0..255 are its input)", "input_scale": 1 / PIXEL_SCALE}
+        ds.input_layer = {"mode": "scale", "factor": 1 / PIXEL_SCALE}
     else:
-        meta = {"source": str(folder), "preprocessing": "none (IDX values as stored)", "input_scale": 1.0}
-    return Dataset(train[0], train[1], *(test[:2] if test is not None else (None, None)), meta=meta)
+        ds.meta = {"source": str(folder), "preprocessing": "none (IDX values as stored)", "input_scale": 1.0}
+    return ds

@@ -4,8 +4,10 @@ Windowing a series (spec keys under ``data``: window, horizon, columns, target, 
     x[i] = features[i : i + window]            (window, n_features)
     y[i] = target[i + window + horizon - 1]    (1,)   -- the value `horizon` steps after the window
 The last ``split`` fraction of the windows (chronologically) is the test set. With ``normalize``
-(default true) every column is standardised with the mean/std of the rows the TRAINING windows
-cover (the test rows never leak in); the statistics are stored in the model metadata.
+(default true) the inputs are standardised inside the model (a ``normalize`` layer whose statistics
+come from the training windows) and the target with the mean/std of the rows the TRAINING windows
+cover (the test rows never leak in); the exported model ends with the inverse transform, so it takes
+raw values and answers in target units.
 
 A text corpus (.txt; keys seq_len, stride, split) becomes next-character pairs:
     x[i] = ids[s : s + seq_len],  y[i] = ids[s + 1 : s + seq_len + 1],  s = i * stride
@@ -118,17 +120,20 @@ def load_series_csv(path: Path, options: dict[str, Any]) -> Dataset:
         raise DataError(f"{path}: split {split} leaves no training windows")
     meta: dict[str, Any] = {"window": window, "horizon": horizon, "columns": names, "target": target,
                             "task": "series"}
+    input_layer = None
     if options.get("normalize", True):
+        # Inputs: standardised inside the model (a normalize layer, statistics from the training
+        # windows). Targets: standardised here with the training rows' mean and std, so the loss
+        # keeps its scale; the export appends the inverse (y * std + mean): outputs in target units.
         rows = n_train + window + horizon - 1  # the rows the training windows and targets cover
-        mean, std = feats[:rows].mean(axis=0), feats[:rows].std(axis=0)
-        std[std == 0] = 1.0
         t_mean, t_std = float(tgt[:rows].mean()), float(tgt[:rows].std() or 1.0)
-        feats = (feats - mean) / std
         tgt = (tgt - t_mean) / t_std
-        meta["normalization"] = {"mean": mean.round(8).tolist(), "std": std.round(8).tolist(),
+        input_layer = {"mode": "standard"}
+        meta["normalization"] = {"inputs": "standardised inside the model (normalize layer)",
                                  "target_mean": round(t_mean, 8), "target_std": round(t_std, 8)}
+        meta["target_normalization"] = {"mean": t_mean, "std": t_std}
     x, y = window_series(feats.astype(np.float32), tgt.astype(np.float32), window, horizon)
-    ds = Dataset(x[:n_train], y[:n_train], meta=meta)
+    ds = Dataset(x[:n_train], y[:n_train], meta=meta, input_layer=input_layer)
     if n_test:
         ds.x_test, ds.y_test = x[n_train:], y[n_train:]
     return ds

@@ -88,10 +88,20 @@ def build_model(spec: Spec, graph: Graph, params: dict[str, np.ndarray], opset: 
     b = _Builder(opset, f32)
     for name in graph.values:
         b._names.add(name)
+    target = (metadata or {}).get("target_normalization")  # trained on standardised targets
     for node in graph.nodes:
         op = get_op(node.op)
-        op.to_onnx(node, list(node.inputs), node.output, [graph.values[v] for v in node.inputs], b)
-    if b.resolve(graph.output) != graph.output:  # the output is an alias: one Identity names it
+        out = node.output
+        if target and out == graph.output:  # the network's output feeds the inverse transform
+            out = b.fresh(f"{graph.output}/standardized")
+        op.to_onnx(node, list(node.inputs), out, [graph.values[v] for v in node.inputs], b)
+        if out != node.output:
+            b.alias(node.output, out)
+    if target:  # outputs in target units: y * std + mean
+        scaled = b.fresh(f"{graph.output}/scaled")
+        b.node("Mul", [graph.output, b.constant("target_std", np.float32(target["std"]))], [scaled])
+        b.node("Add", [scaled, b.constant("target_mean", np.float32(target["mean"]))], [graph.output])
+    elif b.resolve(graph.output) != graph.output:  # the output is an alias: one Identity names it
         b.node("Identity", [graph.output], [graph.output])
     dyn = time_dynamic_values(graph)  # recurrent networks accept any sequence length
 

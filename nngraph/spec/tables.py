@@ -289,7 +289,9 @@ DATA: dict[str, Field] = {
     "horizon": Field("int", 1, "CSV time series: the target is this many steps after the window", minimum=1),
     "columns": Field("any", None, "CSV time series: feature columns (names or indices; default: every "
                      "numeric column)", nullable=True),
-    "normalize": Field("bool", True, "CSV time series: standardise with the training rows' mean and std"),
+    "normalize": Field("bool", True, "CSV: standardise the inputs inside the model (a normalize layer, "
+                       "statistics of the training split); time series (default true) also the target, and the "
+                       "exported model answers in target units; tabular CSV only when true is given"),
     "seq_len": Field("int", None, "text corpus (.txt): characters per training sequence", minimum=1,
                      nullable=True),
     "stride": Field("int", None, "text corpus: characters between sequence starts (default: seq_len)",

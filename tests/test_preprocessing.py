@@ -1,0 +1,145 @@
+"""Preprocessing travels inside the model: the exported model takes the raw values of the user's
+files (IDX pixels 0..255, raw series values, raw tabular features) and answers in target units, in
+onnxruntime and onnx.reference alike, with the same answers as the training pipeline."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from nngraph.cli import main
+from nngraph.data.sequences import window_series
+from nngraph.model import Model
+from nngraph.runtime import run, verify
+from nngraph.spec import Spec
+from nngraph.train.evaluate import evaluate_onnx
+from nngraph.workflow import load_data, train, with_preprocessing
+
+from .test_conv_e2e import TOY_SPEC, idx_folder, toy_images, write_idx  # noqa: F401  (fixture)
+
+SERIES_SPEC = {
+    "name": "series", "inputs": {"x": {"shape": [6, 2]}},
+    "layers": [{"type": "lstm", "units": 8}, {"type": "dense", "units": 1}],
+    "loss": "mse", "optimizer": {"type": "adam", "lr": 0.01},
+    "train": {"epochs": 3, "batch_size": 16, "shuffle": False},
+    "data": {"train": "temps.csv", "window": 6, "target": "temp"},
+}
+
+
+def _series_csv(path, n=120):
+    t = np.arange(n)
+    temp = 15 + 8 * np.sin(t / 6) + 0.1 * t  # raw °C
+    hum = 60 + 20 * np.cos(t / 5)
+    path.write_text("day,hum,temp\n" + "\n".join(f"d{i},{h:.3f},{c:.3f}" for i, (h, c) in enumerate(zip(hum, temp))))
+    return np.round(np.stack([hum, temp], 1), 3)
+
+
+def _without_layer(model: Model, layer: str) -> Model:
+    """The same network without one (leading) layer, with the trained weights: the old pipeline."""
+    d = model.spec.to_dict()
+    d["layers"] = [l for l in d["layers"] if l.get("name") != layer]
+    other = Model.compile(Spec.from_dict(d))
+    other.load_weights({k: v for k, v in model.params.as_dict().items() if not k.startswith(layer + ".")})
+    return other
+
+
+def test_run_on_raw_pixels_equals_the_training_pipeline(idx_folder, tmp_path):
+    folder, _, _ = idx_folder
+    (tmp_path / "toy.json").write_text(json.dumps({**TOY_SPEC, "train": {"epochs": 2, "batch_size": 32}}))
+    out = tmp_path / "toy.onnx"
+    res = train(tmp_path / "toy.json", data=str(folder), output=out, progress="none", log=lambda s: None)
+    layers = [l.name for l in res.model.spec.layers]
+    assert layers[0] == "image_normalize" and layers[1:] == ["conv2d_0", "maxpool2d_1", "conv2d_2", "flatten_3",
+                                                              "dense_4"]  # names unchanged
+    raw = toy_images(16, np.random.default_rng(9))[0]  # uint8 0..255, as in the files
+    np.save(tmp_path / "raw.npy", raw)
+    r = CliRunner().invoke(main, ["run", str(out), "--input", str(tmp_path / "raw.npy"), "-o", str(tmp_path / "p.npy")])
+    assert r.exit_code == 0, r.output
+    got = np.load(tmp_path / "p.npy")
+    np.testing.assert_allclose(got, res.model.predict(raw), atol=1e-5)
+    old = _without_layer(res.model, "image_normalize")  # what training did before: the loader's / 255
+    np.testing.assert_allclose(got, old.predict((raw / 255.0).astype(np.float32)), atol=1e-5)
+    # the test accuracy is the model's on raw pixels: evaluate reads the folder as it is
+    ev = evaluate_onnx(out, str(folder))
+    assert ev["accuracy"] == pytest.approx(res.test["accuracy"], abs=1e-6)
+    report = verify(out, inputs=raw.astype(np.float32), reference=True)
+    assert report.ok and report.reference_max_abs < 1e-4
+
+
+def test_run_on_raw_series_values_equals_the_training_pipeline(tmp_path):
+    values = _series_csv(tmp_path / "temps.csv")
+    (tmp_path / "s.json").write_text(json.dumps(SERIES_SPEC))
+    out = tmp_path / "s.onnx"
+    res = train(tmp_path / "s.json", output=out, progress="none", log=lambda s: None)
+    model = res.model
+    assert model.spec.layers[0].type == "normalize" and model.spec.layers[0].name == "x_normalize"
+    # statistics of the training windows, computed before the first step
+    n_train = len(res.dataset.y)
+    train_x = res.dataset.x.reshape(-1, 2).astype(np.float64)
+    np.testing.assert_allclose(model.params["x_normalize.shift"], train_x.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(model.params["x_normalize.scale"], 1 / train_x.std(0), rtol=1e-5)
+    # raw windows of the file, in °C, as a user would feed them
+    x_raw, y_raw = window_series(values.astype(np.float32), values[:, 1].astype(np.float32), 6, 1)
+    x_test, y_test = x_raw[n_train:], y_raw[n_train:]
+    np.testing.assert_allclose(x_test, res.dataset.x_test, rtol=1e-6)
+    ort = run(out, x_test)
+    # the training pipeline: the network on standardised inputs, outputs times std plus mean
+    t = res.dataset.meta["target_normalization"]
+    old = _without_layer(model, "x_normalize")
+    old.metadata.clear()
+    std_x = (x_test - model.params["x_normalize.shift"]) * model.params["x_normalize.scale"]
+    want = old.predict(std_x) * t["std"] + t["mean"]
+    np.testing.assert_allclose(ort, want, rtol=1e-4, atol=1e-3)
+    # in target units: the error is of the order of the data's, not of standardised values
+    assert np.abs(ort - y_test).mean() < 5 * np.abs(y_test - y_test.mean()).mean()
+    assert res.test["loss_target_units"] == pytest.approx(res.test["loss"] * t["std"] ** 2)
+    report = verify(out, inputs=x_test, reference=True)  # Numba (reloaded) vs onnxruntime vs onnx.reference
+    assert report.ok and report.reference_max_abs < 1e-3
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert ops[:2] == ["Sub", "Mul"] and ops[-2:] == ["Mul", "Add"]
+
+
+def test_normalize_true_standardises_tabular_csv_inputs(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 3)) * [1, 100, 1000] + [0, 50, -500]
+    y = x @ [1, 0.01, 0.001]
+    np.savetxt(tmp_path / "t.csv", np.column_stack([x, y]), delimiter=",", header="a,b,c,y", comments="")
+    spec = {"name": "tab", "inputs": {"x": {"shape": [3]}}, "layers": [{"type": "dense", "units": 1}],
+            "loss": "mse", "train": {"epochs": 1, "batch_size": 16}, "data": {"train": "t.csv", "normalize": True}}
+    (tmp_path / "t.json").write_text(json.dumps(spec))
+    res = train(tmp_path / "t.json", output=tmp_path / "t.onnx", progress="none", log=lambda s: None)
+    np.testing.assert_allclose(res.model.params["x_normalize.shift"], x.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(res.model.params["x_normalize.scale"], 1 / x.std(0), rtol=1e-5)
+    assert verify(tmp_path / "t.onnx", inputs=x.astype(np.float32), reference=True).ok
+    del spec["data"]["normalize"]  # without it: no normalize layer (unchanged behaviour)
+    plain = Spec.from_dict(spec)
+    assert with_preprocessing(plain, load_data(plain, base_dir=tmp_path)) == plain
+
+
+def test_resume_keeps_the_statistics_it_checkpointed(tmp_path, monkeypatch):
+    _series_csv(tmp_path / "temps.csv")
+    (tmp_path / "s.json").write_text(json.dumps({**SERIES_SPEC, "train": {**SERIES_SPEC["train"], "epochs": 1}}))
+    first = train(tmp_path / "s.json", run_dir=tmp_path / "run", progress="none", log=lambda s: None)
+    stats = first.model.params["x_normalize.shift"].copy()
+    spec_json = json.loads((tmp_path / "run" / "spec.json").read_text())
+    assert spec_json["layers"][0] == {"type": "normalize", "name": "x_normalize", "mode": "standard"}
+
+    def refuse(*a, **k):
+        raise AssertionError("statistics recomputed on resume")
+    monkeypatch.setattr("nngraph.model.fit_normalizers", refuse)
+    again = train(resume=tmp_path / "run", epochs=2, progress="none", log=lambda s: None)
+    np.testing.assert_array_equal(again.model.params["x_normalize.shift"], stats)
+    assert [l.type for l in again.model.spec.layers].count("normalize") == 1
+
+
+def test_a_spec_that_declares_its_own_normalize_gets_no_second_one(idx_folder, tmp_path):
+    folder, _, _ = idx_folder
+    spec = {**TOY_SPEC, "layers": [{"type": "normalize", "mode": "minmax"}] + TOY_SPEC["layers"],
+            "train": {"epochs": 1, "batch_size": 64}}
+    (tmp_path / "toy.json").write_text(json.dumps(spec))
+    res = train(tmp_path / "toy.json", data=str(folder), progress="none", log=lambda s: None)
+    assert [l.type for l in res.model.spec.layers].count("normalize") == 1
+    assert res.model.params["normalize_0.scale"][0, 0, 0] == pytest.approx(1 / 255, rel=0.05)
