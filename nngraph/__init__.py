@@ -41,6 +41,7 @@ _LAZY = {
     "run": ("nngraph.runtime", "run"),
     "train": ("nngraph.workflow", "train"),
     "load_data": ("nngraph.workflow", "load_data"),
+    "with_preprocessing": ("nngraph.workflow", "with_preprocessing"),
     "gradcheck": ("nngraph.gradcheck", "gradcheck"),
     "Callback": ("nngraph.train.callbacks", "Callback"),
     "LambdaCallback": ("nngraph.train.callbacks", "LambdaCallback"),

@@ -30,7 +30,10 @@ __all__ = ["train", "load_data", "apply_overrides", "run_model", "TrainResult", 
 
 def load_data(spec: Spec, source: str | None = None, base_dir: Path | None = None,
               targets: str | None = None) -> Dataset:
-    """The dataset a spec trains on: ``source`` (a CLI --data) overrides the spec's ``data``."""
+    """The dataset a spec trains on: ``source`` (a CLI --data) overrides the spec's ``data``.
+    Relative paths resolve against ``base_dir``, by default the folder of the spec's file (when it
+    was read with ``load_spec``)."""
+    base_dir = spec.base_dir if base_dir is None else base_dir
     options = spec.data_dict() or {}
     if source is not None:
         # --data replaces the files; how to read them (target, windowing, seq_len ...) still applies
@@ -70,7 +73,7 @@ def with_preprocessing(spec: Spec, ds: Dataset) -> Spec:
             layer["inputs"] = [new_name if v == inp else v for v in layer["inputs"]]
         layers.append(layer)
     d["layers"] = [{"type": "normalize", "name": new_name, **ds.input_layer}] + layers
-    return Spec.from_dict(d)
+    return dataclasses.replace(Spec.from_dict(d), base_dir=spec.base_dir)
 
 
 @dataclass
@@ -100,7 +103,7 @@ def apply_overrides(spec: Spec, overrides: dict[str, Any] | None) -> Spec:
                 node[p] = {}
             node = node[p]
         node[parts[-1]] = value
-    return Spec.from_dict(d)
+    return dataclasses.replace(Spec.from_dict(d), base_dir=spec.base_dir)
 
 
 @contextlib.contextmanager
@@ -170,6 +173,7 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
             base_dir = Path(spec).resolve().parent
             spec = load_spec(spec)
         spec = apply_overrides(spec, overrides)
+        base_dir = base_dir or spec.base_dir  # a Spec read by load_spec knows its folder
         run_path = Path(run_dir) if run_dir is not None else None
         if epochs is not None and run_path is not None:  # spec.json records the spec as used
             spec = dataclasses.replace(spec, train=spec.train.replace(epochs=epochs))

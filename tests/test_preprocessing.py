@@ -10,6 +10,8 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
+import nngraph
+
 from nngraph.cli import main
 from nngraph.data.sequences import window_series
 from nngraph.model import Model
@@ -143,3 +145,19 @@ def test_a_spec_that_declares_its_own_normalize_gets_no_second_one(idx_folder, t
     res = train(tmp_path / "toy.json", data=str(folder), progress="none", log=lambda s: None)
     assert [l.type for l in res.model.spec.layers].count("normalize") == 1
     assert res.model.params["normalize_0.scale"][0, 0, 0] == pytest.approx(1 / 255, rel=0.05)
+
+
+def test_a_spec_read_from_a_file_resolves_relative_data_paths_against_its_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    _series_csv(folder / "temps.csv")
+    (folder / "s.json").write_text(json.dumps(SERIES_SPEC))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    spec = nngraph.load_spec(folder / "s.json")
+    assert spec.base_dir == folder.resolve() and spec == Spec.from_dict(SERIES_SPEC)
+    ds = nngraph.load_data(spec)
+    assert ds.x.shape[1:] == (6, 2)
+    res = train(spec, progress="none", log=lambda s: None)  # a Spec object, not a path
+    assert res.model.spec.layers[0].type == "normalize"

@@ -52,9 +52,10 @@ def run_torch(spec_path: Path, data: str, epochs: int | None, threads: int) -> d
     tr, opt_cfg = spec["train"], spec["optimizer"]
     epochs = epochs or tr["epochs"]
     ds = load_source(data)
-    x = np.asarray(ds.x, np.float32).reshape(-1, 1, 28, 28)
+    scale = np.float32((ds.input_layer or {}).get("factor", 1.0))  # nngraph scales inside the model
+    x = np.asarray(ds.x, np.float32).reshape(-1, 1, 28, 28) * scale
     y = np.asarray(ds.y, np.int64)
-    xt = torch.from_numpy(np.asarray(ds.x_test, np.float32).reshape(-1, 1, 28, 28))
+    xt = torch.from_numpy(np.asarray(ds.x_test, np.float32).reshape(-1, 1, 28, 28) * scale)
     yt = torch.from_numpy(np.asarray(ds.y_test, np.int64))
     cut = len(y) - int(round(len(y) * tr.get("validation_split", 0.0)))
     x, y = torch.from_numpy(x[:cut]), torch.from_numpy(y[:cut])

@@ -34,10 +34,11 @@ def measure(args: argparse.Namespace) -> dict:
     from nngraph.spec import load_spec
     from nngraph.train.progress import ProgressBar
     from nngraph.train.rundir import RunDirCallback, create_run
-    from nngraph.workflow import load_data
+    from nngraph.workflow import load_data, with_preprocessing
 
     spec = load_spec(args.spec)
     ds = load_data(spec, args.data, Path(args.spec).resolve().parent)
+    spec = with_preprocessing(spec, ds)  # IDX pixels: the model's own / 255
     if args.limit:
         ds.x, ds.y = ds.x[:args.limit], ds.y[:args.limit]
     sink = open(os.devnull, "w")

@@ -118,6 +118,9 @@ class Spec:
     train: Train = field(default_factory=Train)
     data: Any = None  # None, a string, or a tuple of (key, value) pairs (see tables.DATA)
     spec_version: int = T.SPEC_VERSION
+    # The folder of the file the spec was read from (``load_spec``): relative ``data`` paths resolve
+    # against it, as on the command line. Not part of the spec's value (equality, JSON).
+    base_dir: Path | None = field(default=None, compare=False, repr=False)
 
     # ---- views -----------------------------------------------------------------------------
     @property
@@ -285,8 +288,8 @@ def _parse_data(raw: Any) -> Any:
 
 
 def load_spec(path: str | Path) -> Spec:
-    """Read and validate a spec file. Relative data paths stay relative to the file's folder
-    (resolve them with :func:`nngraph.data.resolve_data`)."""
+    """Read and validate a spec file. Relative data paths are relative to the file's folder: the
+    spec remembers it (``Spec.base_dir``), so ``nngraph.load_data(spec)`` finds them from any cwd."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -294,4 +297,6 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError("", f"spec file not found: {p}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError("", f"cannot read spec file {p}: {e}") from None
-    return Spec.from_json(text)
+    import dataclasses
+
+    return dataclasses.replace(Spec.from_json(text), base_dir=p.resolve().parent)
