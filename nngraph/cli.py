@@ -124,6 +124,7 @@ def train(spec: str | None, data: str | None, targets: str | None, output: str |
     With --run-dir DIR the run is checkpointed every epoch; Ctrl-C (or SIGTERM) saves at the current
     step and `nngraph train --resume DIR` continues it, bit-identical to an uninterrupted run.
     """
+    from .train.progress import fmt
     from .workflow import train as run_training
 
     overrides = _parse_set(sets)
@@ -139,7 +140,7 @@ def train(spec: str | None, data: str | None, targets: str | None, output: str |
                           opset=opset, log=log, run_dir=run_dir, resume=resume, overrides=overrides,
                           progress=progress, fold_batchnorm=fold_batchnorm)
     if quiet and result.test:
-        click.echo("test: " + "  ".join(f"{k} {v:.4f}" for k, v in result.test.items()), err=True)
+        click.echo("test: " + "  ".join(f"{k} {fmt(v)}" for k, v in result.test.items()), err=True)
 
 
 @main.command()
@@ -174,13 +175,14 @@ def history(run_dir: str, plot: str | None, fmt: str) -> None:
 @handles_errors
 def export(run_dir: str, output: str, best: bool, opset: int | None, fold_batchnorm: bool) -> None:
     """Export a run directory's latest (or best) checkpoint as ONNX."""
+    from .train.progress import fmt
     from .workflow import fold_message, run_model
 
     model, meta = run_model(run_dir, best=best)
     model.export_onnx(output, opset, fold_batchnorm)
     if fold_batchnorm:
         click.echo(fold_message(model), err=True)
-    what = f"best checkpoint (epoch {meta['epoch']}, {meta['monitor']} {meta['best']:.4f})" if best else \
+    what = f"best checkpoint (epoch {meta['epoch']}, {meta['monitor']} {fmt(meta['best'])})" if best else \
         f"checkpoint of epoch {meta['epoch']}" + (f", batch {meta['batch']}" if meta.get("batch") else "")
     click.echo(f"wrote {output} from the {what}")
 
@@ -198,6 +200,7 @@ def evaluate(model: str, data: str, targets: str | None, split: str, top_k: int,
     """Run MODEL (ONNX) in onnxruntime on a dataset: loss, accuracy, top-k, MSE/MAE, confusion matrix."""
     from .train.evaluate import evaluate_onnx
     from .train.metrics import format_confusion
+    from .train.progress import fmt
 
     res = evaluate_onnx(model, data, targets=targets, split=split, top_k=top_k)
     if as_json:
@@ -206,7 +209,7 @@ def evaluate(model: str, data: str, targets: str | None, split: str, top_k: int,
     click.echo(f"{res['samples']} samples ({res['split']})")
     for k, v in res.items():
         if isinstance(v, float):
-            click.echo(f"{k:<16} {v:.6f}")
+            click.echo(f"{k:<16} {fmt(v)}")
     if "confusion_matrix" in res:
         click.echo("confusion matrix (rows: true class, columns: predicted):")
         click.echo(format_confusion(res["confusion_matrix"]))

@@ -43,6 +43,7 @@ class Model:
         # Whether the normalize layers hold their statistics (computed by the first fit, or loaded
         # with the weights); a later fit, a fine-tune or a resumed run never recomputes them.
         self.normalizers_fitted = not fitted_nodes(graph)
+        self.early_stopping: EarlyStopping | None = None  # the last fit's (see EarlyStopping.describe)
 
     # ---- construction -----------------------------------------------------------------------------
     @classmethod
@@ -228,6 +229,7 @@ class Model:
         trainer = self.trainer()
         monitor, schedule, own = self.training_setup(epochs, val is not None)
         trainer.monitor = monitor
+        self.early_stopping = next((c for c in own if isinstance(c, EarlyStopping)), None)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             return trainer.fit(feeds, t, epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed,
                                validation=val, on_epoch=on_epoch, callbacks=own + list(callbacks),

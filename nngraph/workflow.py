@@ -18,7 +18,7 @@ from .spec import Spec, load_spec
 from .train import rundir as R
 from .train.callbacks import Callback
 from .train.checkpoint import load_checkpoint, weights
-from .train.progress import LogLines, ProgressBar, format_record
+from .train.progress import LogLines, ProgressBar, fmt, format_record
 from .train.history import History
 
 if TYPE_CHECKING:  # imports Numba: loaded only when training
@@ -234,13 +234,15 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
         raise TrainingInterrupted(f"abandoned the current step on a second signal; the last complete "
                                   f"checkpoint is kept: {where} (epoch {_saved_epoch(run_path)}); continue "
                                   f"with: nngraph train --resume {run_path}", 130) from None
+    if model.early_stopping is not None and model.early_stopping.describe():
+        log(model.early_stopping.describe())
     test = None
     if ds.x_test is not None:
         test = model.evaluate(ds.x_test, ds.y_test)
         target = ds.meta.get("target_normalization")
         if target and spec.loss == "mse":  # the loss of standardised targets, and in target units
             test["loss_target_units"] = test["loss"] * float(target["std"]) ** 2
-        log("test: " + "  ".join(f"{k} {v:.4f}" for k, v in test.items()))
+        log("test: " + "  ".join(f"{k} {fmt(v)}" for k, v in test.items()))
     model.metadata.update({k: v for k, v in ds.meta.items()})
     if test is not None:
         model.metadata["test_metrics"] = {k: round(v, 6) for k, v in test.items()}

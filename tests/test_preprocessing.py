@@ -161,3 +161,11 @@ def test_a_spec_read_from_a_file_resolves_relative_data_paths_against_its_folder
     assert ds.x.shape[1:] == (6, 2)
     res = train(spec, progress="none", log=lambda s: None)  # a Spec object, not a path
     assert res.model.spec.layers[0].type == "normalize"
+
+
+@pytest.mark.parametrize("value, text", [(2.8e-5, "2.800e-05"), (0.98667, "0.9867"), (1.0, "1.000"),
+                                         (1234.56, "1235"), (0.012345, "0.01235"), (0.0, "0.000")])
+def test_metrics_print_four_significant_digits(value, text):
+    from nngraph.train.progress import fmt
+
+    assert fmt(value) == text

@@ -106,6 +106,22 @@ class EarlyStopping(Callback):
             if self.best_weights.size > params.flat.size:  # runs saved before state existed hold params only
                 params.state_flat[...] = self.best_weights[params.flat.size:]
 
+    def describe(self) -> str | None:
+        """What early stopping did, in one line (None when it neither stopped nor restored):
+        when it stopped, why, and which epoch's weights the run ends with."""
+        from .progress import fmt
+
+        best = f"best {self.monitor} {fmt(self.best)} at epoch {self.best_epoch}" if self.best is not None else ""
+        restored = (f"restored the weights of epoch {self.best_epoch}" if self.restore_best and
+                    self.best_weights is not None else "kept the last epoch's weights (restore_best is false)")
+        if self.stopped_epoch is not None:
+            delta = f" by more than {self.min_delta:g}" if self.min_delta else ""
+            return (f"early stopping: stopped after epoch {self.stopped_epoch}: {self.monitor} did not improve"
+                    f"{delta} for {self.patience} epoch{'s' if self.patience != 1 else ''} ({best}); {restored}")
+        if self.restore_best and self.best_weights is not None:
+            return f"early stopping: did not trigger; {restored} ({best})"
+        return None
+
     def state(self) -> dict[str, Any]:
         return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
                 "stopped_epoch": self.stopped_epoch}

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import NNGraphError
 from ..fileio import atomic_write_bytes
+from .progress import fmt
 
 if TYPE_CHECKING:
     from .rundir import Run
@@ -44,7 +45,7 @@ def format_table(run: "Run") -> str:
             return f"{v:.2f}"
         if c == "samples_per_s":
             return f"{v:,.0f}"
-        return f"{v:.4f}" if isinstance(v, float) else str(v)
+        return fmt(v) if isinstance(v, float) else str(v)
 
     table = [[c for c in cols]] + [[cell(c, r.get(c)) for c in cols] for r in rows]
     widths = [max(len(t[i]) for t in table) for i in range(len(cols))]

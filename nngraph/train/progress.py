@@ -23,18 +23,25 @@ def _clock(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def fmt(v: float) -> str:
+    """A metric with four significant digits: 0.9867, 1.000, 2.800e-05 (never 0.0000 for a small
+    loss), 1235 — the format of every loss and metric nngraph prints."""
+    text = f"{v:#.4g}"
+    return text[:-1] if text.endswith(".") else text
+
+
 def format_record(rec: "EpochRecord", metric: str | None, epochs: int) -> str:
     """One summary line for a finished epoch."""
-    parts = [f"epoch {rec.epoch:>{len(str(epochs))}}/{epochs}", f"loss {rec.loss:.4f}"]
+    parts = [f"epoch {rec.epoch:>{len(str(epochs))}}/{epochs}", f"loss {fmt(rec.loss)}"]
     if metric and rec.metric is not None:
-        parts.append(f"{metric} {rec.metric:.4f}")
+        parts.append(f"{metric} {fmt(rec.metric)}")
     if rec.val_loss is not None:
-        parts.append(f"val_loss {rec.val_loss:.4f}")
+        parts.append(f"val_loss {fmt(rec.val_loss)}")
     if metric and rec.val_metric is not None:
-        parts.append(f"val_{metric} {rec.val_metric:.4f}")
+        parts.append(f"val_{metric} {fmt(rec.val_metric)}")
     for k, v in rec.extras.items():
         if v is not None:
-            parts.append(f"{k} {v:.4f}")
+            parts.append(f"{k} {fmt(v)}")
     parts.append(f"{rec.samples_per_s:,.0f} samples/s")
     return "  ".join(parts)
 
@@ -71,7 +78,7 @@ class ProgressBar(Callback):
         filled = int(self.width * batch / batches)
         m = trainer.loss.metric
         text = (f"epoch {epoch + 1}/{self.epochs} [{'#' * filled}{'.' * (self.width - filled)}] "
-                f"{batch}/{batches}  loss {loss:.4f}" + (f"  {m} {metric:.4f}" if m and metric is not None else "")
+                f"{batch}/{batches}  loss {fmt(loss)}" + (f"  {m} {fmt(metric)}" if m and metric is not None else "")
                 + f"  {rate:,.0f} samples/s  ETA {_clock(eta)}")
         self._write(text)
 
@@ -104,8 +111,8 @@ class LogLines(Callback):
         if now - self._last >= self.every_s:
             self._last = now
             m = trainer.loss.metric
-            self.log(f"epoch {epoch + 1}/{self.epochs}  batch {batch}/{batches}  loss {loss:.4f}"
-                     + (f"  {m} {metric:.4f}" if m and metric is not None else ""))
+            self.log(f"epoch {epoch + 1}/{self.epochs}  batch {batch}/{batches}  loss {fmt(loss)}"
+                     + (f"  {m} {fmt(metric)}" if m and metric is not None else ""))
 
     def on_epoch_end(self, trainer: "Trainer", record: "EpochRecord") -> None:
         e = record.epoch

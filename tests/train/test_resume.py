@@ -19,6 +19,7 @@ from nngraph.model import Model
 from nngraph.spec import Spec
 from nngraph.train.callbacks import Callback, LambdaCallback
 from nngraph.train.checkpoint import load_checkpoint
+from nngraph.train.progress import fmt
 from nngraph.train.rundir import open_run
 from nngraph.workflow import run_model, train
 
@@ -113,10 +114,14 @@ def test_early_stopping_restores_best_weights(tmp_path: Path) -> None:
     keep = LambdaCallback(on_epoch_end=lambda tr, rec: snapshots.__setitem__(rec.epoch, tr.program.params.flat.copy()))
     spec = write_spec(tmp_path, epochs=80, schedule=None, validation_split=0.6,
                       early_stopping={"patience": 3, "monitor": "val_loss"})
-    result = train(spec, run_dir=tmp_path / "run", log=quiet, callbacks=[keep])
+    lines: list[str] = []
+    result = train(spec, run_dir=tmp_path / "run", log=lines.append, callbacks=[keep])
     val = [r.val_loss for r in result.history.records]
     best = int(np.argmin(val)) + 1
     assert len(val) == best + 3 < 80  # stopped `patience` epochs after the best one
+    said = [l for l in lines if l.startswith("early stopping")]  # when, why, which weights
+    assert said == [f"early stopping: stopped after epoch {best + 3}: val_loss did not improve for 3 epochs "
+                    f"(best val_loss {fmt(val[best - 1])} at epoch {best}); restored the weights of epoch {best}"]
     final = result.model.params.flat
     assert np.array_equal(final, snapshots[best])
     assert not np.array_equal(final, snapshots[len(val)])
