@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from onnx import TensorProto
+from onnx import TensorProto, numpy_helper
 
 from .onnx_io.importer import read_model
 
@@ -51,9 +51,51 @@ def describe(path: str | Path) -> str:
     lines.append("ops: " + ", ".join(f"{op} x{c}" for op, c in counts.items()))
     n_params = sum(int(np.prod(t.dims)) for t in g.initializer)
     lines.append(f"initializers: {len(g.initializer)} ({n_params:,} values)")
+    lines += _preprocessing(model)
     if model.metadata_props:
         lines.append("metadata:")
         for p in model.metadata_props:
             value = _spec_summary(p.value) if p.key == "nngraph.spec" else p.value
             lines.append(f"  {p.key}: {value}")
     return "\n".join(lines)
+
+
+def _values(a: np.ndarray) -> str:
+    flat = a.ravel()
+    shown = ", ".join(f"{v:.4g}" for v in flat[:4]) + (", ..." if flat.size > 4 else "")
+    return f"[{shown}]"
+
+
+def _preprocessing(model) -> list[str]:
+    """The preprocessing the model does itself: its normalize layers (from the embedded spec and
+    their state initializers) and the inverse target transform at the end."""
+    meta = {p.key: p.value for p in model.metadata_props}
+    try:
+        spec = json.loads(meta.get("nngraph.spec", "{}"))
+        layers = spec.get("layers", [])
+        inputs = list(spec.get("inputs", {}))
+    except (ValueError, AttributeError):
+        return []
+    inits = {t.name: t for t in model.graph.initializer}
+    lines = []
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, dict) or layer.get("type") != "normalize":
+            continue
+        name = layer.get("name") or f"normalize_{i}"
+        reads = (layer.get("inputs") or ([inputs[0]] if i == 0 and inputs else ["the previous layer"]))[0]
+        mode = layer.get("mode", "standard")
+        if f"{name}.scale" not in inits:
+            continue
+        shift = numpy_helper.to_array(inits[f"{name}.shift"])
+        scale = numpy_helper.to_array(inits[f"{name}.scale"])
+        if mode == "scale":
+            lines.append(f"  {name}: {reads} * {float(scale.ravel()[0]):.6g}")
+        else:
+            lines.append(f"  {name}: ({reads} - shift) * scale per feature ({mode}, from the training data; "
+                         f"{scale.size} features): shift {_values(shift)}, scale {_values(scale)}")
+    target = meta.get("nngraph.target_normalization")
+    if target:
+        t = json.loads(target)
+        lines.append(f"  output: y * {t['std']:.6g} + {t['mean']:.6g} (the network learned standardised targets; "
+                     "the model answers in target units)")
+    return ["preprocessing (inside the model; it takes the raw inputs):"] + lines if lines else []

@@ -169,3 +169,14 @@ def test_metrics_print_four_significant_digits(value, text):
     from nngraph.train.progress import fmt
 
     assert fmt(value) == text
+
+
+def test_inspect_shows_the_preprocessing(tmp_path):
+    _series_csv(tmp_path / "temps.csv")
+    (tmp_path / "s.json").write_text(json.dumps({**SERIES_SPEC, "train": {**SERIES_SPEC["train"], "epochs": 1}}))
+    train(tmp_path / "s.json", output=tmp_path / "s.onnx", progress="none", log=lambda s: None)
+    r = CliRunner().invoke(main, ["inspect", str(tmp_path / "s.onnx")])
+    assert r.exit_code == 0, r.output
+    assert "preprocessing (inside the model; it takes the raw inputs):" in r.output
+    assert "x_normalize: (x - shift) * scale per feature (standard" in r.output
+    assert "output: y * " in r.output and "target units" in r.output
