@@ -195,18 +195,26 @@ def export(run_dir: str, output: str, best: bool, opset: int | None, fold_batchn
               help="auto: the test part if the data has one, else all of it.")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.option("--loss", type=click.Choice(["mse", "cross_entropy", "binary_cross_entropy"]), default=None,
+              help="Loss to report (default: the spec's; for a model without nngraph metadata, from --task or "
+                   "the output: one value per sample mse, else cross_entropy).")
+@click.option("--task", type=click.Choice(["regression", "classification", "binary"]), default=None,
+              help="For a model without nngraph metadata: regression (mse), classification (cross_entropy), "
+                   "binary (binary_cross_entropy).")
 @handles_errors
-def evaluate(model: str, data: str, targets: str | None, split: str, top_k: int, as_json: bool) -> None:
-    """Run MODEL (ONNX) in onnxruntime on a dataset: loss, accuracy, top-k, MSE/MAE, confusion matrix."""
+def evaluate(model: str, data: str, targets: str | None, split: str, top_k: int, as_json: bool,
+             loss: str | None, task: str | None) -> None:
+    """Run MODEL (ONNX, nngraph's or any other) in onnxruntime on a dataset: loss, accuracy, top-k,
+    MSE/MAE, confusion matrix. A series CSV is windowed the way the model was trained."""
     from .train.evaluate import evaluate_onnx
     from .train.metrics import format_confusion
     from .train.progress import fmt
 
-    res = evaluate_onnx(model, data, targets=targets, split=split, top_k=top_k)
+    res = evaluate_onnx(model, data, targets=targets, split=split, top_k=top_k, loss=loss, task=task)
     if as_json:
         click.echo(json.dumps(res, indent=1))
         return
-    click.echo(f"{res['samples']} samples ({res['split']})")
+    click.echo(f"{res['samples']} samples ({res['split']}), loss {res['loss_function']}")
     for k, v in res.items():
         if isinstance(v, float):
             click.echo(f"{k:<16} {fmt(v)}")
@@ -228,7 +236,8 @@ def evaluate(model: str, data: str, targets: str | None, split: str, top_k: int,
 @handles_errors
 def verify(model: str, batches: tuple[int, ...], input_path: str | None, atol: float, rtol: float,
            reference: bool, seed: int) -> None:
-    """Run MODEL in onnxruntime and in the Numba forward pass on the same inputs; exit 0 if they agree."""
+    """Run MODEL in onnxruntime and in the Numba forward pass on the same inputs; exit 0 if they agree.
+    A model without nngraph metadata (any ONNX file) is compared with onnx.reference instead."""
     from .errors import VerificationFailed
     from .runtime import verify as run_verify
 

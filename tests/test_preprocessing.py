@@ -180,3 +180,68 @@ def test_inspect_shows_the_preprocessing(tmp_path):
     assert "preprocessing (inside the model; it takes the raw inputs):" in r.output
     assert "x_normalize: (x - shift) * scale per feature (standard" in r.output
     assert "output: y * " in r.output and "target units" in r.output
+
+
+# ---- models without nngraph metadata ------------------------------------------------------------
+
+def _foreign_model(path, kind: str):
+    """A hand-built ONNX model (no nngraph metadata): a linear regression or a softmax classifier."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    k = 1 if kind == "regression" else 3
+    w = np.arange(4 * k, dtype=np.float32).reshape(4, k) / 10
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["z" if k > 1 else "y"])]
+    if k > 1:
+        nodes.append(helper.make_node("Softmax", ["z"], ["y"], axis=-1))
+    g = helper.make_graph(nodes, "foreign", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", k])],
+                          initializer=[numpy_helper.from_array(w, "W")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return w
+
+
+@pytest.mark.parametrize("kind", ["regression", "classification"])
+def test_evaluate_a_model_without_nngraph_metadata(tmp_path, kind):
+    w = _foreign_model(tmp_path / "f.onnx", kind)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 4)).astype(np.float32)
+    y = (x @ w)[:, 0] + 0.5 if kind == "regression" else rng.integers(0, 3, 50)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "f.onnx"), "--data", str(tmp_path / "d.npz"), "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    if kind == "regression":  # inferred from the one-value output
+        assert res["loss_function"] == "mse" and res["loss"] == pytest.approx(0.25, rel=1e-5)
+    else:  # several outputs: cross-entropy on the softmax probabilities
+        z = x @ w
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        assert res["loss_function"] == "cross_entropy"
+        assert res["loss"] == pytest.approx(-np.log(p[np.arange(50), y]).mean(), rel=1e-4)
+        assert "accuracy" in res and "confusion_matrix" in res
+    task = {"regression": "regression", "classification": "classification"}[kind]
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "f.onnx"), "--data", str(tmp_path / "d.npz"),
+                                  "--task", task, "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["loss"] == pytest.approx(res["loss"])
+    if kind == "classification":  # a loss that does not fit the output is one line, exit 2
+        r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "f.onnx"), "--data", str(tmp_path / "d.npz"),
+                                      "--loss", "mse"])
+        assert r.exit_code == 2 and r.output.startswith("error: targets have shape")
+
+
+def test_verify_a_model_without_nngraph_metadata_compares_the_runtimes(tmp_path):
+    _foreign_model(tmp_path / "f.onnx", "classification")
+    r = CliRunner().invoke(main, ["verify", str(tmp_path / "f.onnx")])
+    assert r.exit_code == 0, r.output
+    assert "compared with onnx.reference" in r.output and "OK" in r.output
+
+
+def test_evaluate_reads_a_series_csv_with_the_models_windowing(tmp_path):
+    _series_csv(tmp_path / "temps.csv")
+    (tmp_path / "s.json").write_text(json.dumps(SERIES_SPEC))
+    res = train(tmp_path / "s.json", output=tmp_path / "s.onnx", progress="none", log=lambda s: None)
+    ev = evaluate_onnx(tmp_path / "s.onnx", str(tmp_path / "temps.csv"))  # no --window etc.: the model's
+    assert ev["samples"] == len(res.dataset.y_test) and ev["split"] == "test"
+    assert ev["loss"] == pytest.approx(res.test["loss_target_units"], rel=1e-3)  # in °C²
