@@ -255,12 +255,17 @@ def verify(model: str, batches: tuple[int, ...], input_path: str | None, atol: f
               help="Inputs: .npy, .npz (one array per model input, or x) or .csv.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write outputs to .npy, .csv or .json (default: print as JSON).")
+@click.option("--labels", is_flag=True,
+              help="Print each sample's predicted class label (from the model's label list) instead of the outputs.")
 @handles_errors
-def run(model: str, input_path: str, output: str | None) -> None:
+def run(model: str, input_path: str, output: str | None, labels: bool) -> None:
     """Inference in onnxruntime on the inputs in a file."""
+    from .runtime import class_labels
     from .runtime import run as run_model
 
     y = run_model(model, _read_inputs(input_path))
+    if labels:
+        y = class_labels(model, y)
     if output is None:
         click.echo(json.dumps(y.tolist()))
         return
@@ -338,6 +343,8 @@ def _read_inputs(path: str):
         return arrays
     if suffix == ".csv":
         x, last, _ = read_csv(p, target=None)
+        if last.dtype.kind == "U":
+            raise DataError(f"{p}: the last column holds text ({last[0]!r}); inputs must be numbers")
         return np.concatenate([x, last.reshape(-1, 1).astype(np.float32)], axis=1)
     raise DataError(f"{p}: unsupported input format {suffix!r} (use .npy, .npz or .csv)")
 
@@ -357,7 +364,7 @@ def _write_outputs(path: Path, y) -> None:
         atomic_write_bytes(path, buf.getvalue())
     elif suffix == ".csv":
         buf2 = io.StringIO()
-        np.savetxt(buf2, y.reshape(len(y), -1), delimiter=",", fmt="%.9g")
+        np.savetxt(buf2, y.reshape(len(y), -1), delimiter=",", fmt="%s" if y.dtype.kind == "U" else "%.9g")
         atomic_write_text(path, buf2.getvalue())
     elif suffix == ".json":
         atomic_write_text(path, json.dumps(y.tolist()) + "\n")

@@ -67,6 +67,23 @@ def run(path: str | Path, inputs: np.ndarray | dict[str, np.ndarray], sess=None)
         raise DataError(f"onnxruntime failed on the input: {e}") from None
 
 
+def class_labels(path: str | Path, y: np.ndarray) -> np.ndarray:
+    """Each row's predicted class as its label, from the model's label list (``nngraph.classes``
+    in the metadata: string labels of a CSV, or a built-in dataset's class names)."""
+    import json
+
+    from .onnx_io.importer import read_model
+
+    meta = {p.key: p.value for p in read_model(path).metadata_props}
+    if "nngraph.classes" not in meta:
+        raise DataError(f"{path}: the model has no class labels (nngraph.classes in its metadata: a CSV with "
+                        "text labels in its target column stores them)")
+    classes = json.loads(meta["nngraph.classes"])
+    if y.ndim < 2 or y.shape[-1] != len(classes):
+        raise DataError(f"{path}: {len(classes)} class labels but the output has shape {y.shape[1:]} per sample")
+    return np.array(classes, dtype=str)[np.argmax(y, axis=-1)]
+
+
 @dataclass
 class VerifyReport:
     """Outcome of comparing onnxruntime with the Numba forward pass on the same inputs."""

@@ -245,3 +245,44 @@ def test_evaluate_reads_a_series_csv_with_the_models_windowing(tmp_path):
     ev = evaluate_onnx(tmp_path / "s.onnx", str(tmp_path / "temps.csv"))  # no --window etc.: the model's
     assert ev["samples"] == len(res.dataset.y_test) and ev["split"] == "test"
     assert ev["loss"] == pytest.approx(res.test["loss_target_units"], rel=1e-3)  # in °C²
+
+
+# ---- string class labels ------------------------------------------------------------------------
+
+def test_string_class_labels_in_a_csv_map_to_ids_and_run_labels_prints_them(tmp_path):
+    rng = np.random.default_rng(0)
+    names = np.array(["setosa", "versicolor", "virginica"])
+
+    def write(path, n):
+        ids = rng.integers(0, 3, n)
+        x = rng.normal(size=(n, 2)) + np.stack([ids * 3.0, -ids * 2.0], 1)
+        path.write_text("\n".join(f"{a:.4f},{b:.4f},{names[i]}" for (a, b), i in zip(x, ids)) + "\n")  # no header
+        return x.astype(np.float32), ids
+    x, ids = write(tmp_path / "train.csv", 120)
+    xt, idt = write(tmp_path / "test.csv", 30)
+    spec = {"name": "flowers", "inputs": {"x": {"shape": [2]}},
+            "layers": [{"type": "dense", "units": 3, "activation": "softmax"}], "loss": "cross_entropy",
+            "optimizer": {"type": "adam", "lr": 0.05}, "train": {"epochs": 20, "batch_size": 16},
+            "data": {"train": "train.csv", "test": "test.csv"}}
+    (tmp_path / "f.json").write_text(json.dumps(spec))
+    res = train(tmp_path / "f.json", output=tmp_path / "f.onnx", progress="none", log=lambda s: None)
+    np.testing.assert_array_equal(res.dataset.y, ids)  # sorted labels: setosa 0, versicolor 1, virginica 2
+    assert res.model.metadata["classes"] == list(names) and res.test["accuracy"] > 0.9
+    np.save(tmp_path / "xt.npy", xt[:6])
+    r = CliRunner().invoke(main, ["run", str(tmp_path / "f.onnx"), "--input", str(tmp_path / "xt.npy"), "--labels"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output)
+    assert got == list(names[np.argmax(run(tmp_path / "f.onnx", xt[:6]), 1)])
+    assert sum(g == n for g, n in zip(got, names[idt[:6]])) >= 5
+    ev = evaluate_onnx(tmp_path / "f.onnx", str(tmp_path / "test.csv"), split="train")  # labels mapped by the model's list
+    assert ev["accuracy"] == pytest.approx(res.test["accuracy"])
+    (tmp_path / "bad.csv").write_text("1.0,2.0,rose\n")
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "f.onnx"), "--data", str(tmp_path / "bad.csv")])
+    assert r.exit_code == 2 and "class label 'rose' is not one of the model's classes" in r.output
+
+
+def test_run_labels_needs_a_label_list(tmp_path):
+    _foreign_model(tmp_path / "f.onnx", "classification")
+    np.save(tmp_path / "x.npy", np.zeros((2, 4), np.float32))
+    r = CliRunner().invoke(main, ["run", str(tmp_path / "f.onnx"), "--input", str(tmp_path / "x.npy"), "--labels"])
+    assert r.exit_code == 2 and r.output.startswith("error: ") and "no class labels" in r.output

@@ -119,27 +119,29 @@ def read_csv_rows(path: Path) -> list[list[str]]:
         raise DataError(f"{path}: cannot read ({e})") from None
 
 
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+        return True
+    except ValueError:
+        return False
+
+
 def read_csv(path: Path, target: Any = None) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
-    """A numeric CSV (optional header row) as (features, target column, header)."""
+    """A CSV (optional header row) as (features, target column, header). The features must be
+    numbers; the target column may hold strings (class labels): it is then returned as a str array
+    (``class_ids`` maps it). The first row is a header when one of its cells is not a number where
+    the next row has one (or every cell is text)."""
     rows = read_csv_rows(path)
     if not rows:
         raise DataError(f"{path}: the file is empty")
     header = None
-    try:
-        [float(c) for c in rows[0]]
-    except ValueError:
-        header, rows = [c.strip() for c in rows[0]], rows[1:]
+    first = [_is_number(c) for c in rows[0]]
+    if not all(first):
+        second = [_is_number(c) for c in rows[1]] if len(rows) > 1 and len(rows[1]) == len(rows[0]) else None
+        if not any(first) or (second is not None and any(s and not f for f, s in zip(first, second))):
+            header, rows = [c.strip() for c in rows[0]], rows[1:]
     width = len(header) if header else len(rows[0])
-    values = np.empty((len(rows), width), np.float64)
-    for i, r in enumerate(rows):
-        line = i + (2 if header else 1)
-        if len(r) != width:
-            raise DataError(f"{path}: line {line} has {len(r)} columns, expected {width}")
-        for j, c in enumerate(r):
-            try:
-                values[i, j] = float(c)
-            except ValueError:
-                raise DataError(f"{path}: line {line}, column {j + 1}: not a number: {c!r}") from None
     col = width - 1
     if target is not None:
         if isinstance(target, int) and not isinstance(target, bool):
@@ -151,8 +153,37 @@ def read_csv(path: Path, target: Any = None) -> tuple[np.ndarray, np.ndarray, li
                                                                        if header else ""))
         if not 0 <= col < width:
             raise DataError(f"{path}: target column {target} is out of range (the file has {width} columns)")
+    values = np.empty((len(rows), width), np.float64)
+    labels: list[str] | None = None
+    for i, r in enumerate(rows):
+        line = i + (2 if header else 1)
+        if len(r) != width:
+            raise DataError(f"{path}: line {line} has {len(r)} columns, expected {width}")
+        for j, c in enumerate(r):
+            try:
+                values[i, j] = float(c)
+            except ValueError:
+                if j != col:
+                    raise DataError(f"{path}: line {line}, column {j + 1}: not a number: {c!r}") from None
+                labels = labels or []
+    if labels is not None:  # a text target column: class labels
+        y = np.array([r[col].strip() for r in rows], dtype=str)
+    else:
+        y = values[:, col]
     x = np.delete(values, col, axis=1).astype(np.float32)
-    return x, values[:, col], header
+    return x, y, header
+
+
+def class_ids(path: Path, labels: np.ndarray, classes: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """String class labels as int64 ids into ``classes`` (by default the sorted distinct labels);
+    a label outside a given list is a DataError."""
+    classes = sorted(set(labels.tolist())) if classes is None else [str(c) for c in classes]
+    index = {c: i for i, c in enumerate(classes)}
+    try:
+        return np.array([index[v] for v in labels.tolist()], np.int64), classes
+    except KeyError as e:
+        raise DataError(f"{path}: class label {e.args[0]!r} is not one of the model's classes "
+                        f"({', '.join(classes)})") from None
 
 
 def _load_csv(path: Path, options: dict[str, Any]) -> Dataset:
@@ -162,11 +193,19 @@ def _load_csv(path: Path, options: dict[str, Any]) -> Dataset:
         return load_series_csv(path, options)
     x, y, _ = read_csv(path, options.get("target"))
     ds = Dataset(x, y, meta={"source": str(path)})
+    classes = options.get("classes")
+    if y.dtype.kind == "U":  # string labels: class ids, the label list travels with the model
+        ds.y, classes = class_ids(path, y, classes)
+        ds.meta["classes"] = classes
     if options.get("normalize") is True:  # tabular: standardise the inputs inside the model
         ds.input_layer = {"mode": "standard"}
     test = options.get("test")
     if test:
         ds.x_test, ds.y_test, _ = read_csv(Path(test), options.get("target"))
+        if ds.y_test.dtype.kind == "U":
+            if classes is None:
+                raise DataError(f"{test}: class labels are text but the training targets are numbers")
+            ds.y_test, _ = class_ids(Path(test), ds.y_test, classes)
     return ds
 
 
