@@ -92,7 +92,7 @@ def _preprocessing(model) -> list[str]:
             lines.append(f"  {name}: {reads} * {float(scale.ravel()[0]):.6g}")
         else:
             lines.append(f"  {name}: ({reads} - shift) * scale per feature ({mode}, from the training data; "
-                         f"{scale.size} features): shift {_values(shift)}, scale {_values(scale)}")
+                         f"{scale.size} feature{'s' if scale.size != 1 else ''}): shift {_values(shift)}, scale {_values(scale)}")
     target = meta.get("nngraph.target_normalization")
     if target:
         t = json.loads(target)

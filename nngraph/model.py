@@ -223,7 +223,7 @@ class Model:
             feeds, t = {k: v[:cut] for k, v in feeds.items()}, t[:cut]
         if resume is None and not self.normalizers_fitted:  # statistics of the training split only
             fit_normalizers(self.graph, self.params.values, feeds)
-            self.normalizers_fitted = True
+        self.normalizers_fitted = True  # computed now, or restored with a resumed checkpoint
         # Overflow inside BLAS would print numpy warnings; divergence is detected and reported
         # by the trainer itself (a non-finite loss stops the run with one clear message).
         trainer = self.trainer()
