@@ -84,15 +84,16 @@ def _preprocessing(model) -> list[str]:
         name = layer.get("name") or f"normalize_{i}"
         reads = (layer.get("inputs") or ([inputs[0]] if i == 0 and inputs else ["the previous layer"]))[0]
         mode = layer.get("mode", "standard")
-        if f"{name}.scale" not in inits:
+        if f"{name}.divisor" not in inits:
             continue
         shift = numpy_helper.to_array(inits[f"{name}.shift"])
-        scale = numpy_helper.to_array(inits[f"{name}.scale"])
+        divisor = numpy_helper.to_array(inits[f"{name}.divisor"])
         if mode == "scale":
-            lines.append(f"  {name}: {reads} * {float(scale.ravel()[0]):.6g}")
+            lines.append(f"  {name}: {reads} / {float(divisor.ravel()[0]):.6g}")
         else:
-            lines.append(f"  {name}: ({reads} - shift) * scale per feature ({mode}, from the training data; "
-                         f"{scale.size} feature{'s' if scale.size != 1 else ''}): shift {_values(shift)}, scale {_values(scale)}")
+            lines.append(f"  {name}: ({reads} - shift) / divisor per feature ({mode}, from the training data; "
+                         f"{divisor.size} feature{'s' if divisor.size != 1 else ''}): shift {_values(shift)}, "
+                         f"divisor {_values(divisor)}")
     target = meta.get("nngraph.target_normalization")
     if target:
         t = json.loads(target)

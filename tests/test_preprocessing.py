@@ -63,7 +63,9 @@ def test_run_on_raw_pixels_equals_the_training_pipeline(idx_folder, tmp_path):
     got = np.load(tmp_path / "p.npy")
     np.testing.assert_allclose(got, res.model.predict(raw), atol=1e-5)
     old = _without_layer(res.model, "image_normalize")  # what training did before: the loader's / 255
-    np.testing.assert_allclose(got, old.predict((raw / 255.0).astype(np.float32)), atol=1e-5)
+    old_pixels = raw.astype(np.float32) / np.float32(255)
+    np.testing.assert_allclose(got, old.predict(old_pixels), atol=1e-5)
+    np.testing.assert_array_equal(res.model.predict(raw), old.predict(old_pixels))  # the same bits
     # the test accuracy is the model's on raw pixels: evaluate reads the folder as it is
     ev = evaluate_onnx(out, str(folder))
     assert ev["accuracy"] == pytest.approx(res.test["accuracy"], abs=1e-6)
@@ -82,7 +84,7 @@ def test_run_on_raw_series_values_equals_the_training_pipeline(tmp_path):
     n_train = len(res.dataset.y)
     train_x = res.dataset.x.reshape(-1, 2).astype(np.float64)
     np.testing.assert_allclose(model.params["x_normalize.shift"], train_x.mean(0), rtol=1e-6)
-    np.testing.assert_allclose(model.params["x_normalize.scale"], 1 / train_x.std(0), rtol=1e-5)
+    np.testing.assert_allclose(model.params["x_normalize.divisor"], train_x.std(0), rtol=1e-5)
     # raw windows of the file, in °C, as a user would feed them
     x_raw, y_raw = window_series(values.astype(np.float32), values[:, 1].astype(np.float32), 6, 1)
     x_test, y_test = x_raw[n_train:], y_raw[n_train:]
@@ -92,7 +94,7 @@ def test_run_on_raw_series_values_equals_the_training_pipeline(tmp_path):
     t = res.dataset.meta["target_normalization"]
     old = _without_layer(model, "x_normalize")
     old.metadata.clear()
-    std_x = (x_test - model.params["x_normalize.shift"]) * model.params["x_normalize.scale"]
+    std_x = (x_test - model.params["x_normalize.shift"]) / model.params["x_normalize.divisor"]
     want = old.predict(std_x) * t["std"] + t["mean"]
     np.testing.assert_allclose(ort, want, rtol=1e-4, atol=1e-3)
     # in target units: the error is of the order of the data's, not of standardised values
@@ -101,7 +103,7 @@ def test_run_on_raw_series_values_equals_the_training_pipeline(tmp_path):
     report = verify(out, inputs=x_test, reference=True)  # Numba (reloaded) vs onnxruntime vs onnx.reference
     assert report.ok and report.reference_max_abs < 1e-3
     ops = [n.op_type for n in onnx.load(str(out)).graph.node]
-    assert ops[:2] == ["Sub", "Mul"] and ops[-2:] == ["Mul", "Add"]
+    assert ops[:2] == ["Sub", "Div"] and ops[-2:] == ["Mul", "Add"]
 
 
 def test_normalize_true_standardises_tabular_csv_inputs(tmp_path):
@@ -114,7 +116,7 @@ def test_normalize_true_standardises_tabular_csv_inputs(tmp_path):
     (tmp_path / "t.json").write_text(json.dumps(spec))
     res = train(tmp_path / "t.json", output=tmp_path / "t.onnx", progress="none", log=lambda s: None)
     np.testing.assert_allclose(res.model.params["x_normalize.shift"], x.mean(0), rtol=1e-5)
-    np.testing.assert_allclose(res.model.params["x_normalize.scale"], 1 / x.std(0), rtol=1e-5)
+    np.testing.assert_allclose(res.model.params["x_normalize.divisor"], x.std(0), rtol=1e-5)
     assert verify(tmp_path / "t.onnx", inputs=x.astype(np.float32), reference=True).ok
     del spec["data"]["normalize"]  # without it: no normalize layer (unchanged behaviour)
     plain = Spec.from_dict(spec)
@@ -144,7 +146,7 @@ def test_a_spec_that_declares_its_own_normalize_gets_no_second_one(idx_folder, t
     (tmp_path / "toy.json").write_text(json.dumps(spec))
     res = train(tmp_path / "toy.json", data=str(folder), progress="none", log=lambda s: None)
     assert [l.type for l in res.model.spec.layers].count("normalize") == 1
-    assert res.model.params["normalize_0.scale"][0, 0, 0] == pytest.approx(1 / 255, rel=0.05)
+    assert res.model.params["normalize_0.divisor"][0, 0, 0] == pytest.approx(255, rel=0.05)
 
 
 def test_a_spec_read_from_a_file_resolves_relative_data_paths_against_its_folder(tmp_path, monkeypatch):
@@ -178,7 +180,7 @@ def test_inspect_shows_the_preprocessing(tmp_path):
     r = CliRunner().invoke(main, ["inspect", str(tmp_path / "s.onnx")])
     assert r.exit_code == 0, r.output
     assert "preprocessing (inside the model; it takes the raw inputs):" in r.output
-    assert "x_normalize: (x - shift) * scale per feature (standard" in r.output
+    assert "x_normalize: (x - shift) / divisor per feature (standard" in r.output
     assert "output: y * " in r.output and "target units" in r.output
 
 

@@ -1,5 +1,5 @@
 """Normalize's kernels (equations in normalize.py): two broadcasting numpy calls into the plan's
-buffers, y = (x - shift) * scale and dx = dy * scale (the state is shaped to broadcast)."""
+buffers, y = (x - shift) / divisor and dx = dy / divisor (the state is shaped to broadcast)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,21 +8,21 @@ from .base import OpKernels, noop
 
 
 def _bind_forward(node, xs, ps, y, ws, ctx):
-    x, (shift, scale) = xs[0], ps
+    x, (shift, divisor) = xs[0], ps
 
     def run():
         np.subtract(x, shift, out=y)
-        np.multiply(y, scale, out=y)
+        np.divide(y, divisor, out=y)
     return run
 
 
 def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws, ctx):
-    dx, scale = dxs[0], ps[1]
+    dx, divisor = dxs[0], ps[1]
     if dx is None:  # the usual case: a normalize reads a graph input, which needs no gradient
         return noop
 
     def run():
-        np.multiply(dy, scale, out=dx)
+        np.divide(dy, divisor, out=dx)
     return run
 
 

@@ -158,8 +158,8 @@ LAYERS: dict[str, LayerSchema] = {
                         minimum=0, exclusive_min=True),
         "axis": Field("int", None, "feature axis of a sample (default: the channel axis of (C, H, W) images, "
                       "the last axis otherwise)", nullable=True)},
-        "preprocessing inside the model: y = (x - shift) * scale per feature, shift and scale non-trainable "
-        "state (standard/minmax read a model input directly); exported as ONNX Sub and Mul"),
+        "preprocessing inside the model: y = (x - shift) / divisor per feature, shift and divisor "
+        "non-trainable state (standard/minmax read a model input directly); exported as ONNX Sub and Div"),
     "batchnorm": LayerSchema({
         "momentum": Field("float", 0.1, "weight of the batch statistic in the running-statistics update "
                           "(PyTorch's convention: running = (1 - momentum) running + momentum batch)",

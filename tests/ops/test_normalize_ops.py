@@ -64,7 +64,7 @@ def test_statistics_come_from_the_training_split_before_the_first_step(mode):
         shift, spread = train.min(0), train.max(0) - train.min(0)
     spread[3] = 1.0  # a constant feature is not divided by zero
     np.testing.assert_allclose(model.params["n.shift"], shift, rtol=1e-6)
-    np.testing.assert_allclose(model.params["n.scale"], 1 / spread, rtol=1e-6)
+    np.testing.assert_allclose(model.params["n.divisor"], spread, rtol=1e-6)
     before = model.params.as_dict()
     model.fit(x * 2, np.zeros((40, 3, 1), np.float32), epochs=1)  # a second fit keeps the statistics
     np.testing.assert_array_equal(model.params["n.shift"], before["n.shift"])
