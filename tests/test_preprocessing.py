@@ -288,3 +288,12 @@ def test_run_labels_needs_a_label_list(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((2, 4), np.float32))
     r = CliRunner().invoke(main, ["run", str(tmp_path / "f.onnx"), "--input", str(tmp_path / "x.npy"), "--labels"])
     assert r.exit_code == 2 and r.output.startswith("error: ") and "no class labels" in r.output
+
+
+def test_a_normalize_layer_in_front_leaves_the_initial_weights_unchanged():
+    plain = Spec.from_dict({**SERIES_SPEC, "layers": [{**l, "name": f"l{i}"} for i, l in enumerate(SERIES_SPEC["layers"])]})
+    d = plain.to_dict()
+    d["layers"] = [{"type": "normalize", "name": "x_normalize"}] + d["layers"]
+    a, b = Model.compile(plain), Model.compile(Spec.from_dict(d))
+    for name, value in a.params.as_dict().items():
+        np.testing.assert_array_equal(b.params[name], value)

@@ -85,11 +85,20 @@ def _pack(infos: dict[str, ParamInfo], dtype: np.dtype) -> tuple[np.ndarray, dic
 
 def initial_params(graph: Graph, seed: int, dtype=np.float32) -> ParamStore:
     """Seeded initial weights. Each parameter draws from its own generator seeded by (seed, index),
-    so the same seed gives bit-identical weights on every machine."""
+    so the same seed gives bit-identical weights on every machine. A normalize layer's state
+    (preprocessing: constants or statistics of the data) takes no index, so putting one in front
+    of a network (as ``with_preprocessing`` does for IDX pixels or series) leaves the network's
+    initial weights, and so its training, exactly as they were."""
     store = ParamStore(graph.params, dtype)
-    for index, (name, info) in enumerate(graph.params.items()):
+    preprocessing = {p for n in graph.nodes if n.op == "Normalize" for p in n.params}
+    index = 0
+    for name, info in graph.params.items():
+        if name in preprocessing:
+            store.values[name][...] = draw(info, np.random.default_rng(seed))  # constant inits: no draw
+            continue
         rng = np.random.default_rng([seed, index])
         store.values[name][...] = draw(info, rng)
+        index += 1
     return store
 
 
