@@ -32,6 +32,20 @@ def _spec_summary(text: str) -> str:
         return "(unreadable spec JSON)"
 
 
+def _batchnorm_lines(g) -> list[str]:
+    """Each BatchNormalization node (inference form) with the running statistics it carries."""
+    shapes = {t.name: list(t.dims) for t in g.initializer}
+    rows = []
+    for n in g.node:
+        if n.op_type != "BatchNormalization":
+            continue
+        eps = next((a.f for a in n.attribute if a.name == "epsilon"), 1e-5)
+        mean, var = (n.input[3], n.input[4]) if len(n.input) >= 5 else ("?", "?")
+        rows.append(f"  {n.output[0]}: running mean {mean} {shapes.get(mean, '?')}, running variance {var} "
+                    f"{shapes.get(var, '?')}, epsilon {eps:g}")
+    return ["batch norm (inference form, running statistics as initializers):"] + rows if rows else []
+
+
 def describe(path: str | Path) -> str:
     model = read_model(path)
     g = model.graph
@@ -52,6 +66,7 @@ def describe(path: str | Path) -> str:
     n_params = sum(int(np.prod(t.dims)) for t in g.initializer)
     lines.append(f"initializers: {len(g.initializer)} ({n_params:,} values)")
     lines += _preprocessing(model)
+    lines += _batchnorm_lines(g)
     if model.metadata_props:
         lines.append("metadata:")
         for p in model.metadata_props:

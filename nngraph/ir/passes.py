@@ -16,10 +16,11 @@ def _fuses(node: Node) -> frozenset[str]:
 
 
 def fuse_activations(graph: Graph) -> Graph:
-    """Fold a stand-alone activation into the Gemm before it, when that Gemm feeds nothing else and
-    its epilogue computes that activation (``OpSpec.fuses``).
+    """Fold a stand-alone activation into the node before it (a Gemm, Conv, BatchNormalization or
+    Add), when that node feeds nothing else and its epilogue computes that activation
+    (``OpSpec.fuses``).
 
-    The fused Gemm computes the activation in its epilogue (one pass over memory instead of two)
+    The fused node computes the activation in its epilogue (one pass over memory instead of two)
     and takes over the activation's output name, so downstream references are unchanged.
     """
     nodes = list(graph.nodes)
@@ -32,11 +33,12 @@ def fuse_activations(graph: Graph) -> Graph:
             if kind is None or (act.op == "Softmax" and act.attrs.get("axis", -1) != -1):
                 continue
             src = next((n for n in nodes if n.output == act.inputs[0]), None)
-            if src is None or src.op != "Gemm" or kind not in _fuses(src) \
-                    or src.attrs.get("activation", "identity") != "identity":
+            if src is None or kind not in _fuses(src) or src.attrs.get("activation", "identity") != "identity":
                 continue
             if src.output == graph.output or sum(src.output in n.inputs for n in nodes) != 1:
                 continue
+            if act.output == graph.output and src.op != "Gemm":
+                continue  # only the Gemm's backward knows a loss that returns dz (mark_loss_fused)
             fused = replace(src, output=act.output, attrs={**src.attrs, "activation": kind})
             del values[src.output]
             nodes[nodes.index(src)] = fused

@@ -98,8 +98,9 @@ def _fold(graph: Graph, params: dict[str, np.ndarray] | None, names: list[str] |
         for p in bn.params:
             del infos[p]
         del values[src.output]
-        folded = replace(src, output=bn.output, attrs={**src.attrs, "use_bias": True},
-                         params=(w_name, b_name))
+        # a relu fused into the batch norm moves to the folded layer's epilogue
+        folded = replace(src, output=bn.output, params=(w_name, b_name),
+                         attrs={**src.attrs, "use_bias": True, "activation": bn.attrs.get("activation", "identity")})
         nodes[nodes.index(src)] = folded
         nodes.remove(bn)
     return replace(graph, nodes=tuple(nodes), values=values, params=infos), out

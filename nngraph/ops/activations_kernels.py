@@ -143,9 +143,13 @@ def epilogue_kernels(size: int):
     return bias_act_serial, act_grad_bias_serial
 
 
-def _as_rows(a: np.ndarray, axis: int) -> np.ndarray:
-    """View a (batch, ...) buffer as 2-D rows whose last axis is ``axis`` (which must be last)."""
-    return a.reshape(-1, a.shape[-1]) if a.ndim > 1 else a.reshape(-1, 1)
+def _as_rows(a: np.ndarray, kind: str) -> np.ndarray:
+    """View a (batch, ...) buffer as 2-D rows: softmax normalises each row of the last axis;
+    element-wise activations take one row per sample (an (N, 32, 28, 28) relu ran 28-element rows,
+    a loop start every 28 values; a row per sample is the same arithmetic, element for element)."""
+    if kind == "softmax":
+        return a.reshape(-1, a.shape[-1]) if a.ndim > 1 else a.reshape(-1, 1)
+    return a.reshape(a.shape[0], -1)
 
 
 def _kernels(kind: str) -> OpKernels:
@@ -159,7 +163,7 @@ def _kernels(kind: str) -> OpKernels:
             def run_axis():
                 np.copyto(y, apply_reference("softmax", x, ax))
             return run_axis
-        src, dst = _as_rows(x, -1), _as_rows(y, -1)
+        src, dst = _as_rows(x, kind), _as_rows(y, kind)
         empty = np.zeros(1, x.dtype)
         fwd, _ = epilogue_kernels(y.size)
 
@@ -182,8 +186,8 @@ def _kernels(kind: str) -> OpKernels:
             def run_axis():
                 np.copyto(dx, y * (dy - (dy * y).sum(axis=ax, keepdims=True)))
             return run_axis
-        g, yy = _as_rows(dx, -1), _as_rows(y, -1)
-        src = _as_rows(dy, -1)
+        g, yy = _as_rows(dx, kind), _as_rows(y, kind)
+        src = _as_rows(dy, kind)
         empty = np.zeros(1, y.dtype)
         partial = np.zeros((CHUNKS, g.shape[1]), y.dtype)
         _, bwd = epilogue_kernels(y.size)
@@ -197,3 +201,21 @@ def _kernels(kind: str) -> OpKernels:
 
 
 KERNELS = {kind.capitalize(): _kernels(kind) for kind in ("relu", "sigmoid", "tanh", "softmax", "identity")}
+
+
+# ---- a relu fused into an op without its own epilogue (add) ----------------------------------------
+
+@njit(cache=True)
+def relu_flat(a):
+    """In place: a := max(a, 0) over a contiguous 1-D view."""
+    for i in range(a.shape[0]):
+        if a[i] < 0:
+            a[i] = 0
+
+
+@njit(cache=True)
+def relu_grad_flat(g, y):
+    """In place: g := 0 where the relu's output y is 0 (the subgradient at 0 is 0, as the relu op)."""
+    for i in range(g.shape[0]):
+        if y[i] <= 0:
+            g[i] = 0

@@ -24,7 +24,9 @@ Backward (training mode), with dy the output gradient, all sums over the channel
 var contribute are -dbeta/m and -xhat dgamma/m, scaled by gamma s). The running statistics have no
 gradient. An op that couples the batch (``per_sample = False``): the trainer never splits a batch.
 Exported as ONNX BatchNormalization in inference form; ``onnx_io/fold.py`` folds it into a preceding
-Conv or Gemm. Kernels in batchnorm_kernels.py.
+Conv or Gemm. A relu layer right after it is fused (``fuses``): the forward clamps its output,
+the backward first zeroes dy where that output is 0 — one pass less than a separate relu node,
+exported as BatchNormalization then Relu. Kernels in batchnorm_kernels.py.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.graph import Node, TensorType
+from .activations import apply_reference
 from .base import FIXED, OpSpec, ParamDecl, RunContext, same_attrs
 
 ROLES = ("scale", "bias", "running_mean", "running_var")
@@ -66,7 +69,11 @@ def _to_onnx(node: Node, in_names: list[str], out_name: str, in_types: list[Tens
     """Inference form: X, scale, B, input_mean, input_var (no training_mode). Note: onnx.reference's
     BatchNormalization-9 (the version opset 13 selects) misreads the default momentum as a training
     request (onnx/onnx PR #8442); onnxruntime, and onnx.reference from opset 14, compute this form."""
-    b.node("BatchNormalization", [in_names[0], *node.params], [out_name], epsilon=float(node.attrs["epsilon"]))
+    relu = node.attrs.get("activation", "identity") == "relu"  # a following relu layer, fused
+    out = b.fresh(f"{node.name}/normalized") if relu else out_name
+    b.node("BatchNormalization", [in_names[0], *node.params], [out], epsilon=float(node.attrs["epsilon"]))
+    if relu:
+        b.node("Relu", [out], [out_name])
 
 
 def _broadcast(v: np.ndarray, ndim: int) -> np.ndarray:
@@ -85,7 +92,8 @@ def _reference(node: Node, xs: list[np.ndarray], ps: list[np.ndarray], ctx: RunC
         var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
     else:
         mean, var = rmean, rvar
-    return ((x - mean) / np.sqrt(var + eps) * scale + bias).astype(x.dtype)
+    y = ((x - mean) / np.sqrt(var + eps) * scale + bias).astype(x.dtype)
+    return apply_reference(node.attrs.get("activation", "identity"), y)
 
 
 def reference_running_stats(node: Node, x: np.ndarray, rmean: np.ndarray, rvar: np.ndarray
@@ -101,5 +109,6 @@ def reference_running_stats(node: Node, x: np.ndarray, rmean: np.ndarray, rvar: 
 
 
 BATCHNORM = OpSpec("BatchNormalization", _infer, _to_onnx, _reference, kernels="nngraph.ops.batchnorm_kernels",
-                   params=_params, layers={"batchnorm": same_attrs}, time_rule=FIXED, per_sample=False)
+                   params=_params, layers={"batchnorm": same_attrs}, time_rule=FIXED, per_sample=False,
+                   fuses=frozenset({"relu"}))
 SPECS = [BATCHNORM]

@@ -13,6 +13,7 @@ import numpy as np
 from numba import config, njit, prange
 
 from ..ir.graph import Node, TensorType
+from .activations import RELU, check_activation
 from .base import OpKernels, RunContext
 
 THREADED_MIN = 1 << 16  # input values below which one thread is faster than waking the pool
@@ -94,9 +95,29 @@ def _sums_dy(x, dy, c, mu, inv):
     return (b0 + b1) + (b2 + b3), (g0 + g1) + (g2 + g3)
 
 
+@njit(cache=True, inline="always")
+def _relu_channel(y, c):
+    n_, _, s_ = y.shape
+    for n in range(n_):
+        for s in range(s_):
+            if y[n, c, s] < 0:
+                y[n, c, s] = 0
+
+
+@njit(cache=True, inline="always")
+def _relu_grad_channel(y, dy, c):
+    """dy := 0 where the fused ReLU's output is 0 (its subgradient at 0 taken as 0, as the relu op)."""
+    n_, _, s_ = y.shape
+    for n in range(n_):
+        for s in range(s_):
+            if y[n, c, s] <= 0:
+                dy[n, c, s] = 0
+
+
 @njit(cache=True)
-def _train_channel(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, c, eps, momentum):
-    """Batch statistics of channel c, its output, saved statistics and running-statistics update."""
+def _train_channel(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, c, eps, momentum, relu):
+    """Batch statistics of channel c, its output (through a ReLU with ``relu``: a following relu
+    layer fused by the IR pass), saved statistics and running-statistics update."""
     n_, _, s_ = x.shape
     m = n_ * s_
     mu = _sum(x, c) / m
@@ -106,6 +127,8 @@ def _train_channel(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, c, eps, mome
     for n in range(n_):
         for s in range(s_):
             y[n, c, s] = (x[n, c, s] - mu) * inv * g + b
+    if relu:
+        _relu_channel(y, c)
     mean_ws[c] = mu
     inv_ws[c] = inv
     unbiased = var * m / (m - 1) if m > 1 else var
@@ -114,19 +137,19 @@ def _train_channel(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, c, eps, mome
 
 
 @njit(cache=True)
-def train_forward(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, eps, momentum):
+def train_forward(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, eps, momentum, relu):
     for c in range(x.shape[1]):
-        _train_channel(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, c, eps, momentum)
+        _train_channel(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, c, eps, momentum, relu)
 
 
 @njit(cache=True, parallel=True)
-def train_forward_threaded(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, eps, momentum):
+def train_forward_threaded(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, eps, momentum, relu):
     for c in prange(x.shape[1]):  # channels are disjoint: no races, the same bits at any thread count
-        _train_channel(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, c, eps, momentum)
+        _train_channel(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, c, eps, momentum, relu)
 
 
 @njit(cache=True)
-def _infer_channel(x, y, scale, bias, rmean, rvar, c, eps):
+def _infer_channel(x, y, scale, bias, rmean, rvar, c, eps, relu):
     n_, _, s_ = x.shape
     mu = rmean[c] * 1.0
     inv = 1.0 / np.sqrt(rvar[c] + eps)
@@ -134,23 +157,28 @@ def _infer_channel(x, y, scale, bias, rmean, rvar, c, eps):
     for n in range(n_):
         for s in range(s_):
             y[n, c, s] = (x[n, c, s] - mu) * inv * g + b
+    if relu:
+        _relu_channel(y, c)
 
 
 @njit(cache=True)
-def infer_forward(x, y, scale, bias, rmean, rvar, eps):
+def infer_forward(x, y, scale, bias, rmean, rvar, eps, relu):
     for c in range(x.shape[1]):
-        _infer_channel(x, y, scale, bias, rmean, rvar, c, eps)
+        _infer_channel(x, y, scale, bias, rmean, rvar, c, eps, relu)
 
 
 @njit(cache=True, parallel=True)
-def infer_forward_threaded(x, y, scale, bias, rmean, rvar, eps):
+def infer_forward_threaded(x, y, scale, bias, rmean, rvar, eps, relu):
     for c in prange(x.shape[1]):
-        _infer_channel(x, y, scale, bias, rmean, rvar, c, eps)
+        _infer_channel(x, y, scale, bias, rmean, rvar, c, eps, relu)
 
 
 @njit(cache=True)
-def _backward_channel(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, c, want_dx):
-    """dbeta = sum dy, dgamma = sum dy xhat, dx = gamma s / m (m dy - dbeta - xhat dgamma)."""
+def _backward_channel(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, c, want_dx, relu):
+    """dbeta = sum dy, dgamma = sum dy xhat, dx = gamma s / m (m dy - dbeta - xhat dgamma); with a
+    fused ReLU, dy is first masked where its output is 0 (dy may be clobbered)."""
+    if relu:
+        _relu_grad_channel(y, dy, c)
     n_, _, s_ = x.shape
     m = n_ * s_
     mu = mean_ws[c] * 1.0
@@ -167,15 +195,15 @@ def _backward_channel(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, c, want_
 
 
 @njit(cache=True)
-def backward(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, want_dx):
+def backward(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, want_dx, relu):
     for c in range(x.shape[1]):
-        _backward_channel(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, c, want_dx)
+        _backward_channel(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, c, want_dx, relu)
 
 
 @njit(cache=True, parallel=True)
-def backward_threaded(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, want_dx):
+def backward_threaded(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, want_dx, relu):
     for c in prange(x.shape[1]):
-        _backward_channel(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, c, want_dx)
+        _backward_channel(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, c, want_dx, relu)
 
 
 # ---- (N, F): features along rows ----------------------------------------------------------------
@@ -186,7 +214,7 @@ ROW_BLOCK = 256  # features per thread task
 
 
 @njit(cache=True)
-def _train_rows(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, mu, aux, lo, hi, eps, momentum):
+def _train_rows(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, mu, aux, lo, hi, eps, momentum, relu):
     n_ = x.shape[0]
     for f in range(lo, hi):
         mu[f] = 0.0
@@ -212,23 +240,25 @@ def _train_rows(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, mu, aux, lo, hi
     for n in range(n_):
         for f in range(lo, hi):
             y[n, f] = (x[n, f] - mu[f]) * aux[f] * scale[f] + bias[f]
+            if relu and y[n, f] < 0:
+                y[n, f] = 0
 
 
 @njit(cache=True)
-def train_rows(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, mu, aux, eps, momentum):
-    _train_rows(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, mu, aux, 0, x.shape[1], eps, momentum)
+def train_rows(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, mu, aux, eps, momentum, relu):
+    _train_rows(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, mu, aux, 0, x.shape[1], eps, momentum, relu)
 
 
 @njit(cache=True, parallel=True)
-def train_rows_threaded(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, mu, aux, eps, momentum):
+def train_rows_threaded(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, mu, aux, eps, momentum, relu):
     f_ = x.shape[1]
     for b in prange((f_ + ROW_BLOCK - 1) // ROW_BLOCK):  # disjoint feature blocks
         _train_rows(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, mu, aux, b * ROW_BLOCK,
-                    min(f_, (b + 1) * ROW_BLOCK), eps, momentum)
+                    min(f_, (b + 1) * ROW_BLOCK), eps, momentum, relu)
 
 
 @njit(cache=True)
-def infer_rows(x, y, scale, bias, rmean, rvar, inv, eps):
+def infer_rows(x, y, scale, bias, rmean, rvar, inv, eps, relu):
     """Inference on (N, F) along rows (per feature the same arithmetic as ``_infer_channel``)."""
     n_, f_ = x.shape
     for f in range(f_):
@@ -236,14 +266,21 @@ def infer_rows(x, y, scale, bias, rmean, rvar, inv, eps):
     for n in range(n_):
         for f in range(f_):
             y[n, f] = (x[n, f] - rmean[f] * 1.0) * inv[f] * scale[f] + bias[f]
+            if relu and y[n, f] < 0:
+                y[n, f] = 0
 
 
 @njit(cache=True)
-def _backward_rows(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, db, dg, lo, hi, want_dx):
+def _backward_rows(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, db, dg, lo, hi, want_dx, relu):
     n_ = x.shape[0]
     for f in range(lo, hi):
         db[f] = 0.0
         dg[f] = 0.0
+    if relu:
+        for n in range(n_):
+            for f in range(lo, hi):
+                if y[n, f] <= 0:
+                    dy[n, f] = 0
     for n in range(n_):
         for f in range(lo, hi):
             d = dy[n, f] * 1.0
@@ -261,16 +298,16 @@ def _backward_rows(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, db, dg, lo,
 
 
 @njit(cache=True)
-def backward_rows(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, db, dg, want_dx):
-    _backward_rows(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, db, dg, 0, x.shape[1], want_dx)
+def backward_rows(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, db, dg, want_dx, relu):
+    _backward_rows(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, db, dg, 0, x.shape[1], want_dx, relu)
 
 
 @njit(cache=True, parallel=True)
-def backward_rows_threaded(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, db, dg, want_dx):
+def backward_rows_threaded(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, db, dg, want_dx, relu):
     f_ = x.shape[1]
     for b in prange((f_ + ROW_BLOCK - 1) // ROW_BLOCK):
-        _backward_rows(x, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, db, dg, b * ROW_BLOCK,
-                       min(f_, (b + 1) * ROW_BLOCK), want_dx)
+        _backward_rows(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, db, dg, b * ROW_BLOCK,
+                       min(f_, (b + 1) * ROW_BLOCK), want_dx, relu)
 
 
 # ---- binding ----------------------------------------------------------------------------------
@@ -279,6 +316,11 @@ def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tup
     """The training forward's per-channel mean and 1/sqrt(var + eps), read by the backward."""
     c = types[0].shape[0]
     return {"mean": (c,), "inv_std": (c,)}
+
+
+def _fused_relu(node: Node) -> bool:
+    """Whether a following relu was fused into this batch norm (ops' ``fuses``, ir.passes)."""
+    return check_activation(node, ("identity", "relu")) == RELU
 
 
 def _ncs(a: np.ndarray) -> np.ndarray:
@@ -290,17 +332,18 @@ def _bind_forward(node: Node, xs, ps, y, ws, ctx: RunContext):
     x3, y3 = _ncs(xs[0]), _ncs(y)
     scale, bias, rmean, rvar = ps
     eps = float(node.attrs["epsilon"])
+    relu = _fused_relu(node)
     if not ctx.training and xs[0].ndim == 2:
         x2, inv = xs[0], np.zeros(xs[0].shape[1])
 
         def run_inference_rows():
-            infer_rows(x2, y, scale, bias, rmean, rvar, inv, eps)
+            infer_rows(x2, y, scale, bias, rmean, rvar, inv, eps, relu)
         return run_inference_rows
     if not ctx.training:
         fwd = infer_forward_threaded if threaded(x3.size) else infer_forward
 
         def run_inference():
-            fwd(x3, y3, scale, bias, rmean, rvar, eps)
+            fwd(x3, y3, scale, bias, rmean, rvar, eps, relu)
         return run_inference
 
     momentum = float(node.attrs["momentum"])
@@ -311,17 +354,18 @@ def _bind_forward(node: Node, xs, ps, y, ws, ctx: RunContext):
         rows = train_rows_threaded if threaded(x2.size) else train_rows
 
         def run_rows():
-            rows(x2, y2, scale, bias, rmean, rvar, mean_ws, inv_ws, mu, aux, eps, momentum)
+            rows(x2, y2, scale, bias, rmean, rvar, mean_ws, inv_ws, mu, aux, eps, momentum, relu)
         return run_rows
     train = train_forward_threaded if threaded(x3.size) else train_forward
 
     def run_training():
-        train(x3, y3, scale, bias, rmean, rvar, mean_ws, inv_ws, eps, momentum)
+        train(x3, y3, scale, bias, rmean, rvar, mean_ws, inv_ws, eps, momentum, relu)
     return run_training
 
 
 def _bind_backward(node: Node, xs, ps, y, dy, dxs, dps, ws, ctx: RunContext):
-    x3, dy3 = _ncs(xs[0]), _ncs(dy)
+    x3, y3, dy3 = _ncs(xs[0]), _ncs(y), _ncs(dy)
+    relu = _fused_relu(node)
     want_dx = dxs[0] is not None
     dx3 = _ncs(dxs[0]) if want_dx else np.zeros((1, 1, 1), y.dtype)
     scale = ps[0]
@@ -334,12 +378,12 @@ def _bind_backward(node: Node, xs, ps, y, dy, dxs, dps, ws, ctx: RunContext):
         x2, dy2 = xs[0], dy
 
         def run_rows():
-            rows(x2, dy2, dx2, scale, dscale, dbias, mean_ws, inv_ws, db, dg, want_dx)
+            rows(x2, y, dy2, dx2, scale, dscale, dbias, mean_ws, inv_ws, db, dg, want_dx, relu)
         return run_rows
     bwd = backward_threaded if threaded(x3.size) else backward
 
     def run():
-        bwd(x3, dy3, dx3, scale, dscale, dbias, mean_ws, inv_ws, want_dx)
+        bwd(x3, y3, dy3, dx3, scale, dscale, dbias, mean_ws, inv_ws, want_dx, relu)
     return run
 
 

@@ -1,6 +1,8 @@
 """Add and Concat: the ops that join branches of a DAG.
 
     add:    y = x_1 + ... + x_k          dx_i = dy
+            (a following relu layer is fused: y = max(sum, 0), dx_i = dy [y > 0] — a ResNet's
+            add-then-relu in one pass)
     concat: y = [x_1, ..., x_k] on axis  dx_i = the slice of dy that x_i filled
 """
 from __future__ import annotations
@@ -9,6 +11,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.graph import Node, TensorType
+from .activations import apply_reference
 from .base import FIXED, PER_STEP, OpSpec, same_attrs
 
 
@@ -23,14 +26,19 @@ def _infer_add(node: Node, types: list[TensorType]) -> TensorType:
 
 
 def _add_to_onnx(node, in_names, out_name, in_types, b):
-    if len(in_names) == 2:
-        b.node("Add", in_names, [out_name])
-    else:
-        b.node("Sum", in_names, [out_name])
+    relu = node.attrs.get("activation", "identity") == "relu"  # a following relu layer, fused
+    out = b.fresh(f"{node.name}/sum") if relu else out_name
+    b.node("Add" if len(in_names) == 2 else "Sum", in_names, [out])
+    if relu:
+        b.node("Relu", [out], [out_name])
 
 
-ADD = OpSpec("Add", _infer_add, _add_to_onnx, lambda node, xs, ps, ctx=None: sum(xs[1:], xs[0].copy()),
-             kernels="nngraph.ops.join_kernels", layers={"add": same_attrs}, time_rule=PER_STEP)
+def _add_reference(node, xs, ps, ctx=None):
+    return apply_reference(node.attrs.get("activation", "identity"), sum(xs[1:], xs[0].copy()))
+
+
+ADD = OpSpec("Add", _infer_add, _add_to_onnx, _add_reference, kernels="nngraph.ops.join_kernels",
+             layers={"add": same_attrs}, time_rule=PER_STEP, fuses=frozenset({"relu"}))
 
 
 def _axis(node: Node, rank: int) -> int:

@@ -37,6 +37,22 @@ def Activation(kind: str, *, name: str | None = None, inputs: list[str] | None =
     return layer(kind, name=name, inputs=inputs, **attrs)
 
 
+def Dropout(rate: float, *, name: str | None = None, inputs: list[str] | None = None) -> dict:
+    """Inverted dropout (training only; the identity at inference and absent from the export)."""
+    return layer("dropout", name=name, inputs=inputs, rate=rate)
+
+
+def BatchNorm(momentum: float | None = None, epsilon: float | None = None, *, name: str | None = None,
+              inputs: list[str] | None = None) -> dict:
+    """Batch normalization per feature / channel (PyTorch's momentum convention)."""
+    return layer("batchnorm", name=name, inputs=inputs, momentum=momentum, epsilon=epsilon)
+
+
+def LayerNorm(epsilon: float | None = None, *, name: str | None = None, inputs: list[str] | None = None) -> dict:
+    """Layer normalization over the last axis."""
+    return layer("layernorm", name=name, inputs=inputs, epsilon=epsilon)
+
+
 def SGD(lr: float | None = None, momentum: float | None = None, nesterov: bool | None = None) -> dict:
     return _clean({"type": "sgd", "lr": lr, "momentum": momentum, "nesterov": nesterov})
 
@@ -66,5 +82,5 @@ def build(name: str, *, inputs: dict[str, Input | dict], layers: list[dict], los
     return parse_spec(d)
 
 
-__all__ = ["Input", "Layer", "Optimizer", "Spec", "Train", "layer", "Dense", "Activation", "SGD", "Adam",
-           "TrainConfig", "build"]
+__all__ = ["Input", "Layer", "Optimizer", "Spec", "Train", "layer", "Dense", "Activation", "Dropout", "BatchNorm",
+           "LayerNorm", "SGD", "Adam", "TrainConfig", "build"]

@@ -124,37 +124,38 @@ THREADS_SCRIPT = r"""
 import numpy as np
 from nngraph.ops import batchnorm_kernels as k
 rng = np.random.default_rng(0)
-for shape in [(64, 37), (9, 13, 5, 7)]:
-    x = rng.standard_normal(shape).astype(np.float32)
-    x3 = x.reshape(shape[0], shape[1], -1); c = shape[1]
+for relu in (False, True):  # with and without a fused relu
+    for shape in [(64, 37), (9, 13, 5, 7)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        x3 = x.reshape(shape[0], shape[1], -1); c = shape[1]
+        outs = []
+        for fwd, bwd in ((k.train_forward, k.backward), (k.train_forward_threaded, k.backward_threaded)):
+            y = np.zeros_like(x3); st = [np.ones(c, np.float32) for _ in range(6)]
+            fwd(x3, y, st[0], st[1], st[2], st[3], st[4], st[5], 1e-5, 0.1, relu)
+            dx = np.zeros_like(x3); ds = np.zeros(c, np.float32); db = np.zeros(c, np.float32)
+            bwd(x3, y, y.copy() - 0.3, dx, st[0], ds, db, st[4], st[5], True, relu)
+            outs.append([y, dx, ds, db, st[2], st[3]])
+        assert all(np.array_equal(a, b) for a, b in zip(*outs))
+    x = rng.standard_normal((33, 600)).astype(np.float32)   # (N, F): the row kernels, 3 feature blocks
     outs = []
-    for fwd, bwd in ((k.train_forward, k.backward), (k.train_forward_threaded, k.backward_threaded)):
-        y = np.zeros_like(x3); st = [np.ones(c, np.float32) for _ in range(6)]
-        fwd(x3, y, st[0], st[1], st[2], st[3], st[4], st[5], 1e-5, 0.1)
-        dx = np.zeros_like(x3); ds = np.zeros(c, np.float32); db = np.zeros(c, np.float32)
-        bwd(x3, y.copy(), dx, st[0], ds, db, st[4], st[5], True)
-        outs.append([y, dx, ds, db, st[2], st[3]])
-    assert all(np.array_equal(a, b) for a, b in zip(*outs))
-x = rng.standard_normal((33, 600)).astype(np.float32)   # (N, F): the row kernels, 3 feature blocks
-outs = []
-for fwd, bwd in ((k.train_forward, k.backward), (k.train_rows, k.backward_rows),
-                 (k.train_rows_threaded, k.backward_rows_threaded)):
-    rows = fwd is not k.train_forward
-    xx = x if rows else x.reshape(33, 600, 1)
-    y = np.zeros_like(xx); st = [np.full(600, 1.5, np.float32) for _ in range(6)]
-    extra = (np.zeros(600), np.zeros(600)) if rows else ()
-    fwd(xx, y, *st, *extra, 1e-5, 0.1)
-    dx = np.zeros_like(xx); ds = np.zeros(600, np.float32); db = np.zeros(600, np.float32)
-    bwd(xx, y.copy(), dx, st[0], ds, db, st[4], st[5], *extra, True)
-    outs.append([a.reshape(33, 600) if a.ndim == 3 else a for a in (y, dx, ds, db, st[2], st[3])])
-    y_inf = np.zeros_like(xx)
-    if rows:
-        k.infer_rows(xx, y_inf, st[0], st[1], st[2], st[3], np.zeros(600), 1e-5)
-    else:
-        k.infer_forward(xx, y_inf, st[0], st[1], st[2], st[3], 1e-5)
-    outs[-1].append(y_inf.reshape(33, 600))
-for other in outs[1:]:
-    assert all(np.array_equal(a, b) for a, b in zip(outs[0], other))
+    for fwd, bwd in ((k.train_forward, k.backward), (k.train_rows, k.backward_rows),
+                     (k.train_rows_threaded, k.backward_rows_threaded)):
+        rows = fwd is not k.train_forward
+        xx = x if rows else x.reshape(33, 600, 1)
+        y = np.zeros_like(xx); st = [np.full(600, 1.5, np.float32) for _ in range(6)]
+        extra = (np.zeros(600), np.zeros(600)) if rows else ()
+        fwd(xx, y, *st, *extra, 1e-5, 0.1, relu)
+        dx = np.zeros_like(xx); ds = np.zeros(600, np.float32); db = np.zeros(600, np.float32)
+        bwd(xx, y, y.copy() - 0.3, dx, st[0], ds, db, st[4], st[5], *extra, True, relu)
+        outs.append([a.reshape(33, 600) if a.ndim == 3 else a for a in (y, dx, ds, db, st[2], st[3])])
+        y_inf = np.zeros_like(xx)
+        if rows:
+            k.infer_rows(xx, y_inf, st[0], st[1], st[2], st[3], np.zeros(600), 1e-5, relu)
+        else:
+            k.infer_forward(xx, y_inf, st[0], st[1], st[2], st[3], 1e-5, relu)
+        outs[-1].append(y_inf.reshape(33, 600))
+    for other in outs[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(outs[0], other))
 print("same")
 """
 

@@ -23,6 +23,8 @@ CASES = [
     OpCase("dense-then-relu-fused", {"x": [5]}, [{"type": "dense", "units": 4}, {"type": "relu"}]),
     OpCase("add-residual", {"x": [4]}, [{"type": "dense", "units": 4, "activation": "tanh", "name": "h"},
                                         {"type": "add", "inputs": ["x", "h"]}]),
+    OpCase("add-then-relu-fused", {"x": [2, 3]}, [{"type": "dense", "units": 3, "name": "h"},
+                                                 {"type": "add", "inputs": ["x", "h"]}, {"type": "relu"}]),
     OpCase("concat-two-inputs", {"a": [3], "b": [2]}, [
         {"type": "dense", "units": 4, "inputs": ["a"], "name": "da"},
         {"type": "dense", "units": 2, "inputs": ["b"], "name": "db"},
@@ -52,3 +54,20 @@ def test_backward_matches_finite_differences(case):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_onnx_export_matches_onnxruntime(case, tmp_path):
     check_onnx_parity(case, tmp_path)
+
+
+def test_relu_layers_fuse_into_the_ops_whose_epilogue_computes_them():
+    """conv -> relu, batchnorm -> relu and add -> relu become one node each (ir.passes), except at
+    the graph output, where only a Gemm takes the activation over (its backward knows the fused loss)."""
+    from nngraph.lowering import lower
+    from nngraph.spec import parse_spec
+
+    spec = parse_spec({"name": "f", "inputs": {"x": {"shape": [2, 6, 6]}}, "layers": [
+        {"type": "conv2d", "filters": 2, "kernel": 3, "padding": "same", "name": "c"}, {"type": "relu", "name": "r1"},
+        {"type": "batchnorm", "name": "bn"}, {"type": "relu", "name": "r2"},
+        {"type": "add", "inputs": ["r1", "r2"], "name": "a"}, {"type": "relu", "name": "r3"},
+        {"type": "flatten"}, {"type": "sigmoid", "name": "out"}]})
+    g = lower(spec)
+    assert [(n.op, n.attrs.get("activation")) for n in g.nodes] == [
+        ("Conv", "relu"), ("BatchNormalization", "relu"), ("Add", "relu"), ("Flatten", None), ("Sigmoid", None)]
+    assert [n.output for n in g.nodes][:3] == ["r1", "r2", "r3"]

@@ -47,6 +47,19 @@ def test_builder_produces_the_same_spec_as_json():
     assert built.to_json() == (ROOT / "specs" / "xor.json").read_text()
 
 
+def test_builder_builds_the_shipped_tabular_spec_with_batchnorm_and_dropout():
+    built = S.build("friedman_mlp_bn", inputs={"x": S.Input((5,))},
+                    layers=[S.Dense(128, use_bias=False), S.BatchNorm(), S.Activation("relu"), S.Dropout(0.1),
+                            S.Dense(64, use_bias=False), S.BatchNorm(), S.Activation("relu"),
+                            S.Dense(1, name="y")],
+                    loss="mse", optimizer=S.Adam(lr=0.003),
+                    train=S.TrainConfig(epochs=150, batch_size=32, seed=0, validation_split=0.1,
+                                        schedule={"type": "cosine"}),
+                    data={"train": "data/friedman1_train.csv", "test": "data/friedman1_test.csv", "target": "y"})
+    assert built == S.load_spec(ROOT / "specs" / "friedman_mlp_bn.json")
+    assert built.to_json() == (ROOT / "specs" / "friedman_mlp_bn.json").read_text()
+
+
 def test_defaults_are_resolved_but_not_written():
     spec = S.parse_spec(BASE)
     assert spec.layers[0].get("activation") == "identity"
