@@ -152,9 +152,13 @@ def check(spec: str) -> None:
     from .lowering import lower
     from .spec import load_spec
 
+    from .ir.memory import estimate_memory
+
     s = load_spec(spec)
+    graph = lower(s)  # shape and memory errors before the spec is called valid
     click.echo(f"{s.name}: valid (loss {s.loss}, optimizer {s.optimizer.type})")
-    click.echo(lower(s).table())
+    click.echo(graph.table())
+    click.echo(estimate_memory(graph).summary(s.train.batch_size))
 
 
 @main.command()
