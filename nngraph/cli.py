@@ -185,6 +185,8 @@ def compile(spec: str, output: str | None, opset: int | None, seed: int | None) 
 
 def _parse_set(items: tuple[str, ...]) -> dict:
     """KEY=VALUE pairs; VALUE is JSON when it parses (5, 0.1, true, {"type": "cosine"}), else a string."""
+    from .errors import SpecError
+
     out = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -194,6 +196,11 @@ def _parse_set(items: tuple[str, ...]) -> dict:
             out[key] = json.loads(raw)
         except json.JSONDecodeError:
             out[key] = raw
+        except RecursionError:
+            raise SpecError(key, "--set value nested too deep") from None
+        except ValueError:  # an integer literal beyond sys.get_int_max_str_digits()
+            raise SpecError(key, f"--set value has an integer of more than {sys.get_int_max_str_digits()} "
+                            "digits") from None
     return out
 
 

@@ -232,7 +232,7 @@ def parse_spec(d: Any) -> Spec:
     if not isinstance(name, str) or not name:
         raise SpecError("name", f"expected a non-empty string, got {show(name)}")
     version = d.get("spec_version", T.SPEC_VERSION)
-    if isinstance(version, bool) or version != T.SPEC_VERSION:  # true == 1 in Python, not in a spec
+    if type(version) is not int or version != T.SPEC_VERSION:  # true and 1.0 == 1 in Python, not in a spec
         raise SpecError("spec_version", f"expected {T.SPEC_VERSION}, got {show(version)}")
 
     inputs = _parse_inputs(d["inputs"])
