@@ -104,6 +104,9 @@ class _Main(click.Group):
         with _cli_boundary():
             try:
                 rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            except click.exceptions.NoArgsIsHelpError as e:  # bare `nngraph`: the help, as click prints it
+                e.show()
+                sys.exit(e.exit_code)
             except click.ClickException as e:
                 hint = ""
                 ctx = getattr(e, "ctx", None)

@@ -344,3 +344,14 @@ print("ok")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+def test_bare_command_still_shows_the_help_and_memory_errors_are_one_line(monkeypatch, tmp_path):
+    r = CliRunner().invoke(main, [])
+    assert r.exit_code == 2 and "Usage:" in r.output and "error:" not in r.output
+
+    def boom(path):
+        raise MemoryError
+
+    monkeypatch.setattr("nngraph.spec.load_spec", boom)
+    assert "out of memory" in one_error_line(invoke("check", XOR))
