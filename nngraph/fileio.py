@@ -1,10 +1,78 @@
 """Atomic file writes: write to a temporary file in the same folder, fsync, rename over the target.
-A crash or kill at any moment leaves either the old file or the new one, never half of one."""
+A crash or kill at any moment leaves either the old file or the new one, never half of one.
+
+Nothing of the user's is destroyed: the target must be a regular file (never a device node, a pipe
+or a folder), :func:`refuse_overwrite` keeps an output off the command's own inputs, and a new file
+gets the permissions of the user's umask (``mkstemp`` alone would make every model 0600). A
+temporary of ours left behind by a SIGKILL (``.NAME.xxxxxxxx.tmp``) is removed by the next write of
+NAME once it is older than this process.
+"""
 from __future__ import annotations
 
 import os
+import re
+import stat
 import tempfile
+import time
 from pathlib import Path
+from typing import Iterable
+
+from .errors import DataError
+
+# Temporaries older than this process (and than a minute, for a slow writer started just before
+# us) cannot belong to a write still in progress in a process we could race with.
+_STARTED = time.time()
+_STALE_AFTER_S = 60.0
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (/proc), else set-and-restore."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _check_target(path: Path) -> int | None:
+    """The mode to give the new file: an existing regular file keeps its own, a new file gets
+    0o666 & ~umask. Refuses to replace anything that is not a regular file."""
+    try:
+        st = os.stat(path)
+    except OSError:  # not there yet (or unreadable: the write itself will report it)
+        return 0o666 & ~current_umask()
+    if not stat.S_ISREG(st.st_mode):
+        what = "a folder" if stat.S_ISDIR(st.st_mode) else "a device or pipe, not a regular file"
+        raise DataError(f"{path}: is {what}; refusing to replace it (choose another output file)")
+    return stat.S_IMODE(st.st_mode)
+
+
+def clean_stale_temporaries(path: Path) -> list[Path]:
+    """Remove ``.NAME.xxxxxxxx.tmp`` files beside ``path`` (exactly the names :func:`atomic_write_bytes`
+    creates) that are older than this process and a minute: leftovers of a killed writer."""
+    folder = path.parent if str(path.parent) else Path(".")
+    pattern = re.compile(re.escape(f".{path.name}.") + r"[A-Za-z0-9_]{8}\.tmp\Z")
+    cutoff = min(_STARTED, time.time() - _STALE_AFTER_S)
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for e in entries:
+        if not pattern.match(e.name):
+            continue
+        try:
+            if e.is_file(follow_symlinks=False) and e.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(e.path)
+                removed.append(Path(e.path))
+        except OSError:
+            pass
+    return removed
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -12,11 +80,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     folder.mkdir(parents=True, exist_ok=True)
+    mode = _check_target(path)
+    clean_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -38,3 +110,25 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def refuse_overwrite(output: str | Path | None, protected: Iterable[tuple[str, str | Path | None]]) -> None:
+    """Raise DataError if ``output`` is one of the command's own inputs (``(label, path)`` pairs: the
+    spec, the data, a run's checkpoint ...), the same file by any name (symlinks, hard links), or a
+    device node, pipe or folder. Checked before any work, so a long run never ends by destroying
+    its own input."""
+    if output is None:
+        return
+    out = Path(output)
+    _check_target(out)
+    if not out.exists():
+        return
+    for label, p in protected:
+        if p is None:
+            continue
+        try:
+            same = os.path.samefile(out, p)
+        except OSError:
+            continue
+        if same:
+            raise DataError(f"{out}: is the {label}; refusing to overwrite it (choose another output file)")

@@ -19,6 +19,9 @@ def session(path: str | Path, threads: int = 0):
     p = Path(path)
     if not p.exists():
         raise ExportError(f"{p}: file not found")
+    # errors only, for the session and for onnxruntime's process-wide logger (which prints its
+    # own "[W:onnxruntime:...]" lines on stderr): a command's stderr is progress and one error line
+    ort.set_default_logger_severity(3)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .data import Dataset, load_source
 from .errors import DataError, SpecError, TrainingDiverged, TrainingInterrupted
+from .fileio import refuse_overwrite
 from .model import Model
 from .spec import Spec, load_spec
 from .train import rundir as R
@@ -102,7 +103,8 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
           output: str | Path | None = None, init: str | Path | None = None, epochs: int | None = None,
           opset: int | None = None, log: Callable[[str], None] | None = None, run_dir: str | Path | None = None,
           resume: str | Path | None = None, overrides: dict[str, Any] | None = None, progress: str = "lines",
-          callbacks: list[Callback] | tuple = (), fold_batchnorm: bool = False) -> TrainResult:
+          callbacks: list[Callback] | tuple = (), fold_batchnorm: bool = False,
+          report: Callable[[str], None] | None = None) -> TrainResult:
     """Train a spec on its data (or ``data``), report test metrics, optionally write ONNX.
 
     ``init`` starts from the weights of an nngraph-exported ONNX model of the same architecture.
@@ -110,8 +112,11 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
     ``resume`` continues a run directory exactly where its last checkpoint left it (``epochs`` may
     extend it). ``overrides`` sets dotted spec keys. ``progress``: "bar", "lines" or "none".
     ``fold_batchnorm`` folds batch norms into the Conv/Gemm before them in the written model.
+    ``log`` receives progress and diagnostics, ``report`` the results (test metrics, the file
+    written; default: ``log``). ``output`` may not be one of the run's inputs (checked first).
     """
     log = log or (lambda s: print(s, file=sys.stderr))
+    report = report or log
     ckpt = None
     if resume is not None:
         if spec is not None or init is not None or data is not None or targets is not None or overrides:
@@ -142,6 +147,8 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
         run_path = Path(run_dir) if run_dir is not None else None
         if epochs is not None and run_path is not None:  # spec.json records the spec as used
             spec = dataclasses.replace(spec, train=spec.train.replace(epochs=epochs))
+    refuse_overwrite(output, _inputs_of_run(spec, spec_file if resume is None else None, data, targets,
+                                            base_dir, init, run_path))
     ds = load_data(spec, data, base_dir, targets)
     model = Model.compile(spec)
     if init is not None:
@@ -201,7 +208,7 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
     test = None
     if ds.x_test is not None:
         test = model.evaluate(ds.x_test, ds.y_test)
-        log("test: " + "  ".join(f"{k} {v:.4f}" for k, v in test.items()))
+        report("test: " + "  ".join(f"{k} {v:.4f}" for k, v in test.items()))
     model.metadata.update({k: v for k, v in ds.meta.items()})
     if test is not None:
         model.metadata["test_metrics"] = {k: round(v, 6) for k, v in test.items()}
@@ -211,8 +218,26 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
     if written is not None and fold_batchnorm:
         log(fold_message(model))
     if written is not None:
-        log(f"wrote {written}")
+        report(f"wrote {written}")
     return TrainResult(model, history, test, ds, written, run_dir=run_path)
+
+
+def _inputs_of_run(spec: Spec, spec_file: str | None, data: str | None, targets: str | None,
+                   base_dir: Path | None, init: Any, run_path: Path | None) -> list[tuple[str, Any]]:
+    """Every file a training run reads or keeps, labelled, for :func:`refuse_overwrite`."""
+    out: list[tuple[str, Any]] = [("input spec", spec_file), ("--targets file", targets), ("--init model", init)]
+    sources = [data] + list((spec.data_dict() or {}).get(k) for k in ("train", "y", "test", "y_test"))
+    for src in sources:
+        if not isinstance(src, str) or not src:
+            continue
+        for p in (Path(src), (base_dir / src) if base_dir is not None else None):
+            if p is None or not p.exists():
+                continue
+            files = sorted(p.iterdir()) if p.is_dir() else [p]
+            out += [("data file", f) for f in files if f.is_file()]
+    if run_path is not None and Path(run_path).is_dir():
+        out += [(f"run directory's {f.name}", f) for f in sorted(Path(run_path).iterdir()) if f.is_file()]
+    return out
 
 
 def fold_message(model: Model) -> str:
