@@ -64,7 +64,7 @@ def _rows(path: Path, f: IO[str]) -> Iterator[tuple[int, list[str]]]:
                 yield reader.line_num, r
     except csv.Error as e:
         limit = "field larger than field limit" in str(e)
-        raise DataError(f"{path}: line {reader.line_num + 1}: " + (
+        raise DataError(f"{path}: line {reader.line_num}: " + (
             f"a field is longer than {FIELD_LIMIT:,} characters" if limit else f"not valid CSV ({e})")) from None
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e})") from None
