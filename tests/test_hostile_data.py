@@ -293,8 +293,13 @@ def test_csv_header_rule(tmp_path):
 def test_csv_features_are_a_view_of_the_parsed_table(tmp_path):
     from nngraph.data import read_csv
 
-    x, y, _ = read_csv(xor_csv(tmp_path))
-    assert x.dtype == np.float32 and x.base is not None and x.shape == (8, 2)  # no second copy
+    rng = np.random.default_rng(0)
+    table = rng.integers(-50, 50, (70_000, 5)).astype(np.float32)
+    (tmp_path / "t.csv").write_text("".join(",".join(f"{v:g}" for v in r) + "\n" for r in table))
+    for col in (4, 0, 2):
+        x, y, _ = read_csv(tmp_path / "t.csv", target=col)
+        assert np.array_equal(x, np.delete(table, col, axis=1)) and np.array_equal(y, table[:, col])
+        assert x.dtype == np.float32 and x.flags.c_contiguous and x.base is not None  # no second table
 
 
 def test_float_idx_labels_are_not_truncated(tmp_path):
@@ -412,7 +417,8 @@ def test_enospc_while_creating_a_run_directory_leaves_nothing(tmp_path, monkeypa
 
 # ---- data at the size users have ------------------------------------------------------------------
 
-def test_npy_training_inputs_are_read_by_rows_not_loaded(tmp_path):
+@pytest.mark.parametrize("mapped", [True, False])
+def test_npy_training_inputs_are_read_by_rows_not_loaded(tmp_path, mapped):
     from nngraph.data import fit_inputs, load_source
     from nngraph.data.arrays import NpyRows
 
@@ -422,9 +428,12 @@ def test_npy_training_inputs_are_read_by_rows_not_loaded(tmp_path):
     np.save(tmp_path / "y.npy", np.zeros(100, np.float32))
     ds = load_source(str(tmp_path / "x.npy"), {"y": str(tmp_path / "y.npy")})
     assert isinstance(ds.x, NpyRows) and ds.x.shape == (100, 4, 2)
+    if not mapped:
+        ds.x._shared["map"] = False  # as when RLIMIT_AS cannot hold the mapping: pread the rows
     feeds = fit_inputs(ds.x, {"x": ((8,), "float32")})
     rows = feeds["x"]
     assert isinstance(rows, NpyRows) and rows.shape == (100, 8)
+    assert (rows._mapping() is not None) == mapped
     out = np.empty((5, 8), np.float32)
     idx = np.array([3, 4, 5, 99, 0])
     np.take(rows, idx, axis=0, out=out)  # what Trainer._gather does

@@ -112,9 +112,20 @@ def read_csv(path: Path, target: Any = None) -> tuple[np.ndarray, np.ndarray, li
     if width < 1:
         raise DataError(f"{path}: no columns")
     y = values[:, col].astype(np.float64)
-    # no second copy of the table when the target is the last column (the usual case)
-    x = values[:, :col] if col == width - 1 else np.delete(values, col, axis=1)
-    return x, y, header
+    return _drop_column(values, col), y, header
+
+
+def _drop_column(values: np.ndarray, col: int) -> np.ndarray:
+    """``np.delete(values, col, axis=1)`` made contiguous inside ``values``' own buffer, a block of
+    rows at a time (each block's destination lies before its source), so a big table never
+    exists twice in memory. ``values`` is overwritten."""
+    n, w = values.shape
+    flat = values.reshape(-1)
+    step = max(1, (8 << 20) // max(1, values.itemsize * w))
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        flat[lo * (w - 1):hi * (w - 1)] = np.delete(values[lo:hi], col, axis=1).reshape(-1)
+    return flat[:n * (w - 1)].reshape(n, w - 1)
 
 
 def _load_csv(path: Path, options: dict[str, Any]) -> Dataset:

@@ -2,10 +2,12 @@
 
 A ``.npy`` header states a shape and a dtype; the claimed size is compared with the file's size
 before anything is allocated, so a 240-byte file claiming terabytes is a one-line error, not a
-MemoryError. Training inputs from ``.npy`` are not read into memory at all: :class:`NpyRows` keeps
-the file's path, and the trainer gathers each batch's rows from the file (``take``), so a dataset
-larger than the machine's memory (or than the process's address space: a whole-file memory map
-would need as much address space as the file) trains. The page cache keeps hot rows in memory.
+MemoryError. Training inputs from ``.npy`` are not read into memory at all: :class:`NpyRows`
+memory-maps the file (read-only) and the trainer gathers each batch's rows from the mapping
+(``np.take``), so a dataset larger than the machine's memory trains: its pages are file-backed and
+the kernel drops them under pressure. When the process's address space cannot hold the mapping
+(``RLIMIT_AS`` below the file size), the rows of each batch are read with ``pread`` instead, one
+read per run of consecutive rows: slower, but nothing needs the whole file in memory or mapped.
 """
 from __future__ import annotations
 
@@ -97,12 +99,12 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
 
 
 class NpyRows:
-    """The rows of a C-ordered .npy file, read on demand (``take``) instead of loaded.
+    """The rows of a C-ordered .npy file, gathered on demand (``take``) instead of loaded.
 
     Behaves enough like an array for the data path: ``len``, ``shape``, ``dtype``, ``ndim``,
     slicing along the first axis (a view of a row range), ``reshape`` of the per-row shape, and
-    ``np.asarray`` (reads the rows). ``take(idx, out)`` fills ``out`` with rows ``idx`` by
-    positioned reads (one per run of consecutive rows), casting to ``out``'s dtype.
+    ``np.asarray`` (reads the rows). ``take(idx, out)`` fills ``out`` with rows ``idx`` from the
+    file's memory map (or by positioned reads when it cannot be mapped), casting to ``out``'s dtype.
     """
 
     def __init__(self, path: str | Path, shape: tuple[int, ...], dtype: np.dtype, offset: int,
@@ -112,6 +114,8 @@ class NpyRows:
         self.start, self.stop = start, shape[0] if stop is None else stop
         self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
         self._fd: int | None = None
+        # the file's mapping, shared by every range and reshape of it: None untried, False impossible
+        self._shared: dict[str, Any] = {"map": None}
 
     @classmethod
     def open(cls, path: str | Path) -> "NpyRows | np.ndarray":
@@ -135,6 +139,7 @@ class NpyRows:
 
     def _derive(self, row_shape: tuple[int, ...], start: int, stop: int) -> "NpyRows":
         r = NpyRows(self.path, (self.file_shape[0],) + row_shape, self.dtype, self.offset, start, stop)
+        r._shared = self._shared
         return r
 
     def reshape(self, shape: tuple[int, ...]) -> "NpyRows":
@@ -162,6 +167,20 @@ class NpyRows:
         return out if dtype is None else out.astype(dtype, copy=False)
 
     # -- reading -----------------------------------------------------------------------------------
+    def _mapping(self) -> np.ndarray | None:
+        """The file's rows memory-mapped (read-only), or None when the process's address space
+        cannot hold the mapping (RLIMIT_AS, a 32-bit process): then rows are read with pread."""
+        shared = self._shared
+        if shared["map"] is None:
+            try:
+                shared["map"] = np.memmap(self.path, self.dtype, "r", offset=self.offset,
+                                          shape=(self.file_shape[0] * int(np.prod(self.row_shape)),))
+            except (OSError, ValueError, MemoryError):
+                shared["map"] = False
+        if shared["map"] is False:
+            return None
+        return shared["map"].reshape((self.file_shape[0],) + self.row_shape)[self.start:self.stop]
+
     def _fileno(self) -> int:
         if self._fd is None:
             check_user_file(self.path, ".npy file")
@@ -176,7 +195,7 @@ class NpyRows:
                 pass
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_fd": None}
+        return {**self.__dict__, "_fd": None, "_shared": {"map": None}}
 
     def take(self, idx: np.ndarray, axis: int = 0, out: np.ndarray | None = None, mode: str = "raise") -> np.ndarray:
         """Rows ``idx`` (relative to this range) into ``out`` (allocated when None); ``np.take``
@@ -188,16 +207,21 @@ class NpyRows:
             out = np.empty((len(idx),) + self.row_shape, self.dtype)
         if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"row index out of range for {len(self)} rows")
+        mapped = self._mapping()
+        if mapped is not None:  # numpy's gather straight from the mapped file
+            if out.dtype == self.dtype:
+                return np.take(mapped, idx, axis=0, out=out)
+            np.copyto(out, np.take(mapped, idx, axis=0), casting="unsafe")
+            return out
         direct = out.dtype == self.dtype and out.flags.c_contiguous
         dest = out if direct else np.empty((len(idx),) + self.row_shape, self.dtype)
         flat = dest.reshape(len(idx), -1).view(np.uint8).reshape(len(idx), self.row_bytes) if self.row_bytes \
             else None
         fd = self._fileno()
+        # runs of consecutive rows: one read each
+        cuts = (np.flatnonzero(np.diff(idx) != 1) + 1).tolist() + [len(idx)]
         i = 0
-        while i < len(idx) and flat is not None:
-            j = i + 1  # a run of consecutive rows is one read
-            while j < len(idx) and idx[j] == idx[j - 1] + 1:
-                j += 1
+        for j in (cuts if flat is not None else ()):
             pos = self.offset + (self.start + int(idx[i])) * self.row_bytes
             view = memoryview(flat[i:j]).cast("B")
             got = 0
