@@ -76,7 +76,7 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     try:
         zf = zipfile.ZipFile(p)
     except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise DataError(f"{p}: not a .npz file (not a zip archive: {e})") from None
+        raise DataError(f"{p}: not a readable .npz file (not a zip archive: {e})") from None
     arrays: dict[str, np.ndarray] = {}
     with zf:
         infos = [i for i in zf.infolist() if not i.is_dir()]
