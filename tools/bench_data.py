@@ -6,7 +6,9 @@
 Generates a CSV (and the same table as .npy) in a temporary folder, then runs each reader in its
 own process and prints its wall time and peak memory (VmHWM, the process's own peak resident
 size: ``ru_maxrss`` would carry over the parent's peak across exec on Linux; the resident size of the
-interpreter with numpy and nngraph.data imported is measured first, "base", the difference "added"):
+interpreter with numpy and nngraph.data imported is measured first, "base", the difference "added";
+"anon MB" is the anonymous resident memory at the end: pages of a mapped file are resident while
+used but belong to the page cache, which the kernel reclaims, so they are not in it):
 
 - ``numpy.loadtxt`` float32                 — numpy's C reader, the reference
 - nngraph ``load_source`` + ``fit_inputs``  — what ``nngraph train`` does with a .csv before training
@@ -72,8 +74,9 @@ base = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() 
 t0 = time.perf_counter()
 {body}
 seconds = time.perf_counter() - t0
-peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-print(json.dumps({{"seconds": seconds, "base_kb": base, "peak_kb": peak, "rows": rows}}))
+status = {{l.split(":")[0]: l.split()[1] for l in open("/proc/self/status") if l.split()[1:]}}
+peak, anon = int(status["VmHWM"]), int(status.get("RssAnon", 0))
+print(json.dumps({{"seconds": seconds, "base_kb": base, "peak_kb": peak, "anon_kb": anon, "rows": rows}}))
 """
 
 
@@ -124,7 +127,7 @@ def main() -> None:
         print(f"{args.rows:,} rows x {args.cols} columns: CSV {csv.stat().st_size / 1e6:.0f} MB, .npy "
               f"{npy.stat().st_size / 1e6:.0f} MB (float32 array {args.rows * args.cols * 4 / 1e6:.0f} MB); "
               f"generated in {time.perf_counter() - t0:.0f} s")
-        print(f"{'reader':<32} {'seconds':>8} {'peak MB':>8} {'base MB':>8} {'added MB':>9}")
+        print(f"{'reader':<32} {'seconds':>8} {'peak MB':>8} {'base MB':>8} {'added MB':>9} {'anon MB':>8}")
         results: dict[str, dict] = {}
         for _ in range(args.repeat):
             for name, body in READERS.items():
@@ -134,7 +137,7 @@ def main() -> None:
                     results[name] = r
         for name, r in results.items():
             print(f"{name:<32} {r['seconds']:8.2f} {r['peak_kb'] / 1024:8.0f} {r['base_kb'] / 1024:8.0f} "
-                  f"{(r['peak_kb'] - r['base_kb']) / 1024:9.0f}")
+                  f"{(r['peak_kb'] - r['base_kb']) / 1024:9.0f} {r['anon_kb'] / 1024:8.0f}")
 
 
 if __name__ == "__main__":
