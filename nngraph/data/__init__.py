@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import DataError
 from ..fileio import check_user_file
 from .arrays import NpyRows, is_rows, load_npy, load_npz
-from .csvfile import read_csv_rows, read_table
+from .csvfile import read_csv_rows, read_table  # noqa: F401  (read_csv_rows: re-exported)
 
 HERE = Path(__file__).parent
 
