@@ -167,6 +167,25 @@ def test_npz_member_whose_header_claims_more_than_the_member(tmp_path):
     assert "x.npy" in err and "header claims" in err
 
 
+def test_npz_member_whose_zip_entry_claims_more_than_it_can_hold(tmp_path):
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (1 << 38,)})
+    p = tmp_path / "d.npz"
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("x.npy", buf.getvalue() + b"\0" * 4096)
+        z.writestr("y.npy", buf.getvalue() + b"\0" * 4096)
+    raw = bytearray(p.read_bytes())
+    # forge the declared uncompressed size (local header and central directory) to 1 TiB
+    for sig, off in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        i = raw.find(sig)
+        while i >= 0:
+            raw[i + off:i + off + 4] = (0xFFFFFFF0).to_bytes(4, "little")
+            i = raw.find(sig, i + 4)
+    p.write_bytes(bytes(raw))
+    err = error_line(invoke("train", xor_spec(tmp_path, "d.npz"), "--progress", "none"))
+    assert "d.npz" in err and "compressed bytes can hold" in err
+
+
 def _idx(kind: int, dims: tuple[int, ...], payload: bytes) -> bytes:
     return bytes([0, 0, kind, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims) + payload
 

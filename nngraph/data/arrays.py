@@ -22,7 +22,8 @@ from ..errors import DataError
 from ..fileio import check_user_file
 
 NUMERIC_KINDS = "fiub"
-CHUNK_BYTES = 16 << 20  # how much a sequential pass (finite check, hash) reads at a time
+CHUNK_BYTES = 16 << 20
+ZIP_MAX_RATIO = 1100  # deflate cannot compress better than ~1032:1  # how much a sequential pass (finite check, hash) reads at a time
 
 
 def _header(path: Path, fp: Any, available: int) -> tuple[tuple[int, ...], bool, np.dtype, int]:
@@ -86,6 +87,11 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
             if not info.filename.endswith(".npy"):
                 raise DataError(f"{p}: member {info.filename!r} is not a .npy array")
             name = info.filename[:-4]
+            stored = info.compress_type == zipfile.ZIP_STORED
+            if info.file_size > (info.compress_size if stored else info.compress_size * ZIP_MAX_RATIO + 1024):
+                # the zip directory's sizes are claims too: a bomb declares what it will expand to
+                raise DataError(f"{p}: member {info.filename!r} claims {info.file_size:,} bytes, more than its "
+                                f"{info.compress_size:,} compressed bytes can hold")
             try:
                 with zf.open(info) as f:
                     _header(Path(f"{p}[{info.filename}]"), f, info.file_size)
