@@ -298,6 +298,8 @@ def test_csv_header_rule(tmp_path):
     (tmp_path / "n.csv").write_text('1,"2",3\r\n4,5,6\r\n')
     v, header = read_table(tmp_path / "n.csv")
     assert header is None and v.tolist() == [[1, 2, 3], [4, 5, 6]]
+    (tmp_path / "bom.csv").write_bytes("\ufeff1,2\n3,4\n".encode("utf-8"))
+    assert read_table(tmp_path / "bom.csv")[0].tolist() == [[1, 2], [3, 4]]
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n3,oops\n")
     with pytest.raises(DataError, match=r"line 3, column 2: not a number: 'oops'"):
         read_table(tmp_path / "bad.csv")

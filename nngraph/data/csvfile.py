@@ -47,9 +47,9 @@ def _text_stream(path: Path) -> IO[str]:
     """The file as text (decompressed when .gz); a DataError if it is not a regular file."""
     check_user_file(path, "CSV file")
     if _is_gzip(path):
-        return io.TextIOWrapper(io.BytesIO(_gunzip(path)), encoding="utf-8", newline="")
+        return io.TextIOWrapper(io.BytesIO(_gunzip(path)), encoding="utf-8-sig", newline="")
     try:
-        return open(path, newline="", encoding="utf-8")
+        return open(path, newline="", encoding="utf-8-sig")  # a BOM is not part of the first cell
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
 
