@@ -435,31 +435,24 @@ def _run_files(run_dir: str) -> list[tuple[str, Path]]:
 
 def _read_inputs(path: str):
     """Arrays from .npy, .npz (all arrays by name; a lone 'x' for single-input models) or .csv."""
-    import numpy as np
-
-    from .data import load_npy, read_csv
+    from .data import load_npy, load_npz
+    from .data.csvfile import read_table
     from .errors import DataError
+    from .fileio import check_user_file
 
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: file not found")
-    suffix = p.suffix.lower()
+    check_user_file(p, "input file")
+    name = p.name.lower()
+    suffix = ".csv" if name.endswith(".csv.gz") else p.suffix.lower()
     if suffix == ".npy":
         return load_npy(p)
     if suffix == ".npz":
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise DataError(f"{p}: not a readable .npz file ({e})") from None
-        if not arrays:
-            raise DataError(f"{p}: contains no arrays")
+        arrays = load_npz(p)
         if set(arrays) == {"x"} or (len(arrays) == 1):
             return next(iter(arrays.values()))
         return arrays
     if suffix == ".csv":
-        x, last, _ = read_csv(p, target=None)
-        return np.concatenate([x, last.reshape(-1, 1).astype(np.float32)], axis=1)
+        return read_table(p)[0]  # every column is an input here
     raise DataError(f"{p}: unsupported input format {suffix!r} (use .npy, .npz or .csv)")
 
 

@@ -132,3 +132,93 @@ def refuse_overwrite(output: str | Path | None, protected: Iterable[tuple[str, s
             continue
         if same:
             raise DataError(f"{out}: is the {label}; refusing to overwrite it (choose another output file)")
+
+
+def check_user_file(path: str | Path, what: str = "file") -> int:
+    """The size in bytes of a user-given input path, which must be an existing regular file.
+
+    Every reader of user files calls this first: ``/dev/zero`` would be read until memory runs out
+    and a FIFO would block forever, so anything but a regular file is refused (a DataError naming
+    the path), before it is opened. Symbolic links to regular files are fine.
+    """
+    import stat
+
+    from .errors import DataError
+
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise DataError(f"{p}: file not found") from None
+    except OSError as e:
+        raise DataError(f"{p}: cannot read ({e.strerror or e})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"{p}: is a folder, expected a {what}")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a character device" if stat.S_ISCHR(st.st_mode)
+                else "a block device" if stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "not a regular file")
+        raise DataError(f"{p}: is {kind}, not a regular file; give a regular {what}")
+    return int(st.st_size)
+
+
+def read_user_bytes(path: str | Path, what: str = "file", limit: int | None = None) -> bytes:
+    """The contents of a user-given regular file (see :func:`check_user_file`); a DataError if it is
+    larger than ``limit`` bytes or cannot be read."""
+    from .errors import DataError
+
+    size = check_user_file(path, what)
+    if limit is not None and size > limit:
+        raise DataError(f"{path}: {size:,} bytes, more than the {limit:,} a {what} may have")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(size + 1)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    if len(data) > size:  # grew while we read it: still never more than the size we checked
+        data = data[:size]
+    return data
+
+
+def gunzip_limited(path: str | Path, data: bytes, limit: int) -> bytes:
+    """Decompress a gzip file's bytes, refusing (DataError) to produce more than ``limit`` bytes:
+    a small ``.gz`` can expand to terabytes (a decompression bomb), so every caller derives the
+    limit from what the file claims to hold."""
+    import zlib
+
+    from .errors import DataError
+
+    d = zlib.decompressobj(wbits=31)  # gzip framing
+    out = []
+    total = 0
+    rest = data
+    try:
+        while rest:
+            chunk = d.decompress(rest, max(1, limit + 1 - total))
+            out.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise DataError(f"{path}: the gzip stream decompresses to more than {limit:,} bytes "
+                                "(what the file claims to hold); refusing a possible decompression bomb")
+            if d.eof:
+                rest = d.unused_data  # a concatenated gzip member
+                if rest:
+                    d = zlib.decompressobj(wbits=31)
+                continue
+            rest = d.unconsumed_tail
+            if not rest and not chunk:
+                break
+        if not d.eof:
+            raise DataError(f"{path}: the gzip stream is truncated")
+    except zlib.error as e:
+        raise DataError(f"{path}: not a valid gzip stream ({e})") from None
+    return b"".join(out)
+
+
+def gzip_claimed_size(path: str | Path, data: bytes) -> int:
+    """The uncompressed size a gzip file's trailer records (ISIZE: the size modulo 2**32)."""
+    from .errors import DataError
+
+    if len(data) < 18 or data[:2] != b"\x1f\x8b":
+        raise DataError(f"{path}: not a gzip file")
+    return int.from_bytes(data[-4:], "little")

@@ -124,14 +124,24 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
                             "(and optionally --epochs, -o, --opset)")
         run = R.open_run(resume)
         run_path = run.path
-        spec = Spec.from_json(run.spec_json)
+        spec = R.run_spec(run)
         info = run.info
         base_dir = Path(info["base_dir"]) if info.get("base_dir") else None
         data, targets = info.get("data"), info.get("targets")
         ckpt = run.checkpoint
+        if ckpt is None:
+            # only a run killed before its first save (status "created", no epoch) may start over
+            if run.rows or info.get("status") not in (None, "created"):
+                raise DataError(f"{run_path / R.CHECKPOINT}: missing, so the run cannot continue where it "
+                                f"stopped (status {info.get('status')!r}, {len(run.rows)} epochs recorded)")
+            log(f"{run_path}: no checkpoint yet; starting from epoch 1")
         if ckpt is not None and ckpt[1].get("finished") and epochs is None:
             epochs = ckpt[1]["epoch"]  # a finished run (maybe stopped early) stays finished
             log(f"{run_path}: the run is already finished ({epochs} epochs); give --epochs to extend it")
+        done = ckpt[1]["epoch"] if ckpt is not None else 0
+        if epochs is not None and epochs < done:  # refused before spec.json is touched
+            raise DataError(f"{run_path}: --epochs {epochs} is below the {done} epochs the run has done; "
+                            f"give --epochs {done} or more (or export a checkpoint of an earlier epoch)")
         if epochs is not None and epochs != spec.train.epochs:
             spec = dataclasses.replace(spec, train=spec.train.replace(epochs=epochs))
             R.atomic_write_text(run_path / R.SPEC, spec.to_json())
@@ -151,6 +161,8 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
                                             base_dir, init, run_path))
     ds = load_data(spec, data, base_dir, targets)
     model = Model.compile(spec)
+    if ckpt is not None:
+        _check_fits(model, ckpt[1], run_path / R.CHECKPOINT)
     if init is not None:
         src = Model.load_onnx(init)
         if src.metadata.get("folded_batchnorm"):
@@ -250,6 +262,16 @@ def fold_message(model: Model) -> str:
             "(checked against the unfolded model in onnxruntime)")
 
 
+def _check_fits(model: Model, meta: dict[str, Any], path: Path) -> None:
+    """A checkpoint's parameter layout is this model's (DataError naming the file otherwise)."""
+    from .train.checkpoint import layout, state_layout
+
+    for key, want in (("layout", layout(model.params)), ("state_layout", state_layout(model.params))):
+        if key in meta and (meta[key] or []) != want:
+            raise DataError(f"{path}: its {key} does not match the run's spec.json (the checkpoint holds "
+                            f"{len(meta[key] or [])} arrays, the spec's model {len(want)})")
+
+
 def _saved_epoch(path: Path) -> Any:
     try:
         return load_checkpoint(path / R.CHECKPOINT)[1]["epoch"]
@@ -263,8 +285,15 @@ def run_model(path: str | Path, best: bool = False) -> tuple[Model, dict[str, An
     run = R.open_run(path)
     if run.checkpoint is None and not best:
         raise DataError(f"{run.path}: no checkpoint yet")
+    if best and not (run.path / R.BEST).exists():
+        raise DataError(f"{run.path / R.BEST}: missing (no epoch has finished yet); export the latest "
+                        "checkpoint without --best")
     arrays, meta = run.best() if best else run.checkpoint
-    model = Model.compile(Spec.from_json(run.spec_json))
+    model = Model.compile(R.run_spec(run))
+    source = run.path / (R.BEST if best and (run.path / R.BEST).exists() else R.CHECKPOINT)
+    _check_fits(model, meta, source)
+    if "layout" not in meta:
+        raise DataError(f"{source}: checkpoint metadata is missing layout")
     model.load_weights(weights(arrays, meta), source=str(run.path / (R.BEST if best else R.CHECKPOINT)))
     model.metadata.update(run.info.get("data_meta") or {})
     if run.info.get("test_metrics") and not best:

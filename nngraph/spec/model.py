@@ -343,14 +343,23 @@ def _parse_data(raw: Any) -> Any:
     raise SpecError("data", f"expected a dataset name, a file path or an object, got {show(raw)}")
 
 
+MAX_SPEC_BYTES = 16 << 20
+
+
 def load_spec(path: str | Path) -> Spec:
     """Read and validate a spec file. Relative data paths stay relative to the file's folder
     (resolve them with :func:`nngraph.data.resolve_data`)."""
+    from ..errors import DataError
+    from ..fileio import read_user_bytes
+
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError("", f"spec file not found: {p}") from None
+        # a regular file only (never /dev/zero or a FIFO), and no spec is megabytes long
+        text = read_user_bytes(p, "spec file", limit=MAX_SPEC_BYTES).decode("utf-8")
+    except DataError as e:
+        if not p.exists():
+            raise SpecError("", f"spec file not found: {p}") from None
+        raise SpecError("", f"cannot read spec file {e}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError("", f"cannot read spec file {p}: {e}") from None
     return Spec.from_json(text)

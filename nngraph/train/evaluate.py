@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data import load_source
+from ..data import _all_finite, load_source
 from ..errors import DataError
 from .metrics import summarize
 
@@ -23,6 +23,12 @@ def evaluate_onnx(model_path: str | Path, data: str, targets: str | None = None,
     if use_test and ds.x_test is None:
         raise DataError(f"{data}: has no test part (use --split train)")
     x, y = (ds.x_test, ds.y_test) if use_test else (ds.x, ds.y)
+    if len(y) == 0:
+        raise DataError(f"{data}: the {'test' if use_test else 'training'} part has no samples to evaluate")
+    for name, a in (x if isinstance(x, dict) else {"x": x}).items():
+        if a.dtype.kind == "f" and not _all_finite(a):
+            # onnxruntime would happily report "loss nan": a metric of garbage is not a result
+            raise DataError(f"{data}: input {name!r} contains NaN or Inf")
     model = Model.load_onnx(model_path)
     sess = session(model_path)
     feeds = x if isinstance(x, dict) else {"": x}
