@@ -6,18 +6,118 @@ modules are imported inside the commands so ``nngraph --help`` stays fast.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 
+# Bounds of options that size work: a seed is an int64 (numpy and the dropout hash take it), and
+# verify's random batches are held in memory at once (10**9 rows of a 64-feature input is 256 GB).
+MAX_SEED = 2**63 - 1
+MAX_VERIFY_BATCH = 65_536
+
+
+def _one_line(message: str) -> str:
+    """One printable line: newlines (onnxruntime's messages carry some) folded, a lone surrogate
+    escaped instead of raising UnicodeEncodeError on the way to stderr."""
+    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {_one_line(message)}", err=True)
     sys.exit(code)
+
+
+class _PipeSafe:
+    """A text stream whose writes after the reader went away (EPIPE: ``nngraph check s.json | head
+    -1``, ``nngraph train ... 2>&1 | head``) are dropped instead of raised. A closed pipe is not an
+    error of the user's input: the command still does all its work — a training run finishes and
+    writes its model — and exits with the code it would have had. The file descriptor is pointed at
+    /dev/null so the interpreter's final flush cannot complain either."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+        self.broken = False
+
+    def _closed(self) -> None:
+        self.broken = True
+        with contextlib.suppress(Exception):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except OSError as e:
+                if e.errno != errno.EPIPE:
+                    raise
+                self._closed()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except OSError as e:
+                if e.errno != errno.EPIPE:
+                    raise
+                self._closed()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, buffer ...
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _cli_boundary() -> Iterator[None]:
+    """What every command runs inside: pipe-safe stdout/stderr, and no warnings on stderr (numpy's
+    RuntimeWarnings, library deprecations): a command's stderr is its progress and at most one
+    ``error:`` line. Restored afterwards, so the Python API and click's test runner are unaffected."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _PipeSafe(sys.stdout), _PipeSafe(sys.stderr)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        sys.stdout, sys.stderr = saved
+
+
+class _Main(click.Group):
+    """The ``nngraph`` group: click's usage errors (a bad option value, a missing argument) become
+    one ``error:`` line and exit 2, like every other bad input, instead of click's three-line
+    usage block."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        with _cli_boundary():
+            try:
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            except click.exceptions.NoArgsIsHelpError as e:  # bare `nngraph`: the help, as click prints it
+                e.show()
+                sys.exit(e.exit_code)
+            except click.ClickException as e:
+                hint = ""
+                ctx = getattr(e, "ctx", None)
+                if isinstance(e, click.UsageError) and ctx is not None:
+                    hint = f" (see '{ctx.command_path} --help')"
+                _fail(e.format_message() + hint, e.exit_code)
+            except click.Abort:
+                _fail("aborted", 1)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 def handles_errors(fn: Callable) -> Callable:
@@ -31,6 +131,8 @@ def handles_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except NNGraphError as e:
             _fail(str(e), e.exit_code)
+        except MemoryError:
+            _fail("out of memory (the model, the data or a batch does not fit in this machine's memory)", 2)
         except OSError as e:
             _fail(f"{e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", 2)
         except KeyboardInterrupt:
@@ -39,7 +141,7 @@ def handles_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="nngraph", prog_name="nngraph")
 def main() -> None:
     """nngraph: spec -> IR -> Numba training -> verified ONNX."""
@@ -53,22 +155,30 @@ def check(spec: str) -> None:
     from .lowering import lower
     from .spec import load_spec
 
+    from .ir.memory import estimate_memory
+
     s = load_spec(spec)
+    graph = lower(s)  # shape and memory errors before the spec is called valid
     click.echo(f"{s.name}: valid (loss {s.loss}, optimizer {s.optimizer.type})")
-    click.echo(lower(s).table())
+    click.echo(graph.table())
+    click.echo(estimate_memory(graph).summary(s.train.batch_size))
 
 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="ONNX file to write.")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 17).")
-@click.option("--seed", type=int, default=None, help="Override train.seed for the initial weights.")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None,
+              help="Override train.seed for the initial weights.")
 @handles_errors
 def compile(spec: str, output: str | None, opset: int | None, seed: int | None) -> None:  # noqa: A001
     """Compile SPEC to IR and (with -o) to ONNX with seeded initial weights, without training."""
     from .model import Model
     from .spec import load_spec
 
+    from .fileio import refuse_overwrite
+
+    refuse_overwrite(output, [("input spec", spec)])
     model = Model.compile(load_spec(spec), seed=seed)
     click.echo(model.graph.table())
     if output:
@@ -78,6 +188,8 @@ def compile(spec: str, output: str | None, opset: int | None, seed: int | None) 
 
 def _parse_set(items: tuple[str, ...]) -> dict:
     """KEY=VALUE pairs; VALUE is JSON when it parses (5, 0.1, true, {"type": "cosine"}), else a string."""
+    from .errors import SpecError
+
     out = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -87,6 +199,11 @@ def _parse_set(items: tuple[str, ...]) -> dict:
             out[key] = json.loads(raw)
         except json.JSONDecodeError:
             out[key] = raw
+        except RecursionError:
+            raise SpecError(key, "--set value nested too deep") from None
+        except ValueError:  # an integer literal beyond sys.get_int_max_str_digits()
+            raise SpecError(key, f"--set value has an integer of more than {sys.get_int_max_str_digits()} "
+                            "digits") from None
     return out
 
 
@@ -95,7 +212,7 @@ def _parse_set(items: tuple[str, ...]) -> dict:
 @click.option("--data", "data", default=None, help="Data: a file (.npz/.npy/.csv), a folder, or a built-in name.")
 @click.option("--targets", default=None, type=click.Path(dir_okay=False), help="Targets .npy for a .npy --data file.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="ONNX file to write after training.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None,
+@click.option("--epochs", type=click.IntRange(1, 2**31 - 1), default=None,
               help="Override train.epochs (with --resume: extend the run).")
 @click.option("--init", type=click.Path(dir_okay=False), default=None,
               help="Start from the weights of an nngraph-exported ONNX model (fine-tuning).")
@@ -105,9 +222,9 @@ def _parse_set(items: tuple[str, ...]) -> dict:
               help="Record the run here: spec, data source, checkpoints, history, best checkpoint.")
 @click.option("--resume", type=click.Path(file_okay=False), default=None,
               help="Continue the run in this directory exactly where it stopped (no SPEC needed).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override train.batch_size.")
+@click.option("--batch-size", type=click.IntRange(1, 2**31 - 1), default=None, help="Override train.batch_size.")
 @click.option("--lr", type=float, default=None, help="Override optimizer.lr.")
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="Override train.seed.")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None, help="Override train.seed.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any train.* / optimizer.* key, e.g. --set train.early_stopping.patience=5.")
 @click.option("--progress", type=click.Choice(["auto", "bar", "lines", "none"]), default="auto", show_default=True,
@@ -135,12 +252,12 @@ def train(spec: str | None, data: str | None, targets: str | None, output: str |
         progress = "none"
     elif progress == "auto":
         progress = "bar" if sys.stderr.isatty() else "lines"
+    # progress and diagnostics on stderr, results (test metrics, the file written) on stdout; both
+    # pipe-safe (see _PipeSafe): a reader that goes away never stops the run or loses its model
     log = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
-    result = run_training(spec, data=data, targets=targets, output=output, init=init, epochs=epochs,
-                          opset=opset, log=log, run_dir=run_dir, resume=resume, overrides=overrides,
-                          progress=progress, fold_batchnorm=fold_batchnorm)
-    if quiet and result.test:
-        click.echo("test: " + "  ".join(f"{k} {fmt(v)}" for k, v in result.test.items()), err=True)
+    run_training(spec, data=data, targets=targets, output=output, init=init, epochs=epochs,
+                 opset=opset, log=log, run_dir=run_dir, resume=resume, overrides=overrides,
+                 progress=progress, fold_batchnorm=fold_batchnorm, report=click.echo)
 
 
 @main.command()
@@ -153,6 +270,9 @@ def history(run_dir: str, plot: str | None, fmt: str) -> None:
     from .train.plot import format_table, plot_history
     from .train.rundir import history_csv, open_run
 
+    from .fileio import refuse_overwrite
+
+    refuse_overwrite(plot, _run_files(run_dir))
     run = open_run(run_dir)
     if fmt == "csv":
         click.echo(history_csv(run.rows), nl=False)
@@ -178,6 +298,9 @@ def export(run_dir: str, output: str, best: bool, opset: int | None, fold_batchn
     from .train.progress import fmt
     from .workflow import fold_message, run_model
 
+    from .fileio import refuse_overwrite
+
+    refuse_overwrite(output, _run_files(run_dir))
     model, meta = run_model(run_dir, best=best)
     model.export_onnx(output, opset, fold_batchnorm)
     if fold_batchnorm:
@@ -225,14 +348,14 @@ def evaluate(model: str, data: str, targets: str | None, split: str, top_k: int,
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True,
+@click.option("--batch", "batches", type=click.IntRange(1, MAX_VERIFY_BATCH), multiple=True,
               help="Batch sizes to test (default 1, 3, 64).")
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), default=None,
               help="Compare on these inputs (.npy/.npz/.csv) instead of random ones.")
 @click.option("--atol", type=float, default=1e-5, show_default=True)
 @click.option("--rtol", type=float, default=1e-4, show_default=True)
 @click.option("--reference", is_flag=True, help="Also check onnx.reference.ReferenceEvaluator.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @handles_errors
 def verify(model: str, batches: tuple[int, ...], input_path: str | None, atol: float, rtol: float,
            reference: bool, seed: int) -> None:
@@ -263,6 +386,9 @@ def run(model: str, input_path: str, output: str | None, labels: bool) -> None:
     from .runtime import class_labels
     from .runtime import run as run_model
 
+    from .fileio import refuse_overwrite
+
+    refuse_overwrite(output, [("model", model), ("input file", input_path)])
     y = run_model(model, _read_inputs(input_path))
     if labels:
         y = class_labels(model, y)
@@ -290,7 +416,7 @@ def inspect(model: str) -> None:
               help="Characters to generate.")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Below 1: safer, more repetitive text; above 1: more surprising.")
-@click.option("--seed", type=int, default=None, help="Seed for reproducible samples.")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None, help="Seed for reproducible samples.")
 @handles_errors
 def sample(model: str, prime: str, length: int, temperature: float, seed: int | None) -> None:
     """Generate text with MODEL, a character language model, run by onnxruntime."""
@@ -301,8 +427,8 @@ def sample(model: str, prime: str, length: int, temperature: float, seed: int | 
 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
+@click.option("--batch", type=click.IntRange(1, MAX_VERIFY_BATCH), default=3, show_default=True)
 @click.option("--tol", type=float, default=1e-6, show_default=True)
 @handles_errors
 def gradcheck(spec: str, seed: int, batch: int, tol: float) -> None:
@@ -317,35 +443,33 @@ def gradcheck(spec: str, seed: int, batch: int, tol: float) -> None:
         raise VerificationFailed(f"{spec}: a gradient disagrees with finite differences")
 
 
+def _run_files(run_dir: str) -> list[tuple[str, Path]]:
+    """The files of a run directory, labelled, for refuse_overwrite (a run that lost its
+    checkpoint.npz could no longer resume)."""
+    d = Path(run_dir)
+    return [(f"run directory's {f.name}", f) for f in sorted(d.iterdir()) if f.is_file()] if d.is_dir() else []
+
+
 def _read_inputs(path: str):
     """Arrays from .npy, .npz (all arrays by name; a lone 'x' for single-input models) or .csv."""
-    import numpy as np
-
-    from .data import load_npy, read_csv
+    from .data import load_npy, load_npz
+    from .data.csvfile import read_table
     from .errors import DataError
+    from .fileio import check_user_file
 
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: file not found")
-    suffix = p.suffix.lower()
+    check_user_file(p, "input file")
+    name = p.name.lower()
+    suffix = ".csv" if name.endswith(".csv.gz") else p.suffix.lower()
     if suffix == ".npy":
         return load_npy(p)
     if suffix == ".npz":
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise DataError(f"{p}: not a readable .npz file ({e})") from None
-        if not arrays:
-            raise DataError(f"{p}: contains no arrays")
+        arrays = load_npz(p)
         if set(arrays) == {"x"} or (len(arrays) == 1):
             return next(iter(arrays.values()))
         return arrays
     if suffix == ".csv":
-        x, last, _ = read_csv(p, target=None)
-        if last.dtype.kind == "U":
-            raise DataError(f"{p}: the last column holds text ({last[0]!r}); inputs must be numbers")
-        return np.concatenate([x, last.reshape(-1, 1).astype(np.float32)], axis=1)
+        return read_table(p)[0]  # every column is an input here
     raise DataError(f"{p}: unsupported input format {suffix!r} (use .npy, .npz or .csv)")
 
 
@@ -373,4 +497,4 @@ def _write_outputs(path: Path, y) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="nngraph")

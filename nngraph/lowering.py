@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .errors import ShapeError
 from .ir import Graph, Node, ParamInfo, TensorType, fuse_activations
+from .ir.memory import check_memory
 from .ops.normalize import check_reads_input
 from .ops.registry import get_op, layer_op
 from .spec import Spec
@@ -55,5 +56,23 @@ def lower(spec: Spec, fuse: bool = True) -> Graph:
         prev = name
     graph = Graph(tuple(n for n, _ in spec.inputs), tuple(nodes), prev, values, params)
     check_reads_input(graph)
+    _check_loss_output(spec, graph)
+    # before any weight is drawn: a network that cannot fit is a one-line error naming the layer
+    check_memory(graph, spec.train.batch_size)
     return fuse_activations(graph) if fuse else graph
 
+
+
+def _check_loss_output(spec: Spec, graph: Graph) -> None:
+    """cross_entropy reads rows of class scores: (N, classes), or (N, time, classes) for sequences.
+    An image-shaped output such as (N, 64, 2, 10) — a dense layer applied to the last axis of a conv's
+    output — is a spec mistake caught here, not when the data's targets fail to fit it."""
+    if spec.loss != "cross_entropy":
+        return
+    out = graph.values[graph.output]
+    if len(out.shape) >= 3:
+        node = graph.producer(graph.output)
+        layer = node.layer if node is not None else graph.output
+        raise ShapeError(f"layer {layer}: loss cross_entropy expects scores of shape (N, classes) or "
+                         f"(N, time, classes), the network outputs {out}; is a flatten layer missing "
+                         "before the last dense layer?")

@@ -16,9 +16,13 @@ def session(path: str | Path, threads: int = 0):
     """An onnxruntime CPU session (``threads`` 0 lets onnxruntime choose)."""
     import onnxruntime as ort
 
+    from .onnx_io.importer import check_model_file
+
     p = Path(path)
-    if not p.exists():
-        raise ExportError(f"{p}: file not found")
+    check_model_file(p)
+    # errors only, for the session and for onnxruntime's process-wide logger (which prints its
+    # own "[W:onnxruntime:...]" lines on stderr): a command's stderr is progress and one error line
+    ort.set_default_logger_severity(3)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
@@ -58,8 +62,15 @@ def run(path: str | Path, inputs: np.ndarray | dict[str, np.ndarray], sess=None)
             else:
                 raise DataError(f"input {name!r}: each sample has shape {tuple(a.shape[1:])}, "
                                 f"the model expects {fixed}")
-        if np.issubdtype(dtype, np.integer) and a.dtype.kind not in "iu":
-            raise DataError(f"input {name!r}: expected integer ids, got dtype {a.dtype}")
+        if np.issubdtype(dtype, np.integer):
+            if a.dtype.kind not in "iu":
+                raise DataError(f"input {name!r}: expected integer ids, got dtype {a.dtype}")
+            if a.size and a.dtype.kind == "i" and int(a.min()) < 0:
+                raise DataError(f"input {name!r}: negative token id {int(a.min())}")
+        elif a.dtype.kind not in "fiub":  # complex, datetime, strings, bytes: never cast silently
+            raise DataError(f"input {name!r}: expected real numbers, got dtype {a.dtype}")
+        if a.ndim == 0:
+            raise DataError(f"input {name!r}: expected an array of samples, got a scalar")
         feeds[name] = np.ascontiguousarray(a, dtype)
     try:
         return sess.run(None, feeds)[0]

@@ -30,6 +30,21 @@ def _outputs_probabilities(meta: dict[str, str]) -> bool:
     return raw is not None and output_activation(lower(Spec.from_json(raw))) == "softmax"
 
 
+def _seq_len(model: str | Path, meta: dict[str, str]) -> int:
+    """The training length from ``nngraph.seq_len`` (default 100); an ExportError if malformed."""
+    raw = meta.get("nngraph.seq_len")
+    if raw is None:
+        return 100
+    try:
+        v = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError):
+        v = raw
+    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 1_000_000:
+        raise ExportError(f"{model}: metadata nngraph.seq_len must be an integer from 1 to 1000000, "
+                          f"got {str(raw)[:40]!r}")
+    return v
+
+
 def sample(model: str | Path, prime: str = "", length: int = 300, temperature: float = 1.0,
            seed: int | None = None) -> str:
     """``prime`` followed by ``length`` generated characters."""
@@ -50,7 +65,7 @@ def sample(model: str | Path, prime: str = "", length: int = 300, temperature: f
         raise ExportError(f"{model}: expected one input of token ids (batch, time), got "
                           + ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs))
     fixed = inputs[0].shape[1] if isinstance(inputs[0].shape[1], int) else None
-    context = fixed or int(json.loads(meta.get("nngraph.seq_len", "100")))
+    context = fixed or _seq_len(model, meta)
     probs_out = _outputs_probabilities(meta)
     start = prime or ("\n" if "\n" in vocab else vocab[0])
     ids = list(encode(start, vocab))
@@ -64,6 +79,13 @@ def sample(model: str | Path, prime: str = "", length: int = 300, temperature: f
         scores = sess.run(None, {name: np.array([window], np.int64)})[0][0, -1].astype(np.float64)
         logits = np.log(np.maximum(scores, 1e-30)) if probs_out else scores
         z = logits / temperature
+        if len(z) > len(vocab):
+            # the network has more outputs than the corpus had characters (e.g. shakespeare_gru's
+            # 65-id embedding on a smaller alphabet): the extra ids are no character, never drawn
+            z = z[:len(vocab)]
+        elif len(z) < len(vocab):
+            raise ExportError(f"{model}: the model scores {len(z)} ids but its vocabulary has "
+                              f"{len(vocab)} characters")
         p = np.exp(z - z.max())
         p /= p.sum()
         nxt = int(rng.choice(len(p), p=p))

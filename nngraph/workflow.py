@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .data import Dataset, load_source
 from .errors import DataError, SpecError, TrainingDiverged, TrainingInterrupted
+from .fileio import refuse_overwrite
 from .model import Model
 from .spec import Spec, load_spec
 from .train import rundir as R
@@ -136,7 +137,8 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
           output: str | Path | None = None, init: str | Path | None = None, epochs: int | None = None,
           opset: int | None = None, log: Callable[[str], None] | None = None, run_dir: str | Path | None = None,
           resume: str | Path | None = None, overrides: dict[str, Any] | None = None, progress: str = "lines",
-          callbacks: list[Callback] | tuple = (), fold_batchnorm: bool = False) -> TrainResult:
+          callbacks: list[Callback] | tuple = (), fold_batchnorm: bool = False,
+          report: Callable[[str], None] | None = None) -> TrainResult:
     """Train a spec on its data (or ``data``), report test metrics, optionally write ONNX.
 
     ``init`` starts from the weights of an nngraph-exported ONNX model of the same architecture.
@@ -144,8 +146,11 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
     ``resume`` continues a run directory exactly where its last checkpoint left it (``epochs`` may
     extend it). ``overrides`` sets dotted spec keys. ``progress``: "bar", "lines" or "none".
     ``fold_batchnorm`` folds batch norms into the Conv/Gemm before them in the written model.
+    ``log`` receives progress and diagnostics, ``report`` the results (test metrics, the file
+    written; default: ``log``). ``output`` may not be one of the run's inputs (checked first).
     """
     log = log or (lambda s: print(s, file=sys.stderr))
+    report = report or log
     ckpt = None
     if resume is not None:
         if spec is not None or init is not None or data is not None or targets is not None or overrides:
@@ -153,14 +158,24 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
                             "(and optionally --epochs, -o, --opset)")
         run = R.open_run(resume)
         run_path = run.path
-        spec = Spec.from_json(run.spec_json)
+        spec = R.run_spec(run)
         info = run.info
         base_dir = Path(info["base_dir"]) if info.get("base_dir") else None
         data, targets = info.get("data"), info.get("targets")
         ckpt = run.checkpoint
+        if ckpt is None:
+            # only a run killed before its first save (status "created", no epoch) may start over
+            if run.rows or info.get("status") not in (None, "created"):
+                raise DataError(f"{run_path / R.CHECKPOINT}: missing, so the run cannot continue where it "
+                                f"stopped (status {info.get('status')!r}, {len(run.rows)} epochs recorded)")
+            log(f"{run_path}: no checkpoint yet; starting from epoch 1")
         if ckpt is not None and ckpt[1].get("finished") and epochs is None:
             epochs = ckpt[1]["epoch"]  # a finished run (maybe stopped early) stays finished
             log(f"{run_path}: the run is already finished ({epochs} epochs); give --epochs to extend it")
+        done = ckpt[1]["epoch"] if ckpt is not None else 0
+        if epochs is not None and epochs < done:  # refused before spec.json is touched
+            raise DataError(f"{run_path}: --epochs {epochs} is below the {done} epochs the run has done; "
+                            f"give --epochs {done} or more (or export a checkpoint of an earlier epoch)")
         if epochs is not None and epochs != spec.train.epochs:
             spec = dataclasses.replace(spec, train=spec.train.replace(epochs=epochs))
             R.atomic_write_text(run_path / R.SPEC, spec.to_json())
@@ -177,9 +192,13 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
         run_path = Path(run_dir) if run_dir is not None else None
         if epochs is not None and run_path is not None:  # spec.json records the spec as used
             spec = dataclasses.replace(spec, train=spec.train.replace(epochs=epochs))
+    refuse_overwrite(output, _inputs_of_run(spec, spec_file if resume is None else None, data, targets,
+                                            base_dir, init, run_path))
     ds = load_data(spec, data, base_dir, targets)
     spec = with_preprocessing(spec, ds)
     model = Model.compile(spec)
+    if ckpt is not None:
+        _check_fits(model, ckpt[1], run_path / R.CHECKPOINT)
     if init is not None:
         src = Model.load_onnx(init)
         if src.metadata.get("folded_batchnorm"):
@@ -242,7 +261,7 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
         target = ds.meta.get("target_normalization")
         if target and spec.loss == "mse":  # the loss of standardised targets, and in target units
             test["loss_target_units"] = test["loss"] * float(target["std"]) ** 2
-        log("test: " + "  ".join(f"{k} {fmt(v)}" for k, v in test.items()))
+        report("test: " + "  ".join(f"{k} {fmt(v)}" for k, v in test.items()))
     model.metadata.update({k: v for k, v in ds.meta.items()})
     if test is not None:
         model.metadata["test_metrics"] = {k: round(v, 6) for k, v in test.items()}
@@ -252,8 +271,26 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
     if written is not None and fold_batchnorm:
         log(fold_message(model))
     if written is not None:
-        log(f"wrote {written}")
+        report(f"wrote {written}")
     return TrainResult(model, history, test, ds, written, run_dir=run_path)
+
+
+def _inputs_of_run(spec: Spec, spec_file: str | None, data: str | None, targets: str | None,
+                   base_dir: Path | None, init: Any, run_path: Path | None) -> list[tuple[str, Any]]:
+    """Every file a training run reads or keeps, labelled, for :func:`refuse_overwrite`."""
+    out: list[tuple[str, Any]] = [("input spec", spec_file), ("--targets file", targets), ("--init model", init)]
+    sources = [data] + list((spec.data_dict() or {}).get(k) for k in ("train", "y", "test", "y_test"))
+    for src in sources:
+        if not isinstance(src, str) or not src:
+            continue
+        for p in (Path(src), (base_dir / src) if base_dir is not None else None):
+            if p is None or not p.exists():
+                continue
+            files = sorted(p.iterdir()) if p.is_dir() else [p]
+            out += [("data file", f) for f in files if f.is_file()]
+    if run_path is not None and Path(run_path).is_dir():
+        out += [(f"run directory's {f.name}", f) for f in sorted(Path(run_path).iterdir()) if f.is_file()]
+    return out
 
 
 def fold_message(model: Model) -> str:
@@ -264,6 +301,16 @@ def fold_message(model: Model) -> str:
     kept = f"; {total - folded} kept as BatchNormalization" if folded < total else ""
     return (f"folded {folded} of {total} batchnorm layers into the conv/dense before them{kept} "
             "(checked against the unfolded model in onnxruntime)")
+
+
+def _check_fits(model: Model, meta: dict[str, Any], path: Path) -> None:
+    """A checkpoint's parameter layout is this model's (DataError naming the file otherwise)."""
+    from .train.checkpoint import layout, state_layout
+
+    for key, want in (("layout", layout(model.params)), ("state_layout", state_layout(model.params))):
+        if key in meta and (meta[key] or []) != want:
+            raise DataError(f"{path}: its {key} does not match the run's spec.json (the checkpoint holds "
+                            f"{len(meta[key] or [])} arrays, the spec's model {len(want)})")
 
 
 def _saved_epoch(path: Path) -> Any:
@@ -279,8 +326,15 @@ def run_model(path: str | Path, best: bool = False) -> tuple[Model, dict[str, An
     run = R.open_run(path)
     if run.checkpoint is None and not best:
         raise DataError(f"{run.path}: no checkpoint yet")
+    if best and not (run.path / R.BEST).exists():
+        raise DataError(f"{run.path / R.BEST}: missing (no epoch has finished yet); export the latest "
+                        "checkpoint without --best")
     arrays, meta = run.best() if best else run.checkpoint
-    model = Model.compile(Spec.from_json(run.spec_json))
+    model = Model.compile(R.run_spec(run))
+    source = run.path / (R.BEST if best and (run.path / R.BEST).exists() else R.CHECKPOINT)
+    _check_fits(model, meta, source)
+    if "layout" not in meta:
+        raise DataError(f"{source}: checkpoint metadata is missing layout")
     model.load_weights(weights(arrays, meta), source=str(run.path / (R.BEST if best else R.CHECKPOINT)))
     model.metadata.update(run.info.get("data_meta") or {})
     if run.info.get("test_metrics") and not best:

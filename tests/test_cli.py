@@ -64,7 +64,9 @@ def test_train_prints_progress_and_test_accuracy(tmp_path):
     out = tmp_path / "d.onnx"
     r = invoke("train", DIGITS, "-o", str(out), "--epochs", "3")
     assert r.exit_code == 0
-    assert "epoch 1/3" in r.stderr and "test: loss" in r.stderr and "accuracy" in r.stderr
+    # progress on stderr, results (test metrics, the file written) on stdout
+    assert "epoch 1/3" in r.stderr and "test: loss" in r.stdout and "accuracy" in r.stdout
+    assert f"wrote {out}" in r.stdout
     assert out.exists()
 
 

@@ -5,9 +5,7 @@ spec's input shape (``fit_inputs``): a flat (N, 64) array feeds a (1, 8, 8) inpu
 """
 from __future__ import annotations
 
-import csv
 import gzip
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -15,6 +13,9 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import DataError
+from ..fileio import check_user_file
+from .arrays import NpyRows, is_rows, load_npy, load_npz
+from .csvfile import read_csv_rows, read_table  # noqa: F401  (read_csv_rows: re-exported)
 
 HERE = Path(__file__).parent
 
@@ -72,11 +73,7 @@ BUILTINS: dict[str, Callable[[], Dataset]] = {"digits": load_digits, "sine": _bu
 # ---- files --------------------------------------------------------------------------------------
 
 def _load_npz(path: Path, options: dict[str, Any]) -> Dataset:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+    arrays = load_npz(path)
     for key in ("x", "y"):
         if key not in arrays:
             raise DataError(f"{path}: missing array {key!r} (found: {', '.join(arrays) or 'none'})")
@@ -89,59 +86,29 @@ def _load_npz(path: Path, options: dict[str, Any]) -> Dataset:
                    meta={"source": str(path)})
 
 
-def load_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, ValueError, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npy file ({e})") from None
-
-
 def _load_npy_pair(path: Path, options: dict[str, Any]) -> Dataset:
     y_path = options.get("y")
     if not y_path:
         raise DataError(f"{path}: a .npy training file needs its targets too (data.y in the spec, "
                         "or --targets on the command line)")
-    x, y = load_npy(path), load_npy(Path(y_path))
+    # the inputs stay in the file: training reads each batch's rows from it (see arrays.NpyRows)
+    x, y = NpyRows.open(path), load_npy(Path(y_path))
     _check_pair(path, x, y, "x", "y")
     return Dataset(x, y, meta={"source": f"{path} + {y_path}"})
 
 
-def read_csv_rows(path: Path) -> list[list[str]]:
-    """The non-blank rows of a CSV file as lists of cells; a DataError if it cannot be read."""
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            return [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read ({e})") from None
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-        return True
-    except ValueError:
-        return False
-
-
 def read_csv(path: Path, target: Any = None) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
-    """A CSV (optional header row) as (features, target column, header). The features must be
-    numbers; the target column may hold strings (class labels): it is then returned as a str array
-    (``class_ids`` maps it). The first row is a header when one of its cells is not a number where
-    the next row has one (or every cell is text)."""
-    rows = read_csv_rows(path)
-    if not rows:
-        raise DataError(f"{path}: the file is empty")
-    header = None
-    first = [_is_number(c) for c in rows[0]]
-    if not all(first):
-        second = [_is_number(c) for c in rows[1]] if len(rows) > 1 and len(rows[1]) == len(rows[0]) else None
-        if not any(first) or (second is not None and any(s and not f for f, s in zip(first, second))):
-            header, rows = [c.strip() for c in rows[0]], rows[1:]
-    width = len(header) if header else len(rows[0])
+    """A numeric CSV (optional header row; see ``csvfile``) as (float32 features, target column,
+    header). The features are a view of the parsed table when the target is the last column.
+    A target column of text (class labels) is returned as a str array (``class_ids`` maps it)."""
+    try:
+        values, header = read_table(path)
+    except DataError:
+        labelled = _read_labelled(path, target)
+        if labelled is None:
+            raise
+        return labelled
+    width = values.shape[1]
     col = width - 1
     if target is not None:
         if isinstance(target, int) and not isinstance(target, bool):
@@ -153,25 +120,48 @@ def read_csv(path: Path, target: Any = None) -> tuple[np.ndarray, np.ndarray, li
                                                                        if header else ""))
         if not 0 <= col < width:
             raise DataError(f"{path}: target column {target} is out of range (the file has {width} columns)")
-    values = np.empty((len(rows), width), np.float64)
-    labels: list[str] | None = None
-    for i, r in enumerate(rows):
-        line = i + (2 if header else 1)
-        if len(r) != width:
-            raise DataError(f"{path}: line {line} has {len(r)} columns, expected {width}")
-        for j, c in enumerate(r):
-            try:
-                values[i, j] = float(c)
-            except ValueError:
-                if j != col:
-                    raise DataError(f"{path}: line {line}, column {j + 1}: not a number: {c!r}") from None
-                labels = labels or []
-    if labels is not None:  # a text target column: class labels
-        y = np.array([r[col].strip() for r in rows], dtype=str)
-    else:
-        y = values[:, col]
-    x = np.delete(values, col, axis=1).astype(np.float32)
-    return x, y, header
+    if width < 1:
+        raise DataError(f"{path}: no columns")
+    y = values[:, col].astype(np.float64)
+    return _drop_column(values, col), y, header
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+        return True
+    except ValueError:
+        return False
+
+
+def _read_labelled(path: Path, target: Any) -> tuple[np.ndarray, np.ndarray, list[str] | None] | None:
+    """The slow path for a CSV numpy's reader refused: (features, str labels, header) when every
+    cell of the target column is text and every other cell a number (after an optional header
+    row), else None (the
+    caller re-raises the reader's error, which names the bad cell). The first row is a header
+    when every cell of it is text."""
+    rows = read_csv_rows(path)
+    if not rows:
+        return None
+    header = None
+    if not any(_is_number(c) for c in rows[0]):  # csvfile's rule: a header is a row of text only
+        header, rows = [c.strip() for c in rows[0]], rows[1:]
+    width = len(header) if header else len(rows[0]) if rows else 0
+    col = width - 1
+    if isinstance(target, int) and not isinstance(target, bool):
+        col = target if target >= 0 else width + target
+    elif target is not None:
+        if not header or target not in header:
+            return None
+        col = header.index(target)
+    if not rows or not 0 <= col < width or any(len(r) != width for r in rows):
+        return None
+    if any(not _is_number(c) for r in rows for j, c in enumerate(r) if j != col):
+        return None
+    if any(_is_number(r[col]) for r in rows):  # labels are text, all of them; else the reader's error stands
+        return None
+    x = np.array([[float(c) for j, c in enumerate(r) if j != col] for r in rows], np.float32).reshape(len(rows), -1)
+    return x, np.array([r[col].strip() for r in rows], dtype=str), header
 
 
 def class_ids(path: Path, labels: np.ndarray, classes: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
@@ -184,6 +174,19 @@ def class_ids(path: Path, labels: np.ndarray, classes: list[str] | None = None) 
     except KeyError as e:
         raise DataError(f"{path}: class label {e.args[0]!r} is not one of the model's classes "
                         f"({', '.join(classes)})") from None
+
+
+def _drop_column(values: np.ndarray, col: int) -> np.ndarray:
+    """``np.delete(values, col, axis=1)`` made contiguous inside ``values``' own buffer, a block of
+    rows at a time (each block's destination lies before its source), so a big table never
+    exists twice in memory. ``values`` is overwritten."""
+    n, w = values.shape
+    flat = values.reshape(-1)
+    step = max(1, (8 << 20) // max(1, values.itemsize * w))
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        flat[lo * (w - 1):hi * (w - 1)] = np.delete(values[lo:hi], col, axis=1).reshape(-1)
+    return flat[:n * (w - 1)].reshape(n, w - 1)
 
 
 def _load_csv(path: Path, options: dict[str, Any]) -> Dataset:
@@ -258,6 +261,8 @@ def load_source(source: str, options: dict[str, Any] | None = None, base_dir: Pa
     if not path.exists():
         raise DataError(f"{source}: no such file or folder, and not a built-in dataset "
                         f"(built-in: {', '.join(BUILTINS)})")
+    if not path.is_dir():
+        check_user_file(path, "data file")  # never /dev/zero, a FIFO, a socket ...
     kind = "<dir>" if path.is_dir() else path.suffix.lower()
     if path.name.endswith(".csv.gz"):
         kind = ".csv"
@@ -288,7 +293,7 @@ def fit_inputs(x: np.ndarray | dict[str, np.ndarray], inputs: dict[str, tuple[tu
     for name, (shape, kind) in inputs.items():
         if name not in x:
             raise DataError(f"missing input array {name!r} (given: {', '.join(x)})")
-        a = np.asarray(x[name])
+        a = x[name] if is_rows(x[name]) else np.asarray(x[name])
         if a.ndim == 0:
             raise DataError(f"input {name!r}: expected an array of samples, got a scalar")
         want = int(np.prod(shape))
@@ -301,12 +306,37 @@ def fit_inputs(x: np.ndarray | dict[str, np.ndarray], inputs: dict[str, tuple[tu
         if kind == "int64":
             if a.dtype.kind not in "iu":
                 raise DataError(f"input {name!r}: expected integer token ids, got dtype {a.dtype}")
-            out[name] = np.ascontiguousarray(a, np.int64)
+            a = a if is_rows(a) else np.ascontiguousarray(a, np.int64)
+            if _any_below(a, 0):
+                raise DataError(f"input {name!r}: negative token ids")
+            out[name] = a
         else:
             if a.dtype.kind not in "fiub":
-                raise DataError(f"input {name!r}: expected numbers, got dtype {a.dtype}")
-            a = np.ascontiguousarray(a, dtype)
-            if not np.all(np.isfinite(a)):
+                raise DataError(f"input {name!r}: expected real numbers, got dtype {a.dtype}")
+            if not is_rows(a):
+                a = np.ascontiguousarray(a, dtype)  # no copy when the dtype and layout already fit
+            if not _all_finite(a):
                 raise DataError(f"input {name!r}: contains NaN or Inf")
             out[name] = a
     return out
+
+
+def _blocks(a: Any) -> Any:
+    """``a`` a block of rows at a time (rows read from a file are never all in memory)."""
+    if is_rows(a):
+        yield from a.chunks()
+    else:
+        step = max(1, (16 << 20) // max(1, a[:1].nbytes))
+        for lo in range(0, len(a), step):
+            yield a[lo:lo + step]
+
+
+def _all_finite(a: Any) -> bool:
+    """Whether every value is finite, checked in blocks (no full-size boolean temporary)."""
+    if a.dtype.kind != "f":
+        return True
+    return all(bool(np.isfinite(b).all()) for b in _blocks(a))
+
+
+def _any_below(a: Any, low: int) -> bool:
+    return any(b.size and int(b.min()) < low for b in _blocks(a))

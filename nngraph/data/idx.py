@@ -13,6 +13,7 @@ dimensions, one uint32 per dimension, then the values in row-major order.
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..fileio import check_user_file
 
 _TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
           0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
@@ -27,31 +29,51 @@ _NAMES = {"images": "images-idx3-ubyte", "labels": "labels-idx1-ubyte"}
 PIXEL_SCALE = 255.0
 
 
+MAX_DIMS = 8  # images are 3-D (count, rows, cols); a few more for volumes, never hundreds
+GZIP_MAX_RATIO = 1100  # deflate cannot compress better than ~1032:1
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """One IDX file (plain or .gz) as an array; a bad header or truncated data is a DataError."""
+    """One IDX file (plain or .gz) as an array; a bad header or truncated data is a DataError.
+
+    The header's claimed size is checked before the data is read: against the file's size for a
+    plain file, and against what a gzip stream of this size can hold for a .gz (decompression then
+    stops one byte past the claim, so a decompression bomb is never expanded)."""
+    size = check_user_file(path, "IDX file")
+    gz = path.suffix == ".gz"
     try:
-        raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0:
+                raise DataError(f"{path}: not an IDX file (the first two bytes must be zero, got "
+                                f"{head[:4].hex() or 'an empty file'})")
+            kind, ndim = head[2], head[3]
+            if kind not in _TYPES:
+                raise DataError(f"{path}: unknown IDX element type 0x{kind:02x}")
+            if not 1 <= ndim <= MAX_DIMS:
+                raise DataError(f"{path}: {ndim} dimensions in the IDX header (expected 1 to {MAX_DIMS})")
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise DataError(f"{path}: truncated IDX header ({4 + len(raw_dims)} bytes for {ndim} dimensions)")
+            dims = tuple(int(d) for d in np.frombuffer(raw_dims, ">u4"))
+            dtype = _TYPES[kind]
+            want = math.prod(dims) * dtype.itemsize
+            room = size * GZIP_MAX_RATIO if gz else size - 4 - 4 * ndim
+            if want > room:
+                held = f"a {size:,}-byte gzip file can hold at most {room:,}" if gz else f"the file holds {room:,}"
+                raise DataError(f"{path}: truncated or corrupt: the header says {' x '.join(map(str, dims))} values "
+                                f"({want:,} bytes), {held}")
+            raw = f.read(want + 1)  # one byte more tells trailing data (or a bomb) from a good file
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise DataError(f"{path}: cannot read ({e}); the gzip stream is damaged or truncated") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise DataError(f"{path}: not an IDX file (the first two bytes must be zero, got "
-                        f"{raw[:4].hex() or 'an empty file'})")
-    kind, ndim = raw[2], raw[3]
-    if kind not in _TYPES:
-        raise DataError(f"{path}: unknown IDX element type 0x{kind:02x}")
-    if ndim == 0 or len(raw) < 4 + 4 * ndim:
-        raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes for {ndim} dimensions)")
-    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
-    dtype = _TYPES[kind]
-    want = int(np.prod(dims)) * dtype.itemsize
-    have = len(raw) - 4 - 4 * ndim
+    have = len(raw)
     if have != want:
         what = "truncated" if have < want else "has trailing bytes"
         raise DataError(f"{path}: {what}: the header says {' x '.join(map(str, dims))} values "
-                        f"({want:,} bytes), the file holds {have:,}")
-    return np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(dims).astype(dtype.newbyteorder("="))
+                        f"({want:,} bytes), the file holds " + (f"{have:,}" if have < want else "more"))
+    return np.frombuffer(raw, dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def _find(folder: Path, split: str, what: str) -> Path | None:
@@ -81,6 +103,12 @@ def _split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, bool] | No
     if len(x) != len(y):
         raise DataError(f"{folder}: {images.name} has {len(x):,} images but {labels.name} has "
                         f"{len(y):,} labels")
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.round(y))):
+        bad = y[~(np.isfinite(y) & (y == np.round(y)))][0]
+        raise DataError(f"{labels}: labels must be whole class ids, got {bad!r} (float IDX labels are "
+                        "never truncated)")
+    if y.size and int(y.min()) < 0:
+        raise DataError(f"{labels}: negative label {int(y.min())}")
     return x.astype(np.float32), y.astype(np.int64), x.dtype == np.uint8
 
 

@@ -27,6 +27,7 @@ from . import Dataset, read_csv_rows
 
 DEFAULT_SPLIT_SERIES = 0.2
 DEFAULT_SPLIT_TEXT = 0.1
+SERIES_LIMIT = 1e30  # |values| beyond this lose float32 precision in their squares
 
 
 def _int_option(options: dict[str, Any], key: str, path: Path, default: int | None = None, minimum: int = 1) -> int:
@@ -111,6 +112,11 @@ def load_series_csv(path: Path, options: dict[str, Any]) -> Dataset:
         raise DataError(f"{path}: data.columns must be a non-empty list of column names or indices")
     feats = np.stack([cols[c] for c in names], axis=1)
     tgt = cols[target].copy()
+    for name in dict.fromkeys(names + [target]):
+        big = float(np.abs(cols[name]).max()) if len(cols[name]) else 0.0
+        if big > SERIES_LIMIT:  # squares (std) overflow float64, values overflow float32: garbage
+            raise DataError(f"{path}: column {name!r} has values up to {big:.3g}; nngraph trains in float32 "
+                            f"and accepts series values up to {SERIES_LIMIT:.0e} (rescale the column)")
     n = len(feats) - window - horizon + 1
     if n < 2:
         raise DataError(f"{path}: {len(feats)} rows are too few for window {window} and horizon {horizon}")

@@ -115,6 +115,7 @@ def check_folded(unfolded, folded, feeds: dict[str, np.ndarray], rtol: float = 1
 
     outs = []
     for m in (unfolded, folded):
+        ort.set_default_logger_severity(3)  # no onnxruntime log lines on stderr (see runtime.session)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         sess = ort.InferenceSession(m.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])

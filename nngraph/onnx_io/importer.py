@@ -24,12 +24,27 @@ class Imported:
 
 def read_model(path: str | Path) -> onnx.ModelProto:
     p = Path(path)
-    if not p.exists():
-        raise ExportError(f"{p}: file not found")
+    size = check_model_file(p)
+    if size == 0:
+        raise ExportError(f"{p}: the file is empty, not an ONNX model")
     try:
-        return onnx.load(str(p))
+        model = onnx.load(str(p))
     except Exception as e:  # protobuf raises several unrelated types for a corrupt file
         raise ExportError(f"{p}: not a readable ONNX model ({type(e).__name__}: {e})") from None
+    if not model.graph.node and not model.graph.output:  # protobuf parses many byte strings as "empty"
+        raise ExportError(f"{p}: not an ONNX model (no graph)")
+    return model
+
+
+def check_model_file(p: Path) -> int:
+    """The size of a model path, which must be a regular file (ExportError otherwise)."""
+    from ..errors import DataError
+    from ..fileio import check_user_file
+
+    try:
+        return check_user_file(p, "ONNX model file")
+    except DataError as e:
+        raise ExportError(str(e)) from None
 
 
 def import_model(path: str | Path) -> Imported:
@@ -42,8 +57,30 @@ def import_model(path: str | Path) -> Imported:
         spec = Spec.from_json(meta["nngraph.spec"])
     except NNGraphError as e:
         raise ExportError(f"{path}: the embedded spec is invalid: {e}") from None
-    params = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    params = {}
+    for t in model.graph.initializer:
+        params[t.name] = _initializer(path, t)
     return Imported(spec, params, meta, model)
+
+
+def _initializer(path: str | Path, t: onnx.TensorProto) -> np.ndarray:
+    """An initializer as an array; its data must hold exactly the values its shape states."""
+    dims = [int(d) for d in t.dims]
+    if any(d < 0 for d in dims):
+        raise ExportError(f"{path}: initializer {t.name!r} has a negative dimension {dims}")
+    want = int(np.prod(dims, dtype=object))
+    if t.HasField("raw_data") or t.raw_data:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize if t.data_type else 0
+        if itemsize == 0 or len(t.raw_data) != want * itemsize:
+            raise ExportError(f"{path}: initializer {t.name!r}: its raw data holds {len(t.raw_data):,} bytes, "
+                              f"its shape {dims} needs {want * itemsize:,}")
+    try:
+        a = numpy_helper.to_array(t)
+    except Exception as e:  # onnx raises ValueError/TypeError/KeyError for inconsistent tensors
+        raise ExportError(f"{path}: initializer {t.name!r} is unreadable ({type(e).__name__}: {e})") from None
+    if a.size != want:
+        raise ExportError(f"{path}: initializer {t.name!r} holds {a.size:,} values, its shape {dims} needs {want:,}")
+    return a
 
 
 def metadata_json(meta: dict[str, str], key: str) -> Any:
@@ -52,5 +89,5 @@ def metadata_json(meta: dict[str, str], key: str) -> Any:
         return None
     try:
         return json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return raw

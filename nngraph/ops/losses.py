@@ -44,6 +44,18 @@ def _float_targets(y: np.ndarray, out_shape: tuple[int, ...], dtype=np.float32) 
     raise DataError(f"targets have shape {y.shape[1:]} per sample, the model outputs {out_shape}")
 
 
+def _bce_targets(y: np.ndarray, out_shape: tuple[int, ...]) -> np.ndarray:
+    """Float targets that are probabilities: a value outside [0, 1] makes the loss negative or
+    unbounded, so it is refused rather than trained on."""
+    t = _float_targets(y, out_shape)
+    bad = (t < 0) | (t > 1)
+    if bad.any():
+        v = t[bad]
+        raise DataError(f"binary_cross_entropy targets must be in [0, 1], got values from {v.min():g} "
+                        f"to {v.max():g} ({int(bad.sum())} outside)")
+    return t
+
+
 def _ce_targets(y: np.ndarray, out_shape: tuple[int, ...]) -> np.ndarray:
     y = np.asarray(y)
     k = out_shape[-1]
@@ -72,7 +84,7 @@ def _kernel(name: str) -> Callable[[np.ndarray, np.ndarray, np.ndarray, bool], f
 LOSSES: dict[str, LossDef] = {
     "mse": LossDef("mse", None, _kernel("mse"), _float_targets, None),
     "cross_entropy": LossDef("cross_entropy", "softmax", _kernel("ce"), _ce_targets, "accuracy"),
-    "binary_cross_entropy": LossDef("binary_cross_entropy", "sigmoid", _kernel("bce"), _float_targets,
+    "binary_cross_entropy": LossDef("binary_cross_entropy", "sigmoid", _kernel("bce"), _bce_targets,
                                     "binary_accuracy"),
 }
 

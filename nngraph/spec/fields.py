@@ -16,13 +16,22 @@ from ..errors import SpecError
 
 REQUIRED = object()  # sentinel: the key must be given
 
+# Integers without an explicit maximum are capped in magnitude: a size, count or step beyond 2**31 - 1
+# cannot describe a network that fits in memory (or an ONNX attribute), and a value beyond int64
+# would fail much later, inside Numba typing or numpy (issue 11). A table may set a larger maximum
+# (train.seed allows any int64).
+INT_LIMIT = 2**31 - 1
+
 
 def show(value: Any) -> str:
     """Render a received value the way the user wrote it (JSON)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        # str() of an int beyond sys.get_int_max_str_digits() raises; never print 4,000 digits anyway
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
     try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
+        text = json.dumps(value)  # ensure_ascii: a lone surrogate prints as \ud800, never breaks stderr
+    except (TypeError, ValueError, RecursionError):
+        text = type(value).__name__
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -90,7 +99,21 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:  # an int beyond the float range (10**400) is not a usable number either
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
+
+
+def _int_limit(f: Field) -> int:
+    return int(f.maximum) if f.maximum is not None else INT_LIMIT
+
+
+def _int_ok(f: Field, v: Any) -> bool:
+    """An int within the field's bounds and within the implicit magnitude cap."""
+    return _is_int(v) and _in_range(f, v) and abs(v) <= _int_limit(f)
 
 
 def _in_range(f: Field, v: float) -> bool:
@@ -120,8 +143,10 @@ def check_field(f: Field, value: Any, path: str) -> Any:
             return None
         raise fail
     k = f.kind
+    if k in ("int", "int_or_pair") and _is_int(value) and _in_range(f, value) and abs(value) > _int_limit(f):
+        raise SpecError(path, f"expected {f.describe()}, got {show(value)} (too large: at most {_int_limit(f)})")
     if k == "int":
-        if not _is_int(value) or not _in_range(f, value):
+        if not _int_ok(f, value):
             raise fail
         return value
     if k == "float":
@@ -141,23 +166,21 @@ def check_field(f: Field, value: Any, path: str) -> Any:
             raise fail
         return value
     if k == "int_or_pair":
-        if _is_int(value) and _in_range(f, value):
+        if _int_ok(f, value):
             return value
-        if isinstance(value, (list, tuple)) and len(value) == 2 and all(
-            _is_int(v) and _in_range(f, v) for v in value
-        ):
+        if isinstance(value, (list, tuple)) and len(value) == 2 and all(_int_ok(f, v) for v in value):
             return tuple(value)
         raise fail
     if k == "padding":
         if value in ("valid", "same"):
             return value
-        if _is_int(value) and value >= 0:
+        if _is_int(value) and 0 <= value <= INT_LIMIT:
             return value
-        if isinstance(value, (list, tuple)) and value and all(_is_int(v) and v >= 0 for v in value):
+        if isinstance(value, (list, tuple)) and value and all(_is_int(v) and 0 <= v <= INT_LIMIT for v in value):
             return tuple(value)
         raise fail
     if k == "shape":
-        if not isinstance(value, (list, tuple)) or not all(_is_int(v) and v >= 1 for v in value):
+        if not isinstance(value, (list, tuple)) or not all(_is_int(v) and 1 <= v <= INT_LIMIT for v in value):
             raise fail
         return tuple(value)
     if k == "str_list":
@@ -177,7 +200,7 @@ def check_field(f: Field, value: Any, path: str) -> Any:
     if k == "typed_table":
         if not isinstance(value, dict) or "type" not in value:
             raise fail
-        if value["type"] not in f.sub:
+        if not isinstance(value["type"], str) or value["type"] not in f.sub:  # a list is unhashable
             raise SpecError(f"{path}.type", "expected one of " + ", ".join(f'"{t}"' for t in f.sub)
                             + f", got {show(value['type'])}")
         typ = value["type"]
@@ -209,8 +232,14 @@ def check_section(
 
 
 def resolved(table: dict[str, Field], given: dict[str, Any]) -> dict[str, Any]:
-    """The given values with every omitted optional key filled with its default."""
-    return {k: given.get(k, f.default) for k, f in table.items() if k in given or not f.required}
+    """The given values with every omitted optional key filled with its default. A number field
+    written as an integer (``"lr": 1``) resolves to a float, so kernels never see a Python int
+    (an int beyond int64 fails Numba's typing)."""
+    out = {k: given.get(k, f.default) for k, f in table.items() if k in given or not f.required}
+    for k, v in out.items():
+        if table[k].kind == "float" and _is_int(v):
+            out[k] = float(v)
+    return out
 
 
 def resolved_nested(f: Field, given: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -227,6 +256,8 @@ def field_json_schema(f: Field) -> dict[str, Any]:
     k = f.kind
     lo = {"exclusiveMinimum" if f.exclusive_min else "minimum": f.minimum} if f.minimum is not None else {}
     hi = {"exclusiveMaximum" if f.exclusive_max else "maximum": f.maximum} if f.maximum is not None else {}
+    if k in ("int", "int_or_pair") and f.maximum is None:
+        hi = {"maximum": INT_LIMIT}
     if k == "int":
         s: dict[str, Any] = {"type": "integer", **lo, **hi}
     elif k == "float":
@@ -241,10 +272,10 @@ def field_json_schema(f: Field) -> dict[str, Any]:
         one = {"type": "integer", **lo, **hi}
         s = {"oneOf": [one, {"type": "array", "items": one, "minItems": 2, "maxItems": 2}]}
     elif k == "padding":
-        s = {"oneOf": [{"enum": ["valid", "same"]}, {"type": "integer", "minimum": 0},
-                       {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}]}
+        pad = {"type": "integer", "minimum": 0, "maximum": INT_LIMIT}
+        s = {"oneOf": [{"enum": ["valid", "same"]}, pad, {"type": "array", "items": pad, "minItems": 1}]}
     elif k == "shape":
-        s = {"type": "array", "items": {"type": "integer", "minimum": 1}}
+        s = {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": INT_LIMIT}}
     elif k == "str_list":
         item = {"enum": list(f.options)} if f.options else {"type": "string", "minLength": 1}
         s = {"type": "array", "items": item, "minItems": 1}
@@ -276,6 +307,6 @@ def table_json_schema(table: dict[str, Field], const_type: str | None = None) ->
 
 FieldTable = dict[str, Field]
 Normaliser = Callable[[dict[str, Any], str], dict[str, Any]]
-__all__ = ["Field", "REQUIRED", "check_field", "check_section", "resolved", "resolved_nested",
+__all__ = ["Field", "REQUIRED", "INT_LIMIT", "check_field", "check_section", "resolved", "resolved_nested",
            "field_json_schema", "table_json_schema", "show",
            "FieldTable", "field"]

@@ -5,6 +5,7 @@ Resolved values (with defaults) are read through ``.get``/attribute access.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,13 +179,52 @@ class Spec:
             d = json.loads(text)
         except json.JSONDecodeError as e:
             raise SpecError("", f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        except RecursionError:
+            raise SpecError("", f"not a usable spec: JSON nested too deep (a spec nests at most {MAX_DEPTH} "
+                            "levels)") from None
+        except ValueError:  # an integer literal beyond sys.get_int_max_str_digits()
+            raise SpecError("", "not a usable spec: an integer literal has more than "
+                            f"{sys.get_int_max_str_digits()} digits") from None
         return parse_spec(d)
+
+
+MAX_DEPTH = 32  # the deepest real spec (a schedule inside train) nests 4 levels
+
+
+def _check_structure(d: Any) -> None:
+    """Reject what no field table could accept but would break code before it: nesting deeper than
+    MAX_DEPTH (recursion in json/printing) and strings that are not valid Unicode (a lone
+    surrogate, legal in JSON's \\ud800 escapes, cannot be encoded to UTF-8 for a file or a terminal).
+    Iterative, so it never recurses itself."""
+    stack: list[tuple[Any, str, int]] = [(d, "", 1)]
+    while stack:
+        node, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise SpecError(path, f"nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, dict):
+            items = list(node.items())
+        elif isinstance(node, (list, tuple)):
+            items = list(enumerate(node))
+        else:
+            items = []
+        for key, value in items:
+            sub = f"{path}[{key}]" if isinstance(key, int) else join_path(path, key)
+            for s in (key, value):
+                if isinstance(s, str):
+                    try:
+                        s.encode("utf-8")
+                    except UnicodeEncodeError:
+                        raise SpecError(sub, "contains a lone surrogate (not valid Unicode text): "
+                                        + show(s)) from None
+            if isinstance(value, (dict, list, tuple)):
+                stack.append((value, sub, depth + 1))
 
 
 def parse_spec(d: Any) -> Spec:
     """Validate a JSON object and build the Spec. Every error names its JSON path."""
     if not isinstance(d, dict):
         raise SpecError("", f"a spec must be a JSON object, got {show(d)}")
+    _check_structure(d)
     for key in d:
         if key not in TOP_LEVEL:
             raise SpecError(join_path("", key), f"unknown top-level key (known: {', '.join(TOP_LEVEL)})")
@@ -195,7 +235,7 @@ def parse_spec(d: Any) -> Spec:
     if not isinstance(name, str) or not name:
         raise SpecError("name", f"expected a non-empty string, got {show(name)}")
     version = d.get("spec_version", T.SPEC_VERSION)
-    if version != T.SPEC_VERSION:
+    if type(version) is not int or version != T.SPEC_VERSION:  # true and 1.0 == 1 in Python, not in a spec
         raise SpecError("spec_version", f"expected {T.SPEC_VERSION}, got {show(version)}")
 
     inputs = _parse_inputs(d["inputs"])
@@ -262,7 +302,26 @@ def _parse_layers(raw: Any, input_names: list[str]) -> tuple[Layer, ...]:
             raise SpecError(f"{path}.inputs", f"a {typ} layer takes {want} inputs, got {n_in}")
         known.append(auto)
         layers.append(Layer(typ, tuple(attrs.items()), name, inputs))
+    _check_reserved_names(known, len(input_names))
     return tuple(layers)
+
+
+def _check_reserved_names(names: list[str], n_inputs: int) -> None:
+    """A name may not be one the IR derives from another name: ``<layer>.<role>`` is a parameter
+    (``dense_0.b``) and ``<layer>/...`` an internal value (``dense_0/linear``). Both directions —
+    the clashing name may come before or after the layer — are caught here, at validation, instead
+    of at lowering or export."""
+    taken = set(names)
+    for i, name in enumerate(names):
+        for sep in (".", "/"):
+            head = name.split(sep)[0] if sep == "/" else name.rpartition(".")[0]
+            while head:
+                if head in taken and head != name:
+                    path = (join_path("inputs", name) if i < n_inputs else f"layers[{i - n_inputs}].name")
+                    what = "a parameter" if sep == "." else "an internal value"
+                    raise SpecError(path, f"the name {show(name)} is reserved for {what} of {show(head)}; "
+                                    "choose another name")
+                head = head.rpartition(sep)[0] if sep == "." else ""
 
 
 def _parse_optimizer(raw: Any) -> Optimizer:
@@ -287,14 +346,23 @@ def _parse_data(raw: Any) -> Any:
     raise SpecError("data", f"expected a dataset name, a file path or an object, got {show(raw)}")
 
 
+MAX_SPEC_BYTES = 16 << 20
+
+
 def load_spec(path: str | Path) -> Spec:
     """Read and validate a spec file. Relative data paths are relative to the file's folder: the
     spec remembers it (``Spec.base_dir``), so ``nngraph.load_data(spec)`` finds them from any cwd."""
+    from ..errors import DataError
+    from ..fileio import read_user_bytes
+
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError("", f"spec file not found: {p}") from None
+        # a regular file only (never /dev/zero or a FIFO), and no spec is megabytes long
+        text = read_user_bytes(p, "spec file", limit=MAX_SPEC_BYTES).decode("utf-8")
+    except DataError as e:
+        if not p.exists():
+            raise SpecError("", f"spec file not found: {p}") from None
+        raise SpecError("", f"cannot read spec file {e}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError("", f"cannot read spec file {p}: {e}") from None
     import dataclasses

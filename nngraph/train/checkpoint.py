@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +53,15 @@ def _plain(v: Any) -> Any:
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a checkpoint: (arrays, metadata). Raises DataError naming the file if it is unreadable."""
+    from ..data.arrays import load_npz
+
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: checkpoint not found")
     try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{p}: not a readable checkpoint ({e})") from None
+        arrays = load_npz(p)  # regular file, .npy members only, headers checked against sizes
+    except DataError as e:
+        raise DataError(f"not a readable checkpoint: {e}") from None
     raw = arrays.pop("meta.json", None)
     if raw is None or "params" not in arrays:
         raise DataError(f"{p}: not an nngraph checkpoint (no params/meta.json)")
@@ -69,8 +69,14 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
         meta = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"{p}: corrupt checkpoint metadata ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise DataError(f"{p}: checkpoint format {meta.get('format')!r}, this nngraph reads {FORMAT}")
+    except RecursionError:
+        raise DataError(f"{p}: corrupt checkpoint metadata (nested too deeply)") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise DataError(f"{p}: checkpoint format {fmt!r}, this nngraph reads {FORMAT}")
+    from .runcheck import check_checkpoint
+
+    check_checkpoint(p, arrays, meta)
     return arrays, meta
 
 

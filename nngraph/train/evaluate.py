@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data import load_source
+from ..data import _all_finite, load_source
 from ..errors import DataError
 from .metrics import summarize
 
@@ -68,6 +68,12 @@ def evaluate_onnx(model_path: str | Path, data: str, targets: str | None = None,
     if use_test and ds.x_test is None:
         raise DataError(f"{data}: has no test part (use --split train)")
     x, y = (ds.x_test, ds.y_test) if use_test else (ds.x, ds.y)
+    if len(y) == 0:
+        raise DataError(f"{data}: the {'test' if use_test else 'training'} part has no samples to evaluate")
+    for name, a in (x if isinstance(x, dict) else {"x": x}).items():
+        if a.dtype.kind == "f" and not _all_finite(a):
+            # onnxruntime would happily report "loss nan": a metric of garbage is not a result
+            raise DataError(f"{data}: input {name!r} contains NaN or Inf")
     target_norm = ds.meta.get("target_normalization")
     if target_norm and (model is None or model.metadata.get("target_normalization")):
         # the data's targets were standardised; the model answers in target units: compare in those
@@ -88,6 +94,8 @@ def evaluate_onnx(model_path: str | Path, data: str, targets: str | None = None,
     t = lossdef.prepare_targets(np.asarray(y), out.shape[1:])
     if t.dtype.kind == "f":
         t = np.ascontiguousarray(t, np.float32)
+        if not np.all(np.isfinite(t)):
+            raise DataError(f"{data}: targets contain NaN or Inf")
     if model is not None and name == model.spec.loss:
         fused = model._loss_fused()
     else:

@@ -26,17 +26,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import DataError
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, read_user_bytes
 from .callbacks import Callback
+from .runcheck import check_best, check_history, check_info
 from .checkpoint import layout, load_checkpoint, save_checkpoint, state_layout
 from .schedules import better, monitor_mode
 
 if TYPE_CHECKING:
+    from ..spec import Spec
     from .history import EpochRecord
     from .trainer import Trainer
 
 SPEC, RUN, CHECKPOINT, BEST = "spec.json", "run.json", "checkpoint.npz", "best.npz"
 HISTORY_CSV, HISTORY_JSON = "history.csv", "history.json"
+MAX_SPEC_BYTES = 16 << 20
 COLUMNS_FIRST = ("epoch", "loss")
 COLUMNS_LAST = ("lr", "seconds", "samples_per_s", "elapsed")
 
@@ -48,7 +51,13 @@ def data_sha256(x: Any, y: np.ndarray) -> str:
     h = hashlib.sha256()
     feeds = x if isinstance(x, dict) else {"x": x}
     for name in sorted(feeds):
-        a = np.ascontiguousarray(feeds[name])
+        a = feeds[name]
+        if hasattr(a, "chunks"):  # rows read from a file (data.arrays.NpyRows): hash block by block
+            h.update(f"{name}{a.dtype}{a.shape}".encode())
+            for block in a.chunks():
+                h.update(memoryview(np.ascontiguousarray(block)).cast("B"))
+            continue
+        a = np.ascontiguousarray(a)
         h.update(f"{name}{a.dtype}{a.shape}".encode())
         h.update(memoryview(a).cast("B"))
     a = np.ascontiguousarray(y)
@@ -65,30 +74,36 @@ def create_run(path: str | Path, spec_json: str, run_info: dict[str, Any]) -> Pa
                         f"--resume {d}, or choose another --run-dir")
     tmp = d.with_name(f".{d.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    atomic_write_text(tmp / SPEC, spec_json)
-    atomic_write_text(tmp / RUN, json.dumps(run_info, indent=2) + "\n")
-    if d.exists():
-        d.rmdir()
-    os.replace(tmp, d)
+    try:
+        tmp.mkdir(parents=True)
+        atomic_write_text(tmp / SPEC, spec_json)
+        atomic_write_text(tmp / RUN, json.dumps(run_info, indent=2) + "\n")
+        if d.exists():
+            d.rmdir()
+        os.replace(tmp, d)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)  # ENOSPC, EACCES, a signal: no .NAME.partial-PID left
+        if isinstance(e, OSError):
+            raise DataError(f"{d}: cannot create the run directory ({e.strerror or e})") from None
+        raise
     return d
 
 
 def update_run_info(path: Path, **changes: Any) -> dict[str, Any]:
     """Rewrite run.json with some keys changed (atomically)."""
-    info = read_json(path / RUN)
+    info = check_info(path / RUN, read_json(path / RUN))
     info.update(changes)
     atomic_write_text(path / RUN, json.dumps(info, indent=2) + "\n")
     return info
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise DataError(f"{path}: missing (is {path.parent} a run directory?)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing (is {path.parent} a run directory?)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: unreadable ({e})") from None
+        return json.loads(read_user_bytes(path, "JSON file", limit=1 << 30).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise DataError(f"{path}: unreadable ({e if not isinstance(e, RecursionError) else 'nested too deeply'})") from None
 
 
 @dataclass
@@ -105,7 +120,9 @@ class Run:
     def best(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The best checkpoint (by the run's monitor); the latest if no epoch finished yet."""
         if (self.path / BEST).exists():
-            return load_checkpoint(self.path / BEST)
+            arrays, meta = load_checkpoint(self.path / BEST)
+            check_best(self.path / BEST, meta)
+            return arrays, meta
         if self.checkpoint is None:
             raise DataError(f"{self.path}: no checkpoint yet")
         return self.checkpoint
@@ -116,17 +133,34 @@ def open_run(path: str | Path) -> Run:
     d = Path(path)
     if not d.is_dir():
         raise DataError(f"{d}: no such run directory")
-    spec_text = (d / SPEC).read_text(encoding="utf-8") if (d / SPEC).exists() else None
-    if spec_text is None:
+    if not (d / SPEC).exists():
         raise DataError(f"{d / SPEC}: missing (is {d} a run directory?)")
-    info = read_json(d / RUN)
+    try:
+        spec_text = read_user_bytes(d / SPEC, "spec file", limit=MAX_SPEC_BYTES).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{d / SPEC}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    info = check_info(d / RUN, read_json(d / RUN))
     ckpt = load_checkpoint(d / CHECKPOINT) if (d / CHECKPOINT).exists() else None
     rows: list[dict[str, Any]] = []
     if (d / HISTORY_JSON).exists():
-        rows = read_json(d / HISTORY_JSON).get("epochs", [])
+        doc = read_json(d / HISTORY_JSON)
+        if not isinstance(doc, dict):
+            raise DataError(f"{d / HISTORY_JSON}: expected a JSON object, got {type(doc).__name__}")
+        rows = check_history(d / HISTORY_JSON, doc.get("epochs", []))
     elif ckpt is not None:
         rows = [_row(r) for r in ckpt[1]["history"]]
     return Run(d, spec_text, info, ckpt, rows)
+
+
+def run_spec(run: Run) -> "Spec":
+    """The run's spec; an invalid spec.json is a DataError naming the file."""
+    from ..errors import SpecError
+    from ..spec import Spec
+
+    try:
+        return Spec.from_json(run.spec_json)
+    except SpecError as e:
+        raise DataError(f"{run.path / SPEC}: not a valid spec ({e})") from None
 
 
 def _row(d: dict[str, Any]) -> dict[str, Any]:

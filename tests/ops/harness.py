@@ -100,7 +100,7 @@ def check_gradients(case: OpCase, seed: int = 0, h: float = 1e-6, coords: int = 
         if model.graph.values[name].dtype != "int64":
             grads[f"input {name}"] = plan.grads[name].copy()
             targets[f"input {name}"] = feeds[name]
-    for row in compare_gradients(plan, objective, grads, targets, rng, h=h, coords=coords):
+    for row in compare_gradients(plan, objective, grads, targets, rng, h=h, coords=coords, tol=case.grad_tol):
         assert row.ok(case.grad_tol), f"{case.id}: {row.name}: gradient error {row.max_error:.3g} vs finite differences"
 
 
