@@ -241,7 +241,6 @@ def train(spec: str | None, data: str | None, targets: str | None, output: str |
     With --run-dir DIR the run is checkpointed every epoch; Ctrl-C (or SIGTERM) saves at the current
     step and `nngraph train --resume DIR` continues it, bit-identical to an uninterrupted run.
     """
-    from .train.progress import fmt
     from .workflow import train as run_training
 
     overrides = _parse_set(sets)
