@@ -555,13 +555,31 @@ def tally_text(results: list[tuple[Case, str, str]], show: int, seed: int) -> st
     for c in counts.values():
         total.update(c)
     lines.append(f"{'total':8}" + "".join(f"{total[c]:>15}" for c in cols))
-    for bad in BAD:
-        ex = [r for r in results if r[1] == bad][:show]
-        for case, _, detail in ex:
-            lines.append(f"\n[{bad}] --seed {seed} --only {case.index} ({case.kind}): {'; '.join(case.desc)[:300]}")
-            lines.append(f"   nngraph {' '.join(case.args)}")
-            lines.append(f"   {detail}")
+    # Group the bad cases by cause (exception type and where it was raised, or the first words of
+    # the stray output) so one finding is listed once with its count and a few reproducers.
+    groups: dict[tuple[str, str], list] = defaultdict(list)
+    for r in results:
+        if r[1] in BAD:
+            groups[(r[1], signature(r[2]))].append(r)
+    for (bad, sig), rows in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        lines.append(f"\n[{bad}] x{len(rows)}: {sig}")
+        for case, _, detail in rows[:show]:
+            lines.append(f"  --seed {seed} --only {case.index} ({case.kind}): {'; '.join(case.desc)[:300]}")
+            lines.append(f"     nngraph {' '.join(case.args)}")
+            lines.append(f"     {detail[:400]}")
     return "\n".join(lines)
+
+
+def signature(detail: str) -> str:
+    """The cause of a bad outcome without the case's particulars (paths, byte values)."""
+    import re
+    if "native stderr:" in detail:
+        native = detail.split("native stderr:", 1)[1]
+        return "native stderr: " + re.sub(r"^\W*\[[0-9;]*m?\S* \S* ", "", native.strip())[:90]
+    m = re.match(r"(\w+): .* at (\S+)$", detail)
+    if m:
+        return f"{m.group(1)} at {m.group(2)}"
+    return re.sub(r"/\S+", "PATH", detail)[:90]
 
 
 def main() -> int:
