@@ -490,8 +490,11 @@ def run_in_process(case: Case, timeout: float) -> tuple[str, str]:
         return "hang", ""
     detail = r.stderr.strip()[:300]
     if exc is not None and not isinstance(exc, SystemExit):
-        where = traceback.extract_tb(r.exc_info[2])[-1] if r.exc_info else None
-        detail = f"{type(exc).__name__}: {str(exc)[:200]}" + (f" at {where.filename}:{where.lineno}" if where else "")
+        frames = traceback.extract_tb(r.exc_info[2]) if r.exc_info else []
+        # The innermost frame of nngraph (where a fix goes), then the innermost frame overall.
+        ours = [f for f in frames if "/nngraph/" in f.filename.replace(os.sep, "/")]
+        sites = [f"{f.filename}:{f.lineno}" for f in ([ours[-1]] if ours else []) + frames[-1:]]
+        detail = f"{type(exc).__name__}: {str(exc)[:200]}" + (f" at {' > '.join(dict.fromkeys(sites))}" if sites else "")
     stderr = r.stderr + native_err
     if native_err.strip():
         detail += f" | native stderr: {native_err.strip()[:200]}"
@@ -576,7 +579,7 @@ def signature(detail: str) -> str:
     if "native stderr:" in detail:
         native = detail.split("native stderr:", 1)[1]
         return "native stderr: " + re.sub(r"^\W*\[[0-9;]*m?\S* \S* ", "", native.strip())[:90]
-    m = re.match(r"(\w+): .* at (\S+)$", detail)
+    m = re.match(r"(\w+): .* at (\S+(?: > \S+)?)$", detail)
     if m:
         return f"{m.group(1)} at {m.group(2)}"
     return re.sub(r"/\S+", "PATH", detail)[:90]
