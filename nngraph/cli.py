@@ -461,15 +461,19 @@ def _read_inputs(path: str):
     name = p.name.lower()
     suffix = ".csv" if name.endswith(".csv.gz") else p.suffix.lower()
     if suffix == ".npy":
-        return load_npy(p)
-    if suffix == ".npz":
+        out = load_npy(p)
+    elif suffix == ".npz":
         arrays = load_npz(p)
-        if set(arrays) == {"x"} or (len(arrays) == 1):
-            return next(iter(arrays.values()))
-        return arrays
-    if suffix == ".csv":
-        return read_table(p)[0]  # every column is an input here
-    raise DataError(f"{p}: unsupported input format {suffix!r} (use .npy, .npz or .csv)")
+        out = next(iter(arrays.values())) if set(arrays) == {"x"} or len(arrays) == 1 else arrays
+    elif suffix == ".csv":
+        out = read_table(p)[0]  # every column is an input here
+    else:
+        raise DataError(f"{p}: unsupported input format {suffix!r} (use .npy, .npz or .csv)")
+    for arr in (out.values() if isinstance(out, dict) else [out]):
+        shape = getattr(arr, "shape", ())
+        if not shape or 0 in shape:
+            raise DataError(f"{p}: no input values (an array of shape {tuple(shape)})")
+    return out
 
 
 def _write_outputs(path: Path, y) -> None:

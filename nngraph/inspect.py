@@ -28,7 +28,7 @@ def _spec_summary(text: str) -> str:
     try:
         spec = json.loads(text)
         return f"spec {spec.get('name')!r}, {len(spec.get('layers', []))} layers, loss {spec.get('loss')}"
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError, TypeError):
         return "(unreadable spec JSON)"
 
 
@@ -89,7 +89,7 @@ def _preprocessing(model) -> list[str]:
         spec = json.loads(meta.get("nngraph.spec", "{}"))
         layers = spec.get("layers", [])
         inputs = list(spec.get("inputs", {}))
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError, TypeError):
         return []
     inits = {t.name: t for t in model.graph.initializer}
     lines = []

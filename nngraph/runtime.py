@@ -22,10 +22,10 @@ def session(path: str | Path, threads: int = 0):
     check_model_file(p)
     # errors only, for the session and for onnxruntime's process-wide logger (which prints its
     # own "[W:onnxruntime:...]" lines on stderr): a command's stderr is progress and one error line
-    ort.set_default_logger_severity(3)
+    ort.set_default_logger_severity(4)  # fatal only: a load error reaches the user as our one line
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4
     try:
         return ort.InferenceSession(str(p), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for bad models
@@ -35,9 +35,12 @@ def session(path: str | Path, threads: int = 0):
 def input_specs(sess) -> list[tuple[str, tuple, Any]]:
     """(name, shape with None for dynamic axes, numpy dtype) for each model input."""
     out = []
-    for i in sess.get_inputs():
-        shape = tuple(d if isinstance(d, int) else None for d in i.shape)
-        out.append((i.name, shape, _ORT_TYPES.get(i.type, np.float32)))
+    try:
+        for i in sess.get_inputs():
+            shape = tuple(d if isinstance(d, int) else None for d in i.shape)
+            out.append((i.name, shape, _ORT_TYPES.get(i.type, np.float32)))
+    except UnicodeDecodeError:  # a name (or type string) that is not UTF-8: a corrupt file
+        raise ExportError("the model's input names are not valid UTF-8 (a corrupt file)") from None
     return out
 
 

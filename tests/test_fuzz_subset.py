@@ -37,7 +37,7 @@ def test_fuzz_subset_covers_every_kind(fuzz_results):
     assert outcomes["error"] > 0 and outcomes["ok"] > 0
 
 
-@pytest.mark.parametrize("bad", ["traceback", "hang", "crash", "wrong_success"])
+@pytest.mark.parametrize("bad", ["traceback", "multiline", "hang", "crash", "wrong_success"])
 def test_fuzz_subset_has_no(fuzz_results, bad):
     fz, results = fuzz_results
     found = [f"case {case.index} ({case.kind}: {'; '.join(case.desc)}): nngraph {' '.join(case.args)} -> {detail}"

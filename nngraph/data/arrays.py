@@ -11,6 +11,8 @@ read per run of consecutive rows: slower, but nothing needs the whole file in me
 """
 from __future__ import annotations
 
+import tokenize
+
 import os
 import zipfile
 from pathlib import Path
@@ -34,8 +36,9 @@ def _header(path: Path, fp: Any, available: int) -> tuple[tuple[int, ...], bool,
         version = fmt.read_magic(fp)
         reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
         shape, fortran, dtype = reader(fp)
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
-        raise DataError(f"{path}: not a .npy array ({e})") from None
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError, tokenize.TokenError, RecursionError,
+            MemoryError) as e:  # numpy parses the header's dict literal: a corrupt one raises any of these
+        raise DataError(f"{path}: not a .npy array ({type(e).__name__}: {e})") from None
     if dtype.hasobject:
         raise DataError(f"{path}: holds Python objects (dtype {dtype}), which nngraph never unpickles")
     if any(d < 0 for d in shape):

@@ -115,9 +115,9 @@ def check_folded(unfolded, folded, feeds: dict[str, np.ndarray], rtol: float = 1
 
     outs = []
     for m in (unfolded, folded):
-        ort.set_default_logger_severity(3)  # no onnxruntime log lines on stderr (see runtime.session)
+        ort.set_default_logger_severity(4)  # no onnxruntime log lines on stderr (see runtime.session)
         opts = ort.SessionOptions()
-        opts.log_severity_level = 3
+        opts.log_severity_level = 4
         sess = ort.InferenceSession(m.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
         outs.append(sess.run(None, feeds)[0].astype(np.float64))
     scale = max(float(np.abs(outs[0]).max()), 1e-12)

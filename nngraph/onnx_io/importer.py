@@ -33,6 +33,13 @@ def read_model(path: str | Path) -> onnx.ModelProto:
         raise ExportError(f"{p}: not a readable ONNX model ({type(e).__name__}: {e})") from None
     if not model.graph.node and not model.graph.output:  # protobuf parses many byte strings as "empty"
         raise ExportError(f"{p}: not an ONNX model (no graph)")
+    g = model.graph
+    names = [v.name for v in (*g.input, *g.output, *g.initializer, *g.node)]
+    names += [x for n in g.node for x in (n.op_type, *n.input, *n.output)]
+    names += [d.dim_param for v in (*g.input, *g.output) for d in v.type.tensor_type.shape.dim]
+    names += [x for prop in model.metadata_props for x in (prop.key, prop.value)]
+    if any(not isinstance(n, str) for n in names):  # protobuf hands back bytes for invalid UTF-8
+        raise ExportError(f"{p}: names or metadata that are not valid UTF-8 (a corrupt file)")
     return model
 
 
