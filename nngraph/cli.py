@@ -471,7 +471,7 @@ def _read_inputs(path: str):
         raise DataError(f"{p}: unsupported input format {suffix!r} (use .npy, .npz or .csv)")
     for arr in (out.values() if isinstance(out, dict) else [out]):
         shape = getattr(arr, "shape", ())
-        if not shape or 0 in shape:
+        if 0 in shape:  # (a scalar is refused where the inputs are fitted to the model)
             raise DataError(f"{p}: no input values (an array of shape {tuple(shape)})")
     return out
 

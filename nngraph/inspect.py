@@ -41,7 +41,8 @@ def _batchnorm_lines(g) -> list[str]:
             continue
         eps = next((a.f for a in n.attribute if a.name == "epsilon"), 1e-5)
         mean, var = (n.input[3], n.input[4]) if len(n.input) >= 5 else ("?", "?")
-        rows.append(f"  {n.output[0]}: running mean {mean} {shapes.get(mean, '?')}, running variance {var} "
+        layer = n.input[1].rsplit(".", 1)[0] if len(n.input) > 1 and "." in n.input[1] else n.output[0]
+        rows.append(f"  {layer}: running mean {mean} {shapes.get(mean, '?')}, running variance {var} "
                     f"{shapes.get(var, '?')}, epsilon {eps:g}")
     return ["batch norm (inference form, running statistics as initializers):"] + rows if rows else []
 
