@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted(p for p in (ROOT / "specs").glob("*.json"))
 KINDS = ("spec", "data", "onnx", "rundir")
@@ -593,6 +592,9 @@ def signature(detail: str) -> str:
 
 
 def main() -> int:
+    # one thread per case (set here, not at import: a test process that imports this module keeps
+    # its own thread count, which Numba refuses to change once its pool runs)
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cases", type=int, default=1000)
