@@ -227,6 +227,7 @@ class Model:
         # Overflow inside BLAS would print numpy warnings; divergence is detected and reported
         # by the trainer itself (a non-finite loss stops the run with one clear message).
         trainer = self.trainer()
+        trainer.target_std = (self.metadata.get("target_normalization") or {}).get("std")
         monitor, schedule, own = self.training_setup(epochs, val is not None)
         trainer.monitor = monitor
         self.early_stopping = next((c for c in own if isinstance(c, EarlyStopping)), None)

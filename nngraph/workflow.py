@@ -235,6 +235,9 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
             e, b = ckpt[1]["epoch"], ckpt[1]["batch"]
             log(f"resuming {run_path} at epoch {e + 1}" + (f", batch {b + 1}" if b else "")
                 + f" (step {ckpt[1]['step']})")
+    # the data's metadata (target normalization, labels, windowing) before the fit: the history's
+    # losses in target units need it, and the export carries it
+    model.metadata.update({k: v for k, v in ds.meta.items()})
     where = f"{run_path / R.CHECKPOINT}" if run_path is not None else None
     try:
         with graceful_signals(trainer) if run_path is not None else contextlib.nullcontext():
@@ -258,11 +261,8 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
     test = None
     if ds.x_test is not None:
         test = model.evaluate(ds.x_test, ds.y_test)
-        target = ds.meta.get("target_normalization")
-        if target and spec.loss == "mse":  # the loss of standardised targets, and in target units
-            test["loss_target_units"] = test["loss"] * float(target["std"]) ** 2
+        test.update(model.trainer().in_target_units(test))  # standardised targets: also in their units
         report("test: " + "  ".join(f"{k} {fmt(v)}" for k, v in test.items()))
-    model.metadata.update({k: v for k, v in ds.meta.items()})
     if test is not None:
         model.metadata["test_metrics"] = {k: round(v, 6) for k, v in test.items()}
         if run_path is not None:

@@ -106,6 +106,33 @@ def test_run_on_raw_series_values_equals_the_training_pipeline(tmp_path):
     assert ops[:2] == ["Sub", "Div"] and ops[-2:] == ["Mul", "Add"]
 
 
+def test_history_gives_regression_losses_in_target_units(tmp_path):
+    _series_csv(tmp_path / "temps.csv")
+    spec = json.loads(json.dumps(SERIES_SPEC))
+    spec["train"].update(validation_split=0.25, metrics=["mae"])
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    lines: list[str] = []
+    res = train(tmp_path / "s.json", run_dir=tmp_path / "run", progress="lines", log=lines.append)
+    std, mean = (res.dataset.meta["target_normalization"][k] for k in ("std", "mean"))
+    rows = res.history.rows()
+    assert len(rows) == 3
+    for r in rows:
+        assert r["loss_target_units"] == pytest.approx(r["loss"] * std ** 2)
+        assert r["val_loss_target_units"] == pytest.approx(r["val_loss"] * std ** 2)
+        assert r["val_mae_target_units"] == pytest.approx(r["val_mae"] * std)
+    # independently: the last epoch's validation errors from predictions in °C (the final weights)
+    x, y = res.dataset.x, res.dataset.y
+    cut = len(y) - int(round(len(y) * 0.25))
+    pred = res.model.predict(x[cut:]).reshape(-1).astype(np.float64)
+    y_units = y[cut:].reshape(-1).astype(np.float64) * std + mean
+    assert rows[-1]["val_loss_target_units"] == pytest.approx(np.mean((pred - y_units) ** 2), rel=1e-4)
+    assert rows[-1]["val_mae_target_units"] == pytest.approx(np.mean(np.abs(pred - y_units)), rel=1e-4)
+    assert any("val_loss_target_units" in line for line in lines if line.startswith("epoch 3/3"))
+    header = (tmp_path / "run" / "history.csv").read_text().splitlines()[0].split(",")
+    assert {"loss_target_units", "val_loss_target_units", "val_mae_target_units"} <= set(header)
+    assert res.test["loss_target_units"] == pytest.approx(res.test["loss"] * std ** 2)
+
+
 def test_normalize_true_standardises_tabular_csv_inputs(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(80, 3)) * [1, 100, 1000] + [0, 50, -500]

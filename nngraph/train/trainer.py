@@ -65,6 +65,9 @@ class Trainer:
         self.schedule = Schedule(optimizer.lr)
         self.stop_training = False  # set by callbacks (early stopping)
         self.stop_signal: str | None = None  # set asynchronously by a signal handler
+        # std of targets the data loader standardised (series): the history also gives the
+        # regression losses in the user's units (mse × std², mae × std)
+        self.target_std: float | None = None
         self.reset(0)
 
     def reset(self, seed: int) -> None:
@@ -182,6 +185,23 @@ class Trainer:
         owner = next((n.layer or n.name for n in self.program.graph.nodes if worst in n.params), "?")
         return f"the global norm overflowed; the largest gradient is in layer {owner!r} ({worst})"
 
+    def in_target_units(self, values: dict[str, Any]) -> dict[str, float]:
+        """``<name>_target_units`` for each regression loss or metric in ``values`` (loss, val_loss,
+        val_mse, val_mae ...) when the targets were standardised: squared errors × std², absolute
+        errors × std. Empty otherwise (classification, or targets in their own units already)."""
+        std = self.target_std
+        if not std or self.loss.name not in ("mse", "mae"):
+            return {}
+        out: dict[str, float] = {}
+        for k, v in values.items():
+            if v is None or k.endswith("_target_units"):
+                continue
+            base = k[4:] if k.startswith("val_") else k
+            kind = self.loss.name if base == "loss" else base
+            if kind in ("mse", "mae"):
+                out[f"{k}_target_units"] = float(v) * (std * std if kind == "mse" else std)
+        return out
+
     def evaluate(self, x: Feeds, y: np.ndarray, batch_size: int = 512) -> tuple[float, float | None]:
         """Mean loss and metric over a dataset (no parameter change)."""
         r = self.evaluate_metrics(x, y, batch_size)
@@ -290,6 +310,7 @@ class Trainer:
         rec = EpochRecord(e + 1, total / n, (correct / count if count else None), val.get("loss"),
                           val.get("metric"), self.optimizer.lr, seconds, n / seconds if seconds > 0 else 0.0,
                           {f"val_{k}": val.get(k) for k in extras if val}, self.elapsed, metric)
+        rec.extras.update(self.in_target_units(rec.values()))
         self.history.records.append(rec)
         self.schedule.observe(rec.values(), e)
         return rec
