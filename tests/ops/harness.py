@@ -57,13 +57,13 @@ def randomize_params(model: Model, rng: np.random.Generator) -> None:
             arr[...] = 1.0 + 0.5 * np.abs(rng.standard_normal(arr.shape))
 
 
-def check_forward_reference(case: OpCase, seed: int = 0) -> None:
+def check_forward_reference(case: OpCase, seed: int = 0, batch: int = 4) -> None:
     model = Model.compile(case.spec(), dtype=np.float64)
     rng = np.random.default_rng(seed)
     randomize_params(model, rng)
-    feeds = make_feeds(case, model, 4, rng, np.float64)
+    feeds = make_feeds(case, model, batch, rng, np.float64)
     for training in (False, True):
-        plan = Program(model.graph, model.params, seed=case.seed).plan(4, training)
+        plan = Program(model.graph, model.params, seed=case.seed).plan(batch, training)
         plan.set_inputs(feeds)
         plan.forward()
         for node in model.graph.nodes:
