@@ -280,3 +280,12 @@ vsub = _binary("vsub", lambda b, x, y: b.fsub(x, y))
 vmul = _binary("vmul", lambda b, x, y: b.fmul(x, y))
 vdiv = _binary("vdiv", lambda b, x, y: b.fdiv(x, y))
 vmin = _binary("vmin", lambda b, x, y: b.call(_intrinsic_fn(b, f"llvm.minnum.{_V}", _VEC, [_VEC] * 2), [x, y]))
+
+
+@intrinsic
+def vkeep_n(typingctx, v, n):
+    """v in the first n lanes, zeros elsewhere (n may be <= 0 or >= LANES)."""
+    def codegen(context, builder, sig, args):
+        mask = _lanes_below(builder, builder.sext(args[1], ir.IntType(64)))
+        return builder.select(mask, args[0], ir.Constant(_VEC, [0.0] * LANES))
+    return fvec(fvec, n), codegen

@@ -1,8 +1,8 @@
 """BatchNormalization's kernels (equations in batchnorm.py).
 
 Every tensor is viewed as (N, C, S) (S = the product of the spatial axes, 1 for (N, F)). Channels
-are independent: each channel's sums run in an order fixed by the compiled loop (see
-``_shifted_sums``), and the threaded drivers give each channel to one thread (``prange`` over
+are independent: each channel's sums run in an order fixed by the code (explicit vector lanes, see
+``_stats32``), and the threaded drivers give each channel to one thread (``prange`` over
 channels), so the bits do not depend on the thread count. (N, F) runs along rows instead (see below), with the
 same bits. The training forward keeps each channel's mean and 1/sqrt(var + eps) in the workspace
 for the backward, which recomputes xhat from them (no xhat buffer).
@@ -13,6 +13,8 @@ import numpy as np
 from numba import config, njit, prange
 
 from ..ir.graph import Node, TensorType
+from ..linalg.vec import (LANES, data_ptr, vadd, vfma, vkeep_n, vload_n, vmax, vstore_n, vsub, vsplat_value,
+                          vsum, vwhere_positive, vzero)
 from .activations import RELU, check_activation
 from .base import OpKernels, RunContext
 
@@ -23,82 +25,200 @@ def threaded(elements: int) -> bool:
     return config.NUMBA_NUM_THREADS > 1 and elements >= THREADED_MIN
 
 
-# Reductions may reassociate (LLVM vectorises them: 8 float32 lanes); the lanes' order is fixed by
-# the compiled loop and the length, never by the thread count or the data's address. Measured on
-# the mnist_resnet shapes, one thread: 2.1 ns/element forward and 3.4 backward with scalar float64
-# partial sums and float64 element arithmetic, 0.5 and 0.8 with these passes.
-_FM = {"reassoc", "contract"}
-CHUNK = 256  # positions summed in x.dtype before the float64 running sum: short float32 partial sums
+# No fast-math anywhere: with "reassoc"/"contract" LLVM may compile a callee differently inside
+# each caller (and the JIT runs whichever copy it loaded first), so a process that compiled the
+# kernels and one that loaded them from the cache trained different bits (rnn_math.py has the
+# story). float32 runs explicit SIMD vectors (linalg/vec.py: the lanes' order is in the code);
+# float64 (the gradient checks) plain loops.
+# Measured on the mnist_resnet shapes, one thread: 2.1 ns/element forward and 3.4 backward with
+# scalar float64 partial sums and float64 element arithmetic; 0.5 and 0.8 with the vector passes.
+CHUNK = 256  # positions summed in float32 lanes before the float64 running sums (a multiple of LANES)
 
 
-@njit(cache=True, fastmath=_FM)
-def _segment_sums(xs, k):
-    """(sum (xs - k), sum (xs - k)^2) of one contiguous segment, in xs's dtype (vectorised)."""
-    ra = xs[0] * np.float32(0)  # xs's dtype (an int literal would promote to float64)
-    rb = ra
-    for s in range(xs.shape[0]):
-        d = xs[s] - k
-        ra += d
-        rb += d * d
-    return ra, rb
+# ---- float32: vector passes over one channel's rows -------------------------------------------
+# Rows of channel c are x[n, c, :], at base + n * stride (base = c S, stride = C S) in the flat data.
 
-
-@njit(cache=True, fastmath=_FM)
-def _shifted_sums(x, c, k):
+@njit(cache=True)
+def _stats32(xp, base, stride, n_, s_, k):
     """(sum (x - k), sum (x - k)^2) over channel c (k: one of its values, so the one-pass variance
-    does not cancel): each sample's positions in x's dtype (in chunks of CHUNK when longer), float64
-    across samples and chunks. (Chunks are slices: a loop over a computed sub-range of the row was
-    not vectorised, 2.5 vs 0.24 ns/element.)"""
-    n_, _, s_ = x.shape
+    does not cancel): float32 lanes within chunks of a row, float64 across chunks and rows."""
+    kv = vsplat_value(k)
     a = 0.0
     b = 0.0
     for n in range(n_):
-        row = x[n, c]
-        if s_ <= CHUNK:
-            ra, rb = _segment_sums(row, k)
-            a += ra
-            b += rb
-        else:
-            for s0 in range(0, s_, CHUNK):
-                ra, rb = _segment_sums(row[s0:s0 + CHUNK], k)
-                a += ra
-                b += rb
+        row = base + n * stride
+        for s0 in range(0, s_, CHUNK):
+            e = min(s_, s0 + CHUNK)
+            acc_a = vzero()
+            acc_b = vzero()
+            for s in range(s0, e, LANES):
+                d = vkeep_n(vsub(vload_n(xp, row + s, e - s), kv), e - s)
+                acc_a = vadd(acc_a, d)
+                acc_b = vfma(d, d, acc_b)
+            a += vsum(acc_a)
+            b += vsum(acc_b)
     return a, b
 
 
-@njit(cache=True, fastmath=_FM)
-def _normalize_channel(x, y, coef, c, relu):
-    """y = (x - mean) * a + b (coef[c] = mean, a, b in x's dtype), through a ReLU with ``relu``."""
-    n_, _, s_ = x.shape
-    mu, a, b = coef[c, 0], coef[c, 1], coef[c, 2]
-    zero = mu * np.float32(0)
+@njit(cache=True)
+def _normalize32(xp, yp, base, stride, n_, s_, mu, scale, shift, relu):
+    """y = (x - mu) * scale + shift over channel c (one rounding: a fused multiply-add), max(., 0)
+    with ``relu``."""
+    muv, av, bv, zero = vsplat_value(mu), vsplat_value(scale), vsplat_value(shift), vzero()
     for n in range(n_):
-        xr = x[n, c]
-        yr = y[n, c]
-        if relu:
-            for s in range(s_):
-                v = (xr[s] - mu) * a + b
-                yr[s] = v if v > zero else zero
-        else:
-            for s in range(s_):
-                yr[s] = (xr[s] - mu) * a + b
+        row = base + n * stride
+        for s in range(0, s_, LANES):
+            v = vfma(vsub(vload_n(xp, row + s, s_ - s), muv), av, bv)
+            if relu:
+                v = vmax(v, zero)
+            vstore_n(yp, row + s, v, s_ - s)
 
 
-@njit(cache=True, fastmath=_FM)
-def _train_channel(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, coef, c, eps, momentum, relu):
+@njit(cache=True)
+def _grad_sums32(xp, yp, gp, base, stride, n_, s_, mu, relu):
+    """(sum e, sum e (x - mu)) over channel c, e = dy masked where a fused ReLU's output is 0 (its
+    subgradient at 0 taken as 0, as the relu op); summed as ``_stats32`` (masked lanes load e = 0)."""
+    muv = vsplat_value(mu)
+    a = 0.0
+    b = 0.0
+    for n in range(n_):
+        row = base + n * stride
+        for s0 in range(0, s_, CHUNK):
+            e_ = min(s_, s0 + CHUNK)
+            acc_a = vzero()
+            acc_b = vzero()
+            for s in range(s0, e_, LANES):
+                e = vload_n(gp, row + s, e_ - s)
+                if relu:
+                    e = vwhere_positive(vload_n(yp, row + s, e_ - s), e)
+                acc_a = vadd(acc_a, e)
+                acc_b = vfma(e, vsub(vload_n(xp, row + s, e_ - s), muv), acc_b)
+            a += vsum(acc_a)
+            b += vsum(acc_b)
+    return a, b
+
+
+@njit(cache=True)
+def _input_grad32(xp, yp, gp, dp, base, stride, n_, s_, mu, k1, k2, k3, relu):
+    """dx = k1 e + k2 (x - mu) + k3 over channel c, e as in ``_grad_sums32``."""
+    muv, k1v, k2v, k3v = vsplat_value(mu), vsplat_value(k1), vsplat_value(k2), vsplat_value(k3)
+    for n in range(n_):
+        row = base + n * stride
+        for s in range(0, s_, LANES):
+            m = s_ - s
+            e = vload_n(gp, row + s, m)
+            if relu:
+                e = vwhere_positive(vload_n(yp, row + s, m), e)
+            vstore_n(dp, row + s, vfma(k1v, e, vfma(k2v, vsub(vload_n(xp, row + s, m), muv), k3v)), m)
+
+
+@njit(cache=True)
+def _train_channel32(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, c, eps, momentum, relu):
+    n_, c_, s_ = x.shape
+    m = n_ * s_
+    base, stride = c * s_, c_ * s_
+    xp = data_ptr(x)
+    k = x[0, c, 0]
+    a, b = _stats32(xp, base, stride, n_, s_, k)
+    mu = k + a / m
+    var = max(b / m - (a / m) * (a / m), 0.0)
+    inv = 1.0 / np.sqrt(var + eps)
+    mu32 = np.float32(mu)
+    _normalize32(xp, data_ptr(y), base, stride, n_, s_, mu32, np.float32(scale[c] * inv), bias[c], relu)
+    mean_ws[c] = mu32
+    inv_ws[c] = inv
+    unbiased = var * m / (m - 1) if m > 1 else var
+    rmean[c] = (1.0 - momentum) * rmean[c] + momentum * mu
+    rvar[c] = (1.0 - momentum) * rvar[c] + momentum * unbiased
+
+
+@njit(cache=True)
+def _infer_channel32(x, y, scale, bias, rmean, rvar, c, eps, relu):
+    n_, c_, s_ = x.shape
+    _normalize32(data_ptr(x), data_ptr(y), c * s_, c_ * s_, n_, s_, rmean[c],
+                 np.float32(scale[c] / np.sqrt(rvar[c] + eps)), bias[c], relu)
+
+
+@njit(cache=True)
+def _backward_channel32(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, c, want_dx, relu):
+    """As ``_backward_channel``, with the vector passes."""
+    n_, c_, s_ = x.shape
+    m = n_ * s_
+    base, stride = c * s_, c_ * s_
+    xp, yp, gp = data_ptr(x), data_ptr(y), data_ptr(dy)
+    mu = mean_ws[c]
+    inv = inv_ws[c] * 1.0
+    db, sx = _grad_sums32(xp, yp, gp, base, stride, n_, s_, mu, relu)
+    dg = sx * inv
+    dscale[c] = dg
+    dbias[c] = db
+    if want_dx:
+        gs = scale[c] * inv
+        _input_grad32(xp, yp, gp, data_ptr(dx), base, stride, n_, s_, mu, np.float32(gs),
+                      np.float32(-gs * inv * dg / m), np.float32(-gs * db / m), relu)
+
+
+# float32 drivers (bound when the plan is float32)
+@njit(cache=True)
+def train_forward32(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, eps, momentum, relu):
+    for c in range(x.shape[1]):
+        _train_channel32(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, c, eps, momentum, relu)
+
+
+@njit(cache=True, parallel=True)
+def train_forward32_threaded(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, eps, momentum, relu):
+    for c in prange(x.shape[1]):  # channels are disjoint: no races, the same bits at any thread count
+        _train_channel32(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, c, eps, momentum, relu)
+
+
+@njit(cache=True)
+def infer_forward32(x, y, scale, bias, rmean, rvar, eps, relu):
+    for c in range(x.shape[1]):
+        _infer_channel32(x, y, scale, bias, rmean, rvar, c, eps, relu)
+
+
+@njit(cache=True, parallel=True)
+def infer_forward32_threaded(x, y, scale, bias, rmean, rvar, eps, relu):
+    for c in prange(x.shape[1]):
+        _infer_channel32(x, y, scale, bias, rmean, rvar, c, eps, relu)
+
+
+@njit(cache=True)
+def backward32(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, want_dx, relu):
+    for c in range(x.shape[1]):
+        _backward_channel32(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, c, want_dx, relu)
+
+
+@njit(cache=True, parallel=True)
+def backward32_threaded(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, want_dx, relu):
+    for c in prange(x.shape[1]):
+        _backward_channel32(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, c, want_dx, relu)
+
+
+# ---- float64 (the gradient checks): plain loops, the same equations -------------------------------
+
+@njit(cache=True)
+def _train_channel(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, c, eps, momentum, relu):
     """Batch statistics of channel c, its output (through a ReLU with ``relu``: a following relu
     layer fused by the IR pass), saved statistics and running-statistics update."""
     n_, _, s_ = x.shape
     m = n_ * s_
-    k = x[0, c, 0]
-    a, b = _shifted_sums(x, c, k)
-    mu = k + a / m
-    var = max(b / m - (a / m) * (a / m), 0.0)
+    mu = 0.0
+    for n in range(n_):
+        for s in range(s_):
+            mu += x[n, c, s]
+    mu /= m
+    var = 0.0
+    for n in range(n_):
+        for s in range(s_):
+            var += (x[n, c, s] - mu) ** 2
+    var /= m
     inv = 1.0 / np.sqrt(var + eps)
-    coef[c, 0] = mu
-    coef[c, 1] = scale[c] * inv
-    coef[c, 2] = bias[c]
-    _normalize_channel(x, y, coef, c, relu)
+    g, b = scale[c], bias[c]
+    for n in range(n_):
+        for s in range(s_):
+            v = (x[n, c, s] - mu) * inv * g + b
+            y[n, c, s] = max(v, 0.0) if relu else v
     mean_ws[c] = mu
     inv_ws[c] = inv
     unbiased = var * m / (m - 1) if m > 1 else var
@@ -107,127 +227,78 @@ def _train_channel(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, coef, c, eps
 
 
 @njit(cache=True)
-def train_forward(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, coef, eps, momentum, relu):
+def train_forward(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, eps, momentum, relu):
     for c in range(x.shape[1]):
-        _train_channel(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, coef, c, eps, momentum, relu)
+        _train_channel(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, c, eps, momentum, relu)
 
 
 @njit(cache=True, parallel=True)
-def train_forward_threaded(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, coef, eps, momentum, relu):
+def train_forward_threaded(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, eps, momentum, relu):
     for c in prange(x.shape[1]):  # channels are disjoint: no races, the same bits at any thread count
-        _train_channel(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, coef, c, eps, momentum, relu)
+        _train_channel(x, y, scale, bias, rmean, rvar, mean_ws, inv_ws, c, eps, momentum, relu)
 
 
 @njit(cache=True)
-def _infer_channel(x, y, scale, bias, rmean, rvar, coef, c, eps, relu):
-    coef[c, 0] = rmean[c]
-    coef[c, 1] = scale[c] / np.sqrt(rvar[c] + eps)
-    coef[c, 2] = bias[c]
-    _normalize_channel(x, y, coef, c, relu)
+def _infer_channel(x, y, scale, bias, rmean, rvar, c, eps, relu):
+    n_, _, s_ = x.shape
+    mu = rmean[c]
+    inv = 1.0 / np.sqrt(rvar[c] + eps)
+    g, b = scale[c], bias[c]
+    for n in range(n_):
+        for s in range(s_):
+            v = (x[n, c, s] - mu) * inv * g + b
+            y[n, c, s] = max(v, 0.0) if relu else v
 
 
 @njit(cache=True)
-def infer_forward(x, y, scale, bias, rmean, rvar, coef, eps, relu):
+def infer_forward(x, y, scale, bias, rmean, rvar, eps, relu):
     for c in range(x.shape[1]):
-        _infer_channel(x, y, scale, bias, rmean, rvar, coef, c, eps, relu)
+        _infer_channel(x, y, scale, bias, rmean, rvar, c, eps, relu)
 
 
 @njit(cache=True, parallel=True)
-def infer_forward_threaded(x, y, scale, bias, rmean, rvar, coef, eps, relu):
+def infer_forward_threaded(x, y, scale, bias, rmean, rvar, eps, relu):
     for c in prange(x.shape[1]):
-        _infer_channel(x, y, scale, bias, rmean, rvar, coef, c, eps, relu)
-
-
-@njit(cache=True, fastmath=_FM)
-def _segment_grad_sums(xs, ys, gs, mu, relu):
-    """(sum e, sum e (xs - mu)) of one segment, e = gs masked where ys <= 0 with ``relu``."""
-    zero = mu * np.float32(0)
-    ra = zero
-    rb = zero
-    if relu:
-        for s in range(xs.shape[0]):
-            e = gs[s] if ys[s] > zero else zero
-            ra += e
-            rb += e * (xs[s] - mu)
-    else:
-        for s in range(xs.shape[0]):
-            e = gs[s]
-            ra += e
-            rb += e * (xs[s] - mu)
-    return ra, rb
-
-
-@njit(cache=True, fastmath=_FM)
-def _grad_sums(x, y, dy, c, mu, relu):
-    """(sum e, sum e (x - mu)) over channel c, e = dy masked where a fused ReLU's output is 0 (its
-    subgradient at 0 taken as 0, as the relu op); summed as ``_shifted_sums``."""
-    n_, _, s_ = x.shape
-    a = 0.0
-    b = 0.0
-    for n in range(n_):
-        xr, yr, gr = x[n, c], y[n, c], dy[n, c]
-        if s_ <= CHUNK:
-            ra, rb = _segment_grad_sums(xr, yr, gr, mu, relu)
-            a += ra
-            b += rb
-        else:
-            for s0 in range(0, s_, CHUNK):
-                e = s0 + CHUNK
-                ra, rb = _segment_grad_sums(xr[s0:e], yr[s0:e], gr[s0:e], mu, relu)
-                a += ra
-                b += rb
-    return a, b
-
-
-@njit(cache=True, fastmath=_FM)
-def _input_grad_channel(x, y, dy, dx, coef, c, relu):
-    """dx = k1 e + k2 (x - mean) + k3 (coef[c] = mean, k1, k2, k3), e as in ``_grad_sums``."""
-    n_, _, s_ = x.shape
-    mu, k1, k2, k3 = coef[c, 0], coef[c, 1], coef[c, 2], coef[c, 3]
-    zero = mu * np.float32(0)
-    for n in range(n_):
-        xr, yr, gr, dr = x[n, c], y[n, c], dy[n, c], dx[n, c]
-        if relu:
-            for s in range(s_):
-                e = gr[s] if yr[s] > zero else zero
-                dr[s] = k1 * e + k2 * (xr[s] - mu) + k3
-        else:
-            for s in range(s_):
-                dr[s] = k1 * gr[s] + k2 * (xr[s] - mu) + k3
+        _infer_channel(x, y, scale, bias, rmean, rvar, c, eps, relu)
 
 
 @njit(cache=True)
-def _backward_channel(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, coef, c, want_dx, relu):
+def _backward_channel(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, c, want_dx, relu):
     """dbeta = sum e, dgamma = sum e xhat, dx = gamma s / m (m e - dbeta - xhat dgamma)
     = k1 e + k2 (x - mean) + k3 with k1 = gamma s, k2 = -gamma s^2 dgamma / m, k3 = -gamma s dbeta / m
-    (s = 1/sqrt(var + eps); e = dy, masked by a fused ReLU)."""
+    (s = 1/sqrt(var + eps); e = dy, masked where a fused ReLU's output is 0)."""
     n_, _, s_ = x.shape
     m = n_ * s_
-    mu = mean_ws[c]
-    inv = inv_ws[c] * 1.0
-    db, sx = _grad_sums(x, y, dy, c, mu, relu)
+    mu, inv = mean_ws[c], inv_ws[c]
+    db = 0.0
+    sx = 0.0
+    for n in range(n_):
+        for s in range(s_):
+            e = dy[n, c, s] if (not relu or y[n, c, s] > 0) else 0.0
+            db += e
+            sx += e * (x[n, c, s] - mu)
     dg = sx * inv
     dscale[c] = dg
     dbias[c] = db
     if want_dx:
         gs = scale[c] * inv
-        coef[c, 0] = mu
-        coef[c, 1] = gs
-        coef[c, 2] = -gs * inv * dg / m
-        coef[c, 3] = -gs * db / m
-        _input_grad_channel(x, y, dy, dx, coef, c, relu)
+        k1, k2, k3 = gs, -gs * inv * dg / m, -gs * db / m
+        for n in range(n_):
+            for s in range(s_):
+                e = dy[n, c, s] if (not relu or y[n, c, s] > 0) else 0.0
+                dx[n, c, s] = k1 * e + k2 * (x[n, c, s] - mu) + k3
 
 
 @njit(cache=True)
-def backward(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, coef, want_dx, relu):
+def backward(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, want_dx, relu):
     for c in range(x.shape[1]):
-        _backward_channel(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, coef, c, want_dx, relu)
+        _backward_channel(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, c, want_dx, relu)
 
 
 @njit(cache=True, parallel=True)
-def backward_threaded(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, coef, want_dx, relu):
+def backward_threaded(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, want_dx, relu):
     for c in prange(x.shape[1]):
-        _backward_channel(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, coef, c, want_dx, relu)
+        _backward_channel(x, y, dy, dx, scale, dscale, dbias, mean_ws, inv_ws, c, want_dx, relu)
 
 
 # ---- (N, F): features along rows ----------------------------------------------------------------
@@ -364,11 +435,12 @@ def _bind_forward(node: Node, xs, ps, y, ws, ctx: RunContext):
             infer_rows(x2, y, scale, bias, rmean, rvar, inv, eps, relu)
         return run_inference_rows
     if not ctx.training:
-        fwd = infer_forward_threaded if threaded(x3.size) else infer_forward
-        coef = np.zeros((x3.shape[1], 3), y.dtype)
+        f32 = y.dtype == np.float32
+        fwd = ((infer_forward32_threaded if f32 else infer_forward_threaded) if threaded(x3.size)
+               else (infer_forward32 if f32 else infer_forward))
 
         def run_inference():
-            fwd(x3, y3, scale, bias, rmean, rvar, coef, eps, relu)
+            fwd(x3, y3, scale, bias, rmean, rvar, eps, relu)
         return run_inference
 
     momentum = float(node.attrs["momentum"])
@@ -381,11 +453,12 @@ def _bind_forward(node: Node, xs, ps, y, ws, ctx: RunContext):
         def run_rows():
             rows(x2, y2, scale, bias, rmean, rvar, mean_ws, inv_ws, mu, aux, eps, momentum, relu)
         return run_rows
-    train = train_forward_threaded if threaded(x3.size) else train_forward
-    coef = np.zeros((x3.shape[1], 3), y.dtype)
+    f32 = y.dtype == np.float32
+    train = ((train_forward32_threaded if f32 else train_forward_threaded) if threaded(x3.size)
+             else (train_forward32 if f32 else train_forward))
 
     def run_training():
-        train(x3, y3, scale, bias, rmean, rvar, mean_ws, inv_ws, coef, eps, momentum, relu)
+        train(x3, y3, scale, bias, rmean, rvar, mean_ws, inv_ws, eps, momentum, relu)
     return run_training
 
 
@@ -406,11 +479,12 @@ def _bind_backward(node: Node, xs, ps, y, dy, dxs, dps, ws, ctx: RunContext):
         def run_rows():
             rows(x2, y, dy2, dx2, scale, dscale, dbias, mean_ws, inv_ws, db, dg, want_dx, relu)
         return run_rows
-    bwd = backward_threaded if threaded(x3.size) else backward
-    coef = np.zeros((x3.shape[1], 4), y.dtype)
+    f32 = y.dtype == np.float32
+    bwd = ((backward32_threaded if f32 else backward_threaded) if threaded(x3.size)
+           else (backward32 if f32 else backward))
 
     def run():
-        bwd(x3, y3, dy3, dx3, scale, dscale, dbias, mean_ws, inv_ws, coef, want_dx, relu)
+        bwd(x3, y3, dy3, dx3, scale, dscale, dbias, mean_ws, inv_ws, want_dx, relu)
     return run
 
 

@@ -129,34 +129,33 @@ for relu in (False, True):  # with and without a fused relu
         x = rng.standard_normal(shape).astype(np.float32)
         x3 = x.reshape(shape[0], shape[1], -1); c = shape[1]
         outs = []
-        for fwd, bwd in ((k.train_forward, k.backward), (k.train_forward_threaded, k.backward_threaded)):
+        for fwd, bwd in ((k.train_forward32, k.backward32), (k.train_forward32_threaded, k.backward32_threaded)):
             y = np.zeros_like(x3); st = [np.ones(c, np.float32) for _ in range(6)]
-            fwd(x3, y, st[0], st[1], st[2], st[3], st[4], st[5], np.zeros((c, 3), np.float32), 1e-5, 0.1, relu)
+            fwd(x3, y, st[0], st[1], st[2], st[3], st[4], st[5], 1e-5, 0.1, relu)
             dx = np.zeros_like(x3); ds = np.zeros(c, np.float32); db = np.zeros(c, np.float32)
-            bwd(x3, y, y.copy() - 0.3, dx, st[0], ds, db, st[4], st[5], np.zeros((c, 4), np.float32), True, relu)
+            bwd(x3, y, y.copy() - 0.3, dx, st[0], ds, db, st[4], st[5], True, relu)
             outs.append([y, dx, ds, db, st[2], st[3]])
         assert all(np.array_equal(a, b) for a, b in zip(*outs))
     x = rng.standard_normal((33, 600)).astype(np.float32)   # (N, F): the row kernels, 3 feature blocks
     outs = []
-    for fwd, bwd in ((k.train_forward, k.backward), (k.train_rows, k.backward_rows),
+    for fwd, bwd in ((k.train_forward32, k.backward32), (k.train_rows, k.backward_rows),
                      (k.train_rows_threaded, k.backward_rows_threaded)):
-        rows = fwd is not k.train_forward
+        rows = fwd is not k.train_forward32
         xx = x if rows else x.reshape(33, 600, 1)
         y = np.zeros_like(xx); st = [np.full(600, 1.5, np.float32) for _ in range(6)]
-        extra = (np.zeros(600), np.zeros(600)) if rows else (np.zeros((600, 3), np.float32),)
+        extra = (np.zeros(600), np.zeros(600)) if rows else ()
         fwd(xx, y, *st, *extra, 1e-5, 0.1, relu)
         dx = np.zeros_like(xx); ds = np.zeros(600, np.float32); db = np.zeros(600, np.float32)
-        extra = extra if rows else (np.zeros((600, 4), np.float32),)
         bwd(xx, y, y.copy() - 0.3, dx, st[0], ds, db, st[4], st[5], *extra, True, relu)
         outs.append([a.reshape(33, 600) if a.ndim == 3 else a for a in (y, dx, ds, db, st[2], st[3])])
         y_inf = np.zeros_like(xx)
         if rows:
             k.infer_rows(xx, y_inf, st[0], st[1], st[2], st[3], np.zeros(600), 1e-5, relu)
         else:
-            k.infer_forward(xx, y_inf, st[0], st[1], st[2], st[3], np.zeros((600, 3), np.float32), 1e-5, relu)
+            k.infer_forward32(xx, y_inf, st[0], st[1], st[2], st[3], 1e-5, relu)
         outs[-1].append(y_inf.reshape(33, 600))
-    # rows: serial and threaded the same bits; the per-channel passes (one-pass shifted sums,
-    # vectorised in float32) agree to float32 rounding
+    # rows: serial and threaded the same bits; the per-channel vector passes (one-pass shifted
+    # sums in float32 lanes) agree to float32 rounding
     assert all(np.array_equal(a, b) for a, b in zip(outs[1], outs[2]))
     assert all(np.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(outs[0], outs[1]))
 print("same")
