@@ -21,10 +21,11 @@ from numba.extending import overload
 from ..linalg.vec import (LANES, data_ptr, vadd, vfma, vload_n, vmax, vmin, vmul, vsplat_value, vstore_n, vsub,
                           vdiv)
 from .activations import TANH
-from .rnn_math import _A1, _A3, _A5, _A7, _A9, _A11, _A13, _B0, _B2, _B4, _B6, _CLAMP, _HALF, FM, _act, _dact, _sig
+from .rnn_math import _A1, _A3, _A5, _A7, _A9, _A11, _A13, _B0, _B2, _B4, _B6, _CLAMP, _HALF, JIT, _act, _dact, _sig
 
-_J = dict(cache=True, error_model="numpy", boundscheck=False)
-_JS = dict(cache=True, fastmath=FM, error_model="numpy")  # the scalar loops (as in rnn_steps.py)
+# rnn_math.JIT: no fast-math, explicitly (left unset, these kernels inherited lstm_forward's flags)
+_J = dict(JIT, boundscheck=False)
+_JS = JIT  # the scalar loops (as in rnn_steps.py)
 
 
 @njit(**_JS)

@@ -5,15 +5,43 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
-from numba.extending import overload
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 from .activations import RELU, SIGMOID, TANH
 
-# Reassociation lets LLVM vectorise the dot-product reductions; nothing here depends on NaN/Inf
-# semantics (the trainer checks the loss for NaN/Inf after the forward pass). error_model="numpy"
-# drops Python's zero-division check, whose branch would keep every loop with a "/" scalar.
-FM = {"reassoc", "contract"}
+# The recurrent kernels' compiler flags. No fast-math: the kernels must compute the same bits
+# wherever LLVM compiles them, and with "reassoc"/"contract" they did not. Numba links a callee's
+# optimised IR into each caller's module and optimises it again; there the Reassociate pass may swap
+# an fadd's operands, and the backend then fuses the OTHER product into the FMA (gru_bstep_r's
+# dhc*z + drh*r: fma(dhc, z, drh*r) in its own library, fma(drh, r, dhc*z) in gru_backward's). The
+# JIT resolves the call to whichever copy it loaded first: the callee's own library in a process
+# that compiled the kernels, the caller's when that came from the on-disk cache, so a resumed run
+# trained other bits than an uninterrupted one. Without the flags every optimisation keeps IEEE
+# results. "fastmath=False" is spelled out because a kernel that leaves it unset inherits its
+# caller's flags (numba's CPUTargetOptions: inherit_if_not_set("fastmath")), i.e. those of
+# whichever caller compiled it first (the LSTM's vector cells ran with lstm_forward's reassoc).
+# The elementwise loops vectorise without fast-math (no reductions here: the products are linalg's
+# GEMM); the fused multiply-adds that pay (the tanh polynomial) are spelled out with ``_fma``.
+# error_model="numpy" drops Python's zero-division check, whose branch would keep every loop with
+# a "/" scalar.
+JIT = dict(cache=True, fastmath=False, error_model="numpy")
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a * b + c with one rounding (llvm.fma: the same bits in every context, and the loop
+    vectoriser widens it). All three arguments of one float type."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+    t, name = (ir.FloatType(), "llvm.fma.f32") if a.bitwidth == 32 else (ir.DoubleType(), "llvm.fma.f64")
+
+    def codegen(context, builder, sig, args):
+        return builder.call(cgutils.get_or_insert_function(builder.module, ir.FunctionType(t, [t] * 3), name), args)
+    return a(a, b, c), codegen
+
 
 # The activations ``_act``/``_dact`` have a branch for (any other code would run as identity:
 # recurrent_kernels.py rejects it at bind time instead).
@@ -48,8 +76,9 @@ def _sig(a):
 def _tanh32(a):
     x = min(max(a, -_CLAMP), _CLAMP)
     x2 = x * x
-    p = ((((((_A13 * x2 + _A11) * x2 + _A9) * x2 + _A7) * x2 + _A5) * x2 + _A3) * x2 + _A1) * x
-    q = ((_B6 * x2 + _B4) * x2 + _B2) * x2 + _B0
+    # Horner with fused steps, exactly as lstm_cells._vtanh (the vector version): the same bits
+    p = _fma(_fma(_fma(_fma(_fma(_fma(_A13, x2, _A11), x2, _A9), x2, _A7), x2, _A5), x2, _A3), x2, _A1) * x
+    q = _fma(_fma(_fma(_B6, x2, _B4), x2, _B2), x2, _B0)
     return p / q
 
 
@@ -63,7 +92,7 @@ def _tanh_impl(a):
 @overload(_sig, inline="always")
 def _sig_impl(a):
     if isinstance(a, types.Float) and a.bitwidth == 32:
-        return lambda a: _HALF + _HALF * _tanh32(_HALF * a)
+        return lambda a: _fma(_HALF, _tanh32(_HALF * a), _HALF)  # as lstm_cells._vsig
     # exp(-a) overflows to inf for a < -709: 1 / inf = 0, the right limit (no NaN)
     return lambda a: 1.0 / (1.0 + math.exp(-a))
 

@@ -28,9 +28,8 @@ from numba import njit, prange
 from ..linalg.gemm import MR, matmul_into
 from .lstm_cells import bstep as lstm_cell_bstep
 from .lstm_cells import step as lstm_cell_step
-from .rnn_math import FM, _act, _dact, _sig
-
-_J = dict(cache=True, fastmath=FM, error_model="numpy")
+from .rnn_math import JIT as _J  # no fast-math: the same bits compiled afresh or loaded from the cache
+from .rnn_math import _act, _dact, _sig
 
 
 # ---- forward epilogues ----------------------------------------------------------------------------
