@@ -5,7 +5,8 @@ cache, continues an uninterrupted run, which compiled them, bit for bit).
 The recurrent kernels used to break it: with fast-math flags, a step kernel (gru_bstep_r) called
 from its time loop (gru_backward) existed as two differently optimised copies, its own library and
 the one inlined into the caller's module, and the process that compiled them ran the first while a
-process loading gru_backward from the cache ran the second (rnn_math.JIT)."""
+process loading gru_backward from the cache ran the second (rnn_math.JIT). Conv nets (the sigmoid
+and tanh epilogues, batch norm's passes) are checked the same way."""
 from __future__ import annotations
 
 import json
@@ -26,13 +27,26 @@ nets = {  # each kind once with its vector cells (tanh) and once with its scalar
              {"type": "lstm", "units": 32, "bidirectional": True, "activation": "sigmoid"}],
     "rnn": [{"type": "rnn", "units": 64, "return_sequences": True}, {"type": "rnn", "units": 32, "activation": "relu"}],
 }
+shapes = {name: [12, 5] for name in nets}
+# conv nets: sigmoid/tanh epilogues (stride 1 and 2), batch norm's vector passes with a fused relu,
+# a residual add, dropout, pooling
+nets["conv"] = [{"type": "conv2d", "filters": 8, "kernel": 3, "padding": "same", "activation": "tanh"},
+                {"type": "conv2d", "filters": 8, "kernel": 3, "stride": 2, "activation": "sigmoid"},
+                {"type": "flatten"}]
+nets["resnet"] = [{"type": "conv2d", "filters": 8, "kernel": 3, "padding": "same", "use_bias": False, "name": "c1"},
+                  {"type": "batchnorm"}, {"type": "relu", "name": "r1"},
+                  {"type": "conv2d", "filters": 8, "kernel": 3, "padding": "same", "use_bias": False},
+                  {"type": "batchnorm", "name": "bn2"}, {"type": "add", "inputs": ["r1", "bn2"]},
+                  {"type": "conv2d", "filters": 16, "kernel": 3, "stride": 2, "padding": "same"},
+                  {"type": "batchnorm"}, {"type": "dropout", "rate": 0.3}, {"type": "global_avgpool2d"}]
+shapes.update(conv=[2, 10, 10], resnet=[2, 10, 10])
 out = {}
 for name, layers in nets.items():
-    model = Model.compile(parse_spec({"name": name, "inputs": {"x": {"shape": [12, 5]}},
+    model = Model.compile(parse_spec({"name": name, "inputs": {"x": {"shape": shapes[name]}},
                                       "layers": layers + [{"type": "dense", "units": 4, "activation": "softmax"}],
                                       "loss": "cross_entropy", "optimizer": {"type": "adam", "lr": 0.01}}), seed=0)
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((48, 12, 5)).astype(np.float32)
+    x = rng.standard_normal((48, *shapes[name])).astype(np.float32)
     y = rng.integers(0, 4, 48)
     trainer = model.trainer()
     for step in range(4):

@@ -44,10 +44,12 @@ def _pad_in(x, n, xp, pt, pl, hp, wp):
 
 # The sigmoid and tanh epilogues (ReLU and identity, the common cases, take linalg.rows' masked
 # vectors): one call per plane with the activation chosen outside the loops, so each loop is
-# branch-free. Not inlined: Numba-level inlining compiles them with the caller's flags, and without
-# "reassoc" the running sum stays scalar.
+# branch-free. No fast-math (spelled out, so they do not inherit a caller's): with "contract" or
+# "reassoc" LLVM may optimise the copy linked into a caller differently from the function's own
+# library, and a process that compiled the kernels would train other bits than one that loaded them
+# from the cache (rnn_math.JIT; tests/test_cache_bits.py). The running sum stays scalar.
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath=False)
 def _bias_act_plane(zw, r0, wp, bias, code, dst, ow):
     """dst[a * ow + c] = act(zw[r0 + a * wp + c] + bias) for act sigmoid or tanh: wide grid -> (OH, OW)."""
     oh = dst.shape[0] // ow
@@ -62,7 +64,7 @@ def _bias_act_plane(zw, r0, wp, bias, code, dst, ow):
                 out[i] = math.tanh(src[i] + bias)
 
 
-@njit(cache=True, fastmath={"contract", "reassoc"})
+@njit(cache=True, fastmath=False)
 def _act_grad_plane(dy, y, code, zw, r0, wp, ow):
     """zw[r0 + a * wp + c] = dy act'(y) at (a, c) for act sigmoid or tanh (act' in terms of the
     output y); returns its sum."""
