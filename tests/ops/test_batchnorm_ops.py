@@ -130,10 +130,10 @@ for relu in (False, True):  # with and without a fused relu
         x3 = x.reshape(shape[0], shape[1], -1); c = shape[1]
         outs = []
         for fwd, bwd in ((k.train_forward32, k.backward32), (k.train_forward32_threaded, k.backward32_threaded)):
-            y = np.zeros_like(x3); st = [np.ones(c, np.float32) for _ in range(6)]
-            fwd(x3, y, st[0], st[1], st[2], st[3], st[4], st[5], 1e-5, 0.1, relu)
+            y = np.zeros_like(x3); st = [np.ones(c, np.float32) for _ in range(7)]
+            fwd(x3, y, st[0], st[1], st[2], st[3], st[4], st[5], st[6], 1e-5, 0.1, relu)
             dx = np.zeros_like(x3); ds = np.zeros(c, np.float32); db = np.zeros(c, np.float32)
-            bwd(x3, y, y.copy() - 0.3, dx, st[0], ds, db, st[4], st[5], True, relu)
+            bwd(x3, y.copy() - 0.3, dx, st[0], st[1], ds, db, st[4], st[5], st[6], True, relu)
             outs.append([y, dx, ds, db, st[2], st[3]])
         assert all(np.array_equal(a, b) for a, b in zip(*outs))
     x = rng.standard_normal((33, 600)).astype(np.float32)   # (N, F): the row kernels, 3 feature blocks
@@ -142,11 +142,14 @@ for relu in (False, True):  # with and without a fused relu
                      (k.train_rows_threaded, k.backward_rows_threaded)):
         rows = fwd is not k.train_forward32
         xx = x if rows else x.reshape(33, 600, 1)
-        y = np.zeros_like(xx); st = [np.full(600, 1.5, np.float32) for _ in range(6)]
-        extra = (np.zeros(600), np.zeros(600)) if rows else ()
-        fwd(xx, y, *st, *extra, 1e-5, 0.1, relu)
+        y = np.zeros_like(xx); st = [np.full(600, 1.5, np.float32) for _ in range(7)]
+        extra = (np.zeros(600), np.zeros(600)) if rows else (st[6],)
+        fwd(xx, y, *st[:6], *extra, 1e-5, 0.1, relu)
         dx = np.zeros_like(xx); ds = np.zeros(600, np.float32); db = np.zeros(600, np.float32)
-        bwd(xx, y, y.copy() - 0.3, dx, st[0], ds, db, st[4], st[5], *extra, True, relu)
+        if rows:
+            bwd(xx, y, y.copy() - 0.3, dx, st[0], ds, db, st[4], st[5], *extra, True, relu)
+        else:
+            bwd(xx, y.copy() - 0.3, dx, st[0], st[1], ds, db, st[4], st[5], st[6], True, relu)
         outs.append([a.reshape(33, 600) if a.ndim == 3 else a for a in (y, dx, ds, db, st[2], st[3])])
         y_inf = np.zeros_like(xx)
         if rows:
@@ -387,3 +390,25 @@ def test_resume_with_batchnorm_equals_the_longer_run(tmp_path):
     a, b = (load_checkpoint(tmp_path / run / "checkpoint.npz")[0] for run in ("long", "short"))
     assert np.array_equal(a["params"], b["params"]) and np.array_equal(a["state"], b["state"])
     assert not np.array_equal(a["state"][:3], np.zeros(3))
+
+
+def test_float32_backward_recomputes_the_forward_relu_mask_exactly():
+    """The float32 backward does not read y: it recomputes the fused relu's test from x with the
+    forward's float32 coefficients. With dy = 1 the bias gradient counts the unmasked positions, which
+    must be exactly the forward's positive outputs (ties included: integer inputs put many outputs
+    on or next to 0)."""
+    from nngraph.ops import batchnorm_kernels as k
+
+    rng = np.random.default_rng(5)
+    for shape in [(16, 3, 40), (7, 5, 9), (64, 4, 49)]:
+        x = rng.integers(-3, 4, shape).astype(np.float32)
+        c = shape[1]
+        scale = rng.uniform(0.5, 2.0, c).astype(np.float32)
+        bias = rng.uniform(-1.0, 1.0, c).astype(np.float32)
+        rm, rv, mws, iws, aws = (np.zeros(c, np.float32) for _ in range(5))
+        y = np.zeros_like(x)
+        k.train_forward32(x, y, scale, bias, rm, rv, mws, iws, aws, 1e-5, 0.1, True)
+        dx, ds, db = np.zeros_like(x), np.zeros(c, np.float32), np.zeros(c, np.float32)
+        k.backward32(x, np.ones_like(x), dx, scale, bias, ds, db, mws, iws, aws, True, True)
+        np.testing.assert_array_equal(db, (y > 0).sum(axis=(0, 2)).astype(np.float32))
+        assert 0 < (y > 0).mean() < 1
