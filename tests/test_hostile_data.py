@@ -573,3 +573,15 @@ def test_fuzzer_findings_are_one_line_errors(tmp_path, xor_onnx):
     np.save(tmp_path / "empty.npy", np.zeros((0, 2), np.float32))
     assert "no input values" in error_line(invoke("run", xor_onnx, "--input", tmp_path / "empty.npy", "-o",
                                                   tmp_path / "o.csv"))
+
+
+def test_npz_with_a_zip_version_zipfile_cannot_extract_is_one_line(tmp_path, xor_onnx):
+    """tools/fuzz.py --seed 4 (a flipped byte in checkpoint.npz): zipfile raises NotImplementedError
+    ("zip file version 19.0") for a directory entry that claims a version it does not support."""
+    np.savez(tmp_path / "a.npz", x=np.ones((3, 2), np.float32))
+    raw = bytearray((tmp_path / "a.npz").read_bytes())
+    entry = raw.find(b"PK\x01\x02")  # the central directory's first entry: "version needed" at +6
+    raw[entry + 6:entry + 8] = (190).to_bytes(2, "little")
+    (tmp_path / "v19.npz").write_bytes(bytes(raw))
+    line = error_line(invoke("run", xor_onnx, "--input", tmp_path / "v19.npz"))
+    assert line.startswith("error:") and "v19.npz" in line and "version" in line, line

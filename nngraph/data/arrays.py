@@ -81,6 +81,8 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
         zf = zipfile.ZipFile(p)
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise DataError(f"{p}: not a readable .npz file (not a zip archive: {e})") from None
+    except NotImplementedError as e:  # zipfile: a version or feature it cannot extract
+        raise DataError(f"{p}: not a readable .npz file ({e})") from None
     arrays: dict[str, np.ndarray] = {}
     with zf:
         infos = [i for i in zf.infolist() if not i.is_dir()]
@@ -102,7 +104,7 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
                     arrays[name] = np.lib.format.read_array(f, allow_pickle=False)
             except DataError:
                 raise
-            except (OSError, ValueError, EOFError, zipfile.BadZipFile, RuntimeError) as e:
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile, RuntimeError, NotImplementedError) as e:
                 raise DataError(f"{p}: member {info.filename!r} is unreadable ({e})") from None
     return arrays
 
