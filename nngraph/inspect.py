@@ -92,13 +92,17 @@ def _preprocessing(model) -> list[str]:
         inputs = list(spec.get("inputs", {}))
     except (ValueError, AttributeError, RecursionError, TypeError):
         return []
+    if not isinstance(layers, list):  # metadata is the file's claim: anything JSON can hold
+        return []
     inits = {t.name: t for t in model.graph.initializer}
     lines = []
     for i, layer in enumerate(layers):
         if not isinstance(layer, dict) or layer.get("type") != "normalize":
             continue
         name = layer.get("name") or f"normalize_{i}"
-        reads = (layer.get("inputs") or ([inputs[0]] if i == 0 and inputs else ["the previous layer"]))[0]
+        named = layer.get("inputs")
+        reads = str((named if isinstance(named, list) and named else
+                     [inputs[0]] if i == 0 and inputs else ["the previous layer"])[0])
         mode = layer.get("mode", "standard")
         if f"{name}.divisor" not in inits:
             continue

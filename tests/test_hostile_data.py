@@ -585,3 +585,17 @@ def test_npz_with_a_zip_version_zipfile_cannot_extract_is_one_line(tmp_path, xor
     (tmp_path / "v19.npz").write_bytes(bytes(raw))
     line = error_line(invoke("run", xor_onnx, "--input", tmp_path / "v19.npz"))
     assert line.startswith("error:") and "v19.npz" in line and "version" in line, line
+
+
+def test_inspect_of_spec_metadata_with_layers_not_a_list(tmp_path, xor_onnx):
+    """tools/fuzz.py --seed 6 case 1050: "layers" in the embedded spec an integer (TypeError in
+    inspect's preprocessing section); inspect describes the rest of the model."""
+    m = onnx.load(str(xor_onnx))
+    for p in m.metadata_props:
+        if p.key == "nngraph.spec":
+            spec = json.loads(p.value)
+            spec["layers"] = 10 ** 39
+            p.value = json.dumps(spec)
+    onnx.save(m, str(tmp_path / "odd.onnx"))
+    r = invoke("inspect", tmp_path / "odd.onnx")
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
