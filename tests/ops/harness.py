@@ -157,3 +157,30 @@ def check_float32_matches_float64(case: OpCase, seed: int = 0, tol: float = 2e-5
         scale = max(1.0, float(np.abs(want).max()))
         err = float(np.abs(g32[name] - want).max())
         assert err <= tol * scale * 10, f"{case.id}: float32 {name} differs from float64 by {err:.3g}"
+
+
+def table_tests(cases: list[OpCase]):
+    """The four op-table tests every op file runs over its CASES: float32 = float64, forward vs the
+    numpy reference, backward vs finite differences, onnxruntime parity. Assign them to module
+    names starting with ``test_`` so pytest collects them there."""
+    import pytest
+
+    each = pytest.mark.parametrize("case", cases, ids=lambda c: c.id)
+
+    @each
+    def float32(case):
+        check_float32_matches_float64(case)
+
+    @each
+    def forward(case):
+        check_forward_reference(case)
+
+    @each
+    def backward(case):
+        check_gradients(case)
+
+    @each
+    def onnx_parity(case, tmp_path):
+        check_onnx_parity(case, tmp_path)
+
+    return float32, forward, backward, onnx_parity

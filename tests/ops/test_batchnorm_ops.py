@@ -11,7 +11,7 @@ from nngraph.model import Model
 from nngraph.ops.batchnorm import reference_running_stats
 from nngraph.spec import parse_spec
 
-from .harness import OpCase, check_float32_matches_float64, check_forward_reference, check_gradients, check_onnx_parity
+from .harness import OpCase, table_tests
 
 BN = {"type": "batchnorm"}
 
@@ -30,24 +30,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_float32_kernels_match_float64(case):
-    check_float32_matches_float64(case)
-
-
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_forward_matches_numpy_reference(case):
-    check_forward_reference(case)
-
-
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_backward_matches_finite_differences(case):
-    check_gradients(case)
-
-
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_onnx_export_matches_onnxruntime(case, tmp_path):
-    check_onnx_parity(case, tmp_path)
+# float32 = float64, the numpy reference, finite differences, onnxruntime parity (harness.table_tests)
+(test_float32_kernels_match_float64, test_forward_matches_numpy_reference,
+ test_backward_matches_finite_differences, test_onnx_export_matches_onnxruntime) = table_tests(CASES)
 
 
 # ---- running statistics, modes, thread bits -----------------------------------------------------

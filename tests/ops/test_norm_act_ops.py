@@ -15,8 +15,7 @@ from nngraph.ops import layernorm_kernels as LK
 from nngraph.ops.registry import get_op
 from nngraph.spec import parse_spec
 
-from .harness import (OpCase, check_float32_matches_float64, check_forward_reference, check_gradients,
-                      check_onnx_parity, randomize_params)
+from .harness import OpCase, randomize_params, table_tests
 
 ACTS = ("leaky_relu", "elu", "gelu", "silu", "softplus")
 
@@ -39,24 +38,9 @@ CASES += [OpCase(f"conv2d-{kind}", {"x": [2, 5, 5]}, [{"type": "conv2d", "filter
                                                         "padding": "same", "activation": kind}]) for kind in ACTS]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_float32_kernels_match_float64(case):
-    check_float32_matches_float64(case)
-
-
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_forward_matches_numpy_reference(case):
-    check_forward_reference(case)
-
-
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_backward_matches_finite_differences(case):
-    check_gradients(case)
-
-
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_onnx_export_matches_onnxruntime(case, tmp_path):
-    check_onnx_parity(case, tmp_path)
+# float32 = float64, the numpy reference, finite differences, onnxruntime parity (harness.table_tests)
+(test_float32_kernels_match_float64, test_forward_matches_numpy_reference,
+ test_backward_matches_finite_differences, test_onnx_export_matches_onnxruntime) = table_tests(CASES)
 
 
 # ---- lowering and export ------------------------------------------------------------------------
