@@ -97,3 +97,62 @@ def test_products_over_offset_tables():
     got = c.astype(np.float32)
     gemm_nt_tables(K, a.astype(np.float32), arow, b.astype(np.float32), nt_rows, got, 0, N + 7, M, N, False)
     np.testing.assert_allclose(got, want, atol=3e-4)
+
+
+# the packed path: B blocks of KC x NC in panels; shapes crossing every block edge
+PACKED_SHAPES = [(1, 1, 1), (MR, 16, 3), (MR + 3, 33, NR + 5), (37, 300, 70), (130, 2 * 256 + 3, 1100),
+                 (9, 256, 33), (300, 17, 520)]
+
+
+@pytest.mark.parametrize("shape", PACKED_SHAPES, ids=str)
+@pytest.mark.parametrize("layout", ["nn", "tn", "nt", "tt"])
+def test_packed_gemm_same_bits_as_gemm_and_over_threads(shape, layout):
+    """gemm_packed (B packed into panels, a transposed A packed too) computes each element as the
+    same FMA chain as gemm: bit-identical to it, to the threaded version, and to float64 within
+    rounding; accumulating continues the chain; nothing outside C's block is written."""
+    from nngraph.linalg.packed import KC as PKC, NC, gemm_packed, gemm_packed_threaded, panel_buffer
+
+    assert (PKC, NC) == (256, 512)  # the shapes above cross these block edges
+    m, k, n = shape
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((k, m) if layout[0] == "t" else (m, k)).astype(np.float32)
+    a = a.T if layout[0] == "t" else a
+    b = rng.standard_normal((n, k) if layout[1] == "t" else (k, n)).astype(np.float32)
+    b = b.T if layout[1] == "t" else b
+    big_c = rng.standard_normal((m + 2, n + 9)).astype(np.float32)
+    before = big_c.copy()
+    c = big_c[1:m + 1, 4:n + 4]
+    buf = panel_buffer(m)
+    gemm_packed(a, b, c, buf)
+    plain = np.zeros((m, n), np.float32)
+    gemm(np.ascontiguousarray(a), np.ascontiguousarray(b), plain)
+    assert np.array_equal(c, plain)
+    np.testing.assert_allclose(c, a.astype(np.float64) @ b, atol=1e-4 * k ** 0.5, rtol=0)
+    mask = np.ones_like(big_c, bool)
+    mask[1:m + 1, 4:n + 4] = False
+    assert np.array_equal(big_c[mask], before[mask])
+    two = np.empty_like(plain)
+    gemm_packed_threaded(a, b, two, buf)
+    assert np.array_equal(two, plain)
+    acc1, acc2 = plain.copy(), plain.copy()
+    gemm_packed(a, b, acc1, buf, True)
+    gemm_packed_threaded(a, b, acc2, buf, True)
+    gemm(np.ascontiguousarray(a), np.ascontiguousarray(b), plain, True)
+    assert np.array_equal(acc1, plain) and np.array_equal(acc2, plain)
+
+
+def test_dense_products_take_the_packed_path_and_match_numpy():
+    """matmul / matmul_nt route large products to the packed kernels (x W^T, dz^T x, dz W)."""
+    from nngraph.linalg import gemm as g
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((128, 700)).astype(np.float32)
+    w = rng.standard_normal((300, 700)).astype(np.float32)
+    dz = rng.standard_normal((128, 300)).astype(np.float32)
+    assert g._packed_pays(128, 700, 300)
+    y, dw, dx = np.empty((128, 300), np.float32), np.empty((300, 700), np.float32), np.empty((128, 700), np.float32)
+    g.matmul_nt(x, w, y)
+    g.matmul(dz.T, x, dw)
+    g.matmul(dz, w, dx)
+    for got, want in ((y, x.astype(np.float64) @ w.T), (dw, dz.T.astype(np.float64) @ x), (dx, dz.astype(np.float64) @ w)):
+        np.testing.assert_allclose(got, want, atol=2e-3, rtol=0)

@@ -278,9 +278,29 @@ def _vector_ready(*arrays: np.ndarray) -> bool:
     return all(x.dtype == np.float32 for x in arrays) and all(x.shape[1] <= 1 or x.strides[1] == 4 for x in arrays[1:])
 
 
+# Products from this many multiply-adds with at least one full tile of rows run on packed panels
+# (linalg.packed): below it the packing is not paid back, above it B's long or transposed rows
+# cost 2-3x (x W^T for 128 x 3072 x 512: 38 GFLOP/s in place, 89 packed).
+PACKED_MIN = 1 << 18
+
+
+def _packed_pays(m: int, k: int, n: int) -> bool:
+    return m >= MR and m * k * n >= PACKED_MIN
+
+
+def _packed(a: np.ndarray, b: np.ndarray, out: np.ndarray, accumulate: bool) -> None:
+    from .packed import gemm_packed, gemm_packed_threaded, panel_buffer
+
+    kernel = gemm_packed_threaded if threads_pay(a.shape[0], a.shape[1], b.shape[1]) else gemm_packed
+    kernel(a, b, out, panel_buffer(a.shape[0]), accumulate)
+
+
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, accumulate: bool = False) -> None:
     """out (+)= a @ b (2-D) on the vector kernels; numpy for float64 (the gradient checks)."""
     if _vector_ready(a, b, out):
+        if _packed_pays(a.shape[0], a.shape[1], b.shape[1]):
+            _packed(a, b, out, accumulate)
+            return
         kernel = gemm_threaded if threads_pay(a.shape[0], a.shape[1], b.shape[1]) else gemm
         kernel(a, b, out, accumulate)
     elif accumulate:
@@ -296,8 +316,11 @@ NT_MIN_K = 64
 
 def matmul_nt(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """out = a @ b.T (2-D; b stored row-major, e.g. a Gemm weight (units, in)) without transposing b."""
+    if a.dtype == b.dtype == out.dtype == np.float32 and out.strides[1] == 4 and \
+            _packed_pays(a.shape[0], a.shape[1], b.shape[0]):
+        _packed(a, b.T, out, False)  # b's rows become panels by register transposes
     # (with AVX2's 16 registers the dot-product tile spills; OpenBLAS's own kernels do better there)
-    if LANES == 16 and _vector_ready(a, b, out) and (a.shape[1] <= 1 or a.strides[1] == 4):
+    elif LANES == 16 and _vector_ready(a, b, out) and (a.shape[1] <= 1 or a.strides[1] == 4):
         kernel = gemm_nt_threaded if threads_pay(a.shape[0], a.shape[1], b.shape[0]) else gemm_nt
         kernel(a, b, out, False)
     else:
