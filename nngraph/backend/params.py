@@ -5,13 +5,14 @@ twin), so an optimizer update, a gradient norm or a checkpoint is one operation 
 whatever the number of layers. Non-trainable state (batch norm's running statistics) lives in its
 own flat buffer ``state_flat``: it is checkpointed, exported and loaded like a parameter but has no
 gradient, so no optimizer, weight decay, clipping or gradient check ever touches it. Offsets are
-aligned to 16 elements (64 bytes) for SIMD loads.
+aligned to 16 elements (64 bytes) from 64-byte aligned buffers, for SIMD loads.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..errors import ShapeError
+from .aligned import aligned_zeros, aligned_zeros_like
 from ..ir import Graph, ParamInfo
 
 ALIGN = 16
@@ -26,7 +27,7 @@ class ParamStore:
         self.infos = {k: v for k, v in self.all_infos.items() if v.trainable}        # buffer order
         self.state_infos = {k: v for k, v in self.all_infos.items() if not v.trainable}
         self.flat, views = _pack(self.infos, self.dtype)
-        self.grad_flat = np.zeros_like(self.flat)
+        self.grad_flat = aligned_zeros_like(self.flat)
         self.state_flat, state_views = _pack(self.state_infos, self.dtype)
         self.values: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
@@ -80,7 +81,7 @@ def _pack(infos: dict[str, ParamInfo], dtype: np.dtype) -> tuple[np.ndarray, dic
     for name, info in infos.items():
         offsets[name] = (total, info)
         total += -(-info.size // ALIGN) * ALIGN
-    return np.zeros(max(total, ALIGN), dtype), offsets
+    return aligned_zeros(max(total, ALIGN), dtype), offsets
 
 
 def initial_params(graph: Graph, seed: int, dtype=np.float32) -> ParamStore:

@@ -17,6 +17,7 @@ import numpy as np
 from ..ir import Graph
 from ..ops.base import RunContext
 from ..ops.registry import get_op
+from .aligned import aligned_zeros, aligned_zeros_like
 from .kernels import kernels_for
 from .params import ParamStore
 
@@ -35,7 +36,7 @@ class Plan:
         vals: dict[str, np.ndarray] = {}
         for name, t in graph.values.items():
             dt = _DTYPES.get(t.dtype) or dtype
-            vals[name] = np.zeros((batch,) + t.shape, dt)
+            vals[name] = aligned_zeros((batch,) + t.shape, dt)
         self.values = vals
         self.inputs = {n: vals[n] for n in graph.inputs}
         self.output = vals[graph.output]
@@ -46,10 +47,10 @@ class Plan:
             needs |= {n for n in graph.inputs if graph.values[n].dtype == "float32"}
         # A value feeding k > 1 nodes: each consumer writes its own buffer; the sum is formed
         # before the producer's backward runs (reverse order guarantees all consumers ran).
-        grads = {v: np.zeros_like(vals[v]) for v in needs}
+        grads = {v: aligned_zeros_like(vals[v]) for v in needs}
         self.grads = grads
         # inference plans: the loss kernels still write an output gradient (evaluate's loss)
-        self.output_grad = grads[graph.output] if graph.output in grads else np.zeros_like(self.output)
+        self.output_grad = grads[graph.output] if graph.output in grads else aligned_zeros_like(self.output)
         fan: dict[str, list[np.ndarray]] = {}
         slots: dict[tuple[str, int], np.ndarray | None] = {}
         for node in graph.nodes:
@@ -61,7 +62,7 @@ class Plan:
                 if n_consumers == 1:
                     slots[(node.name, i)] = grads[v]
                 else:
-                    buf = np.zeros_like(vals[v])
+                    buf = aligned_zeros_like(vals[v])
                     fan.setdefault(v, []).append(buf)
                     slots[(node.name, i)] = buf
 
@@ -73,7 +74,7 @@ class Plan:
             ps = [params.values[p] for p in node.params]
             dps = [params.grads.get(p) for p in node.params]  # None for non-trainable state
             in_types = [graph.values[v] for v in node.inputs]
-            ws = {k: np.zeros(shape, dtype) for k, shape in op.workspace(node, in_types, batch).items()}
+            ws = {k: aligned_zeros(shape, dtype) for k, shape in op.workspace(node, in_types, batch).items()}
             y = vals[node.output]
             self.forward_calls.append(op.bind_forward(node, xs, ps, y, ws, ctx))
             if not ctx.training:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..backend.aligned import aligned_zeros
 from .gemm import MR, NR, tile
 from .vec import LANES, data_ptr, transpose_block, vload_n, vstore_n
 
@@ -164,8 +165,9 @@ _buffer = np.empty(0, np.float32)
 
 
 def panel_buffer(m: int) -> np.ndarray:
-    """The process's panel buffer, grown to an A of m rows (the products run one at a time)."""
+    """The process's panel buffer, grown to an A of m rows (the products run one at a time);
+    64-byte aligned, so no panel row straddles two cache lines (see backend.aligned)."""
     global _buffer
     if _buffer.size < pack_size(m):
-        _buffer = np.empty(pack_size(m), np.float32)
+        _buffer = aligned_zeros(pack_size(m))
     return _buffer

@@ -42,8 +42,13 @@ Feeds = dict[str, np.ndarray]
 # it never does): the gradient is then the batch's, only the float summation order differs, and a
 # dropout mask is keyed by the sample's index in the whole batch, so it is the same too. Never below
 # MICRO_BATCH_MIN samples, so of the bundled specs only mnist_convnet (batch 128) may split.
+# Each extra part rewrites every weight gradient and adds it into the sum, so a network whose
+# gradients outweigh SPLIT_GRADIENTS_MAX never splits: a 8192-2048-10 MLP (67 MB of weights) at
+# batch 1024 ran as 13 parts in 1,046 ms a step, 2x PyTorch's time; 3072-512-512-10 at 1024: 4
+# parts 108-118 ms, one pass 104-107.
 ACTIVATION_BUDGET = 8 << 20
 MICRO_BATCH_MIN = 64
+SPLIT_GRADIENTS_MAX = 2 << 20
 
 
 class Trainer:
@@ -109,6 +114,8 @@ class Trainer:
         """The most samples one forward/backward pass takes (see ACTIVATION_BUDGET)."""
         if not self.program.per_sample:
             return 1 << 62  # an op with batch statistics: always the whole batch in one pass
+        if self.program.params.grad_flat.nbytes > SPLIT_GRADIENTS_MAX:
+            return 1 << 62  # rewriting the gradients per part costs more than the cache saves
         return max(MICRO_BATCH_MIN, ACTIVATION_BUDGET // max(1, self.program.activation_bytes_per_sample()))
 
     def _pass(self, x: Feeds, y: np.ndarray, idx: np.ndarray, share: float, first: int = 0):

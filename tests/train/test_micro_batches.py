@@ -68,3 +68,18 @@ def test_bundled_specs_split_only_as_designed():
         if batch > trainer_module.MICRO_BATCH_MIN:
             assert path.name == "mnist_convnet.json", path.name
             assert Model.compile(load_spec(path)).trainer().program.per_sample
+
+
+def test_networks_with_large_gradients_never_split(monkeypatch):
+    """Each part rewrites every gradient: above SPLIT_GRADIENTS_MAX bytes of them a step is one pass
+    whatever its activations."""
+    monkeypatch.setattr(trainer_module, "ACTIVATION_BUDGET", 1)
+    monkeypatch.setattr(trainer_module, "MICRO_BATCH_MIN", 8)
+    small = {"name": "s", "inputs": {"x": {"shape": [20]}}, "layers": [{"type": "dense", "units": 3}],
+             "loss": "mse", "optimizer": {"type": "sgd", "lr": 0.1}}
+    wide = dict(small, layers=[{"type": "dense", "units": 1024, "activation": "relu"}, {"type": "dense", "units": 3}])
+    wide["inputs"] = {"x": {"shape": [600]}}
+    assert Model.compile(parse_spec(small)).trainer().micro_batch() == 8
+    trainer = Model.compile(parse_spec(wide)).trainer()
+    assert trainer.program.params.grad_flat.nbytes > trainer_module.SPLIT_GRADIENTS_MAX
+    assert trainer.micro_batch() >= 1 << 62
