@@ -156,3 +156,38 @@ def test_dense_products_take_the_packed_path_and_match_numpy():
     g.matmul(dz, w, dx)
     for got, want in ((y, x.astype(np.float64) @ w.T), (dw, dz.T.astype(np.float64) @ x), (dx, dz.astype(np.float64) @ w)):
         np.testing.assert_allclose(got, want, atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("step", [1, 2, 3])
+def test_every_nth_element_gather_and_scatter_add(step):
+    """rows.take_every / add_every (a strided conv's im2col / col2im rows): float32 masked vectors
+    equal float64 loops and plain numpy at every length around the vector width, and touch nothing
+    outside the elements they name."""
+    from nngraph.linalg.rows import add_every, take_every
+
+    @njit
+    def take(src, s0, st, dst, d0, n):
+        take_every(src, s0, st, dst, d0, n)
+
+    @njit
+    def add(src, s0, dst, d0, st, n):
+        add_every(src, s0, dst, d0, st, n)
+
+    rng = np.random.default_rng(7)
+    for n in (0, 1, 7, 15, 16, 17, 31, 32, 33, 70):
+        src = rng.standard_normal(3 + step * n + 1).astype(np.float32)
+        dst = rng.standard_normal(n + 9).astype(np.float32)
+        want = dst.copy()
+        want[5:5 + n] = src[3:3 + step * n:step]
+        got = dst.copy()
+        take(src, 3, step, got, 5, n)
+        assert np.array_equal(got, want)
+        got64 = dst.astype(np.float64)
+        take(src.astype(np.float64), 3, step, got64, 5, n)
+        assert np.array_equal(got64, want.astype(np.float64))
+        big = rng.standard_normal(2 + step * n + 1).astype(np.float32)
+        want = big.copy()
+        want[2:2 + step * n:step] += src[3:3 + n]
+        got = big.copy()
+        add(src, 3, got, 2, step, n)
+        assert np.array_equal(got, want)

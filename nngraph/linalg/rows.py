@@ -10,11 +10,11 @@ float64 (the gradient checks) runs plain loops with the same meaning. Callable f
 from __future__ import annotations
 
 import numpy as np
-from numba import types
+from numba import types, uint64
 from numba.extending import overload
 
-from .vec import (LANES, data_ptr, transpose_block, vadd, vload_n, vmax, vsplat_value, vstore_n, vsum,
-                  vwhere_positive, vzero)
+from .vec import (LANES, data_ptr, transpose_block, vadd, veven, vinterleave_hi, vinterleave_lo, vload, vload_n, vmax,
+                  vsplat_value, vstore_n, vsum, vwhere_positive, vzero)
 
 _J = dict(cache=True, error_model="numpy", boundscheck=False)
 
@@ -142,4 +142,77 @@ def _transpose_rows_jit(src, s0, ss, dst, d0, ds, rows, cols):
         for i in range(rows):
             for j in range(cols):
                 dst[d0 + j * ds + i] = src[s0 + i * ss + j]
+    return loops
+
+
+# ---- every second element: a stride-2 conv's unfolding (im2col) and its adjoint (col2im) ---------
+# Masked vectors whatever the row length (a 3x3 stride-2 conv's output rows are 15 or 16 long):
+# two masked loads and one even-lane shuffle per LANES outputs. Unfolding 64 samples, scalar vs
+# this (best of 30, one thread): 32x32x32 3x3 s2 same 3.26 -> 2.18 ms, 3x64x64 5x5 s2 2.48 -> 1.61,
+# 64x32x32 3x3 s2 valid 6.61 -> 4.67.
+
+def take_every(src, s0, step, dst, d0, n):
+    """dst[d0 + b] = src[s0 + b * step] for b < n (flat arrays; every index named is in bounds)."""
+    for b in range(n):
+        dst[d0 + b] = src[s0 + b * step]
+
+
+def add_every(src, s0, dst, d0, step, n):
+    """dst[d0 + b * step] += src[s0 + b] for b < n."""
+    for b in range(n):
+        dst[d0 + b * step] += src[s0 + b]
+
+
+@overload(take_every, jit_options=_J, inline="always")
+def _take_every_jit(src, s0, step, dst, d0, n):
+    if _is_f32(src, dst):
+        def impl(src, s0, step, dst, d0, n):
+            s, d, st, nu = uint64(s0), uint64(d0), uint64(step), uint64(max(n, 0))
+            ps, pd = data_ptr(src), data_ptr(dst)
+            if step == 2:  # LANES outputs from 2 LANES - 1 inputs: two masked loads, one shuffle
+                for b in range(uint64(0), nu, uint64(LANES)):
+                    r = min(nu - b, uint64(LANES))
+                    at, need = s + uint64(2) * b, int(2 * r - 1)
+                    v = veven(vload_n(ps, at, min(need, LANES)), vload_n(ps, at + uint64(LANES), need - LANES))
+                    vstore_n(pd, d + b, v, r)
+            elif step == 1:
+                for b in range(uint64(0), nu, uint64(LANES)):
+                    r = min(nu - b, uint64(LANES))
+                    vstore_n(pd, d + b, vload_n(ps, s + b, r), r)
+            else:
+                for i in range(nu):
+                    dst[d + i] = src[s + i * st]
+        return impl
+
+    def loops(src, s0, step, dst, d0, n):
+        for b in range(n):
+            dst[d0 + b] = src[s0 + b * step]
+    return loops
+
+
+@overload(add_every, jit_options=_J, inline="always")
+def _add_every_jit(src, s0, dst, d0, step, n):
+    if _is_f32(src, dst):
+        def impl(src, s0, dst, d0, step, n):
+            s, d, st, nu = uint64(s0), uint64(d0), uint64(step), uint64(max(n, 0))
+            if step == 2:  # v0 0 v1 0 ... added over 2 LANES - 1 outputs: the odd ones between gain +0
+                ps, pd = data_ptr(src), data_ptr(dst)
+                zero = vzero()
+                for b in range(uint64(0), nu, uint64(LANES)):
+                    r = min(nu - b, uint64(LANES))
+                    v = vload_n(ps, s + b, r)
+                    at, need = d + uint64(2) * b, int(2 * r - 1)
+                    lo_n, hi_n = min(need, LANES), need - LANES
+                    vstore_n(pd, at, vadd(vload_n(pd, at, lo_n), vinterleave_lo(v, zero)), lo_n)
+                    if hi_n > 0:
+                        hi = vadd(vload_n(pd, at + uint64(LANES), hi_n), vinterleave_hi(v, zero))
+                        vstore_n(pd, at + uint64(LANES), hi, hi_n)
+            else:
+                for i in range(nu):
+                    dst[d + i * st] += src[s + i]
+        return impl
+
+    def loops(src, s0, dst, d0, step, n):
+        for b in range(n):
+            dst[d0 + b * step] += src[s0 + b]
     return loops

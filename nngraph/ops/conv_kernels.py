@@ -24,6 +24,7 @@ from numba import njit, prange, uint64
 
 from ..linalg.gemm import matmul_into
 from ..linalg.gemm_nt import matmul_nt_into
+from ..linalg.rows import add_every, take_every
 from .act_math import sigmoid
 from .activations import RELU, SIGMOID, TANH
 
@@ -71,8 +72,7 @@ def im2col_one(x, n, col, base, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow):
                     src = uint64(xc + (a * sh - pt + i * dh) * w_ + off)
                     for b in range(b_lo):
                         cf[o + uint64(b)] = 0
-                    for b in range(b_lo, b_hi):
-                        cf[o + uint64(b)] = xf[src + uint64(b * sw)]
+                    take_every(xf, src + uint64(b_lo * sw), sw, cf, o + uint64(b_lo), b_hi - b_lo)
                     for b in range(b_hi, ow):
                         cf[o + uint64(b)] = 0
 
@@ -98,8 +98,8 @@ def col2im_one(dcol, dx, n, base, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow):
                 for a in range(a_lo, a_hi):
                     o = uint64(k * q + base + a * ow)
                     dst = uint64(xc + (a * sh - pt + i * dh) * w_ + off)
-                    for b in range(b_lo, b_hi):
-                        df[dst + uint64(b * sw)] += cf[o + uint64(b)]
+                    if b_hi > b_lo:
+                        add_every(cf, o + uint64(b_lo), df, dst + uint64(b_lo * sw), sw, b_hi - b_lo)
 
 
 # ---- small dense products, register-blocked by four rows ---------------------------------------
