@@ -26,7 +26,8 @@ Measurement: one process per (family, contender, thread count, round) measures a
 family's points; the rounds alternate the contenders (tools/bench_train.py's child protocol:
 ``--child --side ...``, JSON on stdout, threads pinned through the environment). Per point: one
 warm-up step, one probe step that sizes the repeat (enough steps for ~0.1 s, at least one), then
-the best of ``--repeats`` repeats; the best over the rounds is reported. A point that nngraph or
+the best of ``--repeats`` repeats (a probe step of 0.5 s or more is the round's only timing);
+the best over the rounds is reported. A point that nngraph or
 PyTorch cannot build (or run) is reported with the reason, never dropped.
 
 FLOP count: the multiply-adds of the step's products x 2 (forward; backward dW and, except for the
@@ -57,6 +58,7 @@ FAMILIES = ("dense", "conv2d", "conv1d", "recurrent")
 SGD = {"type": "sgd", "lr": 0.01}
 CLASSES = 10
 TARGET_SECONDS = 0.1     # one timed repeat lasts at least this long (or one step)
+LONG_STEP = 0.5          # a probe step at least this long is the point's only timing in its round
 QUICK = {
     "dense 64x64 b16", "dense 784x512 b128", "dense 3072x2048 b128", "dense 8192x512 b1024",
     "conv2d 1->16 k5 s1 same 28px b128", "conv2d 3->32 k3 s1 same 32px b128",
@@ -162,13 +164,16 @@ def points(family: str | None = None, match: str | None = None, quick: bool = Fa
 
 def measure_point(point: Point, side: str, repeats: int) -> list[float]:
     """Seconds per step: warm-up step, probe step, then ``repeats`` timings of enough steps for
-    TARGET_SECONDS (a probe that alone lasts that long is the first timing)."""
+    TARGET_SECONDS (a probe that alone lasts that long is the first timing, and the only one when
+    it lasts LONG_STEP: the big points would otherwise dominate the grid's run time)."""
     bench = point.bench()
     floats = point.batch * math.prod(point.input_shape)
     x, y = _data(bench, point.batch, 8 if floats < 4_000_000 else 2)  # big points: little spare data
     run = (_nngraph_runner if side == "nngraph" else _torch_runner)(bench, point.batch, x, y)
     run(1)  # JIT cache load, first-touch allocations, BLAS buffers
     probe = run(1)
+    if probe >= LONG_STEP:  # one step this long is a stable timing; repeating it only costs time
+        return [probe]
     if probe >= TARGET_SECONDS:
         return [probe] + [run(1) for _ in range(repeats - 1)]
     steps = max(1, min(2000, math.ceil(TARGET_SECONDS / probe)))
