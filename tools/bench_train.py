@@ -277,9 +277,10 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def _data(bench: Bench, batch: int) -> tuple[np.ndarray, np.ndarray]:
+def _data(bench: Bench, batch: int, batches: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Random inputs and class targets: ``batches`` batches' worth of samples."""
     rng = np.random.default_rng(0)
-    n = batch * 8
+    n = batch * batches
     if bench.input_dtype == "int64":
         x = rng.integers(0, bench.extra.get("vocab", 2), size=(n,) + bench.input_shape).astype(np.int64)
     else:
@@ -389,6 +390,33 @@ def report(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def thread_env(threads: int) -> dict[str, str]:
+    """The environment of a child process pinned to ``threads`` threads (BLAS, OpenMP, Numba)."""
+    return dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+                MKL_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads))
+
+
+def run_children(script: str, sides: list[str], threads: int, rounds: int, extra: list[str],
+                 progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Run ``script --child --side SIDE --threads N *extra`` once per side in each of ``rounds``
+    rounds, the sides alternating (so machine noise hits all contenders alike), each in a fresh
+    process pinned to ``threads``; returns each child's JSON (its last stdout line). A failing
+    child's stderr is passed on and this process exits with its code. ``progress`` gets a line
+    per child before it starts."""
+    parts = []
+    for r in range(rounds):
+        for side in sides:
+            if progress:
+                progress(f"round {r + 1}/{rounds}: {side}, {threads} thread(s)")
+            cmd = [sys.executable, script, "--child", "--side", side, "--threads", str(threads)] + extra
+            out = subprocess.run(cmd, env=thread_env(threads), capture_output=True, text=True)
+            if out.returncode != 0:
+                sys.stderr.write(out.stderr)
+                sys.exit(out.returncode)
+            parts.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return parts
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, action="append", help="thread counts (default: 1 and 2)")
@@ -407,18 +435,8 @@ def main() -> None:
     sides = ["nngraph", "gemm"] + ([] if args.no_torch or not _torch_available() else ["torch"])
     results = []
     for threads in args.threads or [1, 2]:
-        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-                   MKL_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads))
-        parts = []
-        for _ in range(args.rounds):  # alternate the contenders' processes, so noise hits all alike
-            for side in sides:
-                cmd = [sys.executable, __file__, "--child", "--side", side, "--threads", str(threads),
-                       "--repeats", str(args.repeats)] + (["--only", args.only] if args.only else [])
-                out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-                if out.returncode != 0:
-                    sys.stderr.write(out.stderr)
-                    sys.exit(out.returncode)
-                parts.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        extra = ["--repeats", str(args.repeats)] + (["--only", args.only] if args.only else [])
+        parts = run_children(__file__, sides, threads, args.rounds, extra)
         res = combine(parts, args.only)
         results.append(res)
         print(report(res), flush=True)

@@ -4,7 +4,7 @@
     net = torch_module(spec_dict)        # torch.nn.Module; forward(x) -> logits (softmax left to the loss)
 
 Covers the layer types the benchmark networks use (dense, conv1d/2d, batchnorm, dropout, activations,
-pooling, flatten, add, concat) over a DAG given by the layers' ``inputs``. A final softmax (as a layer
+pooling (maxpool1d/2d, valid), flatten, add, concat, rnn/lstm/gru) over a DAG given by the layers' ``inputs``. A final softmax (as a layer
 or a dense activation) is left out: PyTorch's CrossEntropyLoss takes logits, as nngraph's fused loss
 does. The conventions match nngraph's: batch norm momentum/epsilon as PyTorch's, "same" padding with
 the odd unit at the end (applied as an explicit F.pad when it is asymmetric). PyTorch is a benchmark
@@ -78,6 +78,17 @@ def torch_module(spec: dict[str, Any]):
             mod = nn.MaxPool2d(size, layer.get("stride") or size)
             st = layer.get("stride") or size
             out = (shape[0], (shape[1] - size) // st + 1, (shape[2] - size) // st + 1)
+        elif t == "maxpool1d":
+            size = layer["size"]
+            st = layer.get("stride") or size
+            if layer.get("padding", "valid") != "valid":
+                raise ValueError("spec_torch: maxpool1d padding other than 'valid' is not covered")
+            mod, out = nn.MaxPool1d(size, st), (shape[0], (shape[1] - size) // st + 1)
+        elif t in ("rnn", "lstm", "gru"):
+            mod = _recurrent(layer, shape)
+            nd = 2 if layer.get("bidirectional", False) else 1
+            units = nd * layer["units"]
+            out = (shape[0], units) if layer.get("return_sequences", False) else (units,)
         elif t == "global_avgpool2d":
             mod, out = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), shape[:1]
         elif t == "flatten":
@@ -107,6 +118,42 @@ def torch_module(spec: dict[str, Any]):
             return vals[prev]
 
     return Net()
+
+
+def _recurrent(layer: dict[str, Any], shape: tuple[int, ...]):
+    """nn.RNN/LSTM/GRU (batch_first) wrapped to return what nngraph's layer returns: the whole
+    sequence with ``return_sequences``, else the last state of each direction concatenated (the
+    backward direction's state after reading t = 0, i.e. PyTorch's h_n, like ONNX Y_h)."""
+    import torch.nn as nn
+
+    t, act = layer["type"], layer.get("activation", "tanh")
+    if layer.get("inputs") and len(layer["inputs"]) > 1:
+        raise ValueError("spec_torch: recurrent initial states are not covered")
+    kw = dict(batch_first=True, bidirectional=layer.get("bidirectional", False))
+    if t == "rnn":
+        if act not in ("tanh", "relu"):
+            raise ValueError(f"spec_torch: rnn activation {act!r} has no PyTorch equivalent")
+        rnn = nn.RNN(shape[-1], layer["units"], nonlinearity=act, **kw)
+    else:
+        if act != "tanh":
+            raise ValueError(f"spec_torch: {t} activation {act!r} has no PyTorch equivalent")
+        if t == "gru" and not layer.get("linear_before_reset", False):
+            raise ValueError("spec_torch: PyTorch's GRU is linear_before_reset: true only")
+        rnn = (nn.LSTM if t == "lstm" else nn.GRU)(shape[-1], layer["units"], **kw)
+    seq = layer.get("return_sequences", False)
+
+    class Recurrent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = rnn
+
+        def forward(self, x):
+            out, h = self.rnn(x)
+            if seq:
+                return out
+            h = h[0] if isinstance(h, tuple) else h          # LSTM: (h_n, c_n)
+            return h.transpose(0, 1).reshape(x.shape[0], -1)  # (directions, N, H) -> (N, directions*H)
+    return Recurrent()
 
 
 def _pad_cls():
