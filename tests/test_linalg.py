@@ -191,3 +191,25 @@ def test_every_nth_element_gather_and_scatter_add(step):
         got = big.copy()
         add(src, 3, got, 2, step, n)
         assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (8, 512, 2048), (5, 300, 70), (MR + 1, 2 * 256 + 7, NR + 3)], ids=str)
+def test_prepacked_b_serves_many_products_with_gemms_bits(shape):
+    """pack_all + gemm_prepacked (a recurrent layer packs R once per pass): gemm's bits, for a
+    row-major B and for a column slice of a wider one, accumulating or not."""
+    from nngraph.backend.aligned import aligned_zeros
+    from nngraph.linalg.packed import gemm_prepacked, pack_all, prepacked_size
+
+    m, k, n = shape
+    rng = np.random.default_rng(8)
+    wide = rng.standard_normal((k, n + 5)).astype(np.float32)
+    for b in (np.ascontiguousarray(wide[:, :n]), wide[:, 5:]):
+        bp = aligned_zeros(prepacked_size(k, n))
+        pack_all(b, bp)
+        for accumulate in (False, True):
+            a = rng.standard_normal((m, k)).astype(np.float32)
+            c0 = rng.standard_normal((m, n)).astype(np.float32)
+            got, want = c0.copy(), c0.copy()
+            gemm_prepacked(a, bp, n, got, accumulate)
+            gemm(a, np.ascontiguousarray(b), want, accumulate)
+            assert np.array_equal(got, want)

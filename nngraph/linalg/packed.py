@@ -19,10 +19,11 @@ thread count (threads share whole tiles, never a k range).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from ..backend.aligned import aligned_zeros
-from .gemm import MR, NR, tile
+from .gemm import MR, NR, matmul_into, tile
 from .vec import LANES, data_ptr, transpose_block, vload_n, vstore_n
 
 _J = dict(cache=True, error_model="numpy", boundscheck=False)
@@ -71,7 +72,7 @@ def _pack_a_panel(pa, sai, sak, k0, kc, i, h, pq, base):
 
 
 @njit(inline="always", **_J)
-def _row_tiles(M, pa, sai, sak, a0, packed_a, pc, sci, pp, kc, j0, nc, i, p0, p1, acc):
+def _row_tiles(M, pa, sai, sak, a0, packed_a, pc, sci, pp, bbase, kc, j0, nc, i, p0, p1, acc):
     """Tiles of A's MR rows from i against panels p0..p1 of the packed block (columns j0 + p*NR...).
     A(i, k) is pa[a0 + i*sai + k*sak], or, with ``packed_a``, row i of its MR-row panel."""
     last = M - 1
@@ -80,7 +81,7 @@ def _row_tiles(M, pa, sai, sak, a0, packed_a, pc, sci, pp, kc, j0, nc, i, p0, p1
     for p in range(p0, p1):
         j = j0 + p * NR
         nr = min(NR, j0 + nc - j)
-        b0 = p * kc * NR
+        b0 = bbase + p * kc * NR
         if packed_a:  # panel i // MR: kc x MR, rows past M never stored (tile skips them)
             tile(kc, pa, r, r + 1, r + 2, r + 3, r + 4, r + 5, r + 6, r + 7, MR,
                  pp, b0, NR, None, pc, i * sci + j, sci, mr, nr, acc)
@@ -121,7 +122,7 @@ def gemm_packed(A, B, C, Bp, accumulate=False):
             for p in range(panels):
                 _pack_panel(pb, sbk, sbj, k0, kc, j0 + p * NR, min(NR, nc - p * NR), pp, p * kc * NR)
             for i in range(0, M, MR):
-                _row_tiles(M, pq if packed_a else pa, sai, sak, k0 * sak, packed_a, pc, sci, pp, kc, j0, nc,
+                _row_tiles(M, pq if packed_a else pa, sai, sak, k0 * sak, packed_a, pc, sci, pp, 0, kc, j0, nc,
                            i, 0, panels, acc)
 
 
@@ -157,8 +158,72 @@ def gemm_packed_threaded(A, B, C, Bp, accumulate=False):
             groups = (panels + GROUP - 1) // GROUP
             for t in prange(rows * groups):
                 g = t % groups
-                _row_tiles(M, pq if packed_a else pa, sai, sak, k0 * sak, packed_a, pc, sci, pp, kc, j0, nc,
+                _row_tiles(M, pq if packed_a else pa, sai, sak, k0 * sak, packed_a, pc, sci, pp, 0, kc, j0, nc,
                            (t // groups) * MR, g * GROUP, min(panels, (g + 1) * GROUP), acc)
+
+
+# ---- B packed once, used for many products (a recurrent layer's R over every time step) ----------
+
+def prepacked_size(k: int, n: int) -> int:
+    """Floats of ``pack_all``'s output for a (k x n) B."""
+    return k * ((n + NR - 1) // NR) * NR
+
+
+@njit(**_J)
+def pack_all(B, Bp):
+    """Every KC-row block of B (any strides) as NR-column panels: block k0's panel p at
+    Bp[k0 * NP * NR + p * kc * NR] (NP = panels across N), for ``gemm_prepacked``."""
+    K, N = B.shape
+    n_p = (N + NR - 1) // NR
+    pb, pp = data_ptr(B), data_ptr(Bp)
+    sbk, sbj = B.strides[0] // 4, B.strides[1] // 4
+    for k0 in range(0, K, KC):
+        kc = min(KC, K - k0)
+        for p in range(n_p):
+            _pack_panel(pb, sbk, sbj, k0, kc, p * NR, min(NR, N - p * NR), pp, k0 * n_p * NR + p * kc * NR)
+
+
+@njit(**_J)
+def gemm_prepacked(A, Bp, N, C, accumulate=False):
+    """C (+)= A @ B with B (K x N, K = A's columns) given as ``pack_all`` left it; A any strides,
+    C's rows unit-stride. One thread (callers split rows: a recurrent layer's batch chunks).
+    The same FMA chains as ``gemm``, so the same bits."""
+    M, K = A.shape
+    if M == 0 or N == 0:
+        return
+    if K == 0:
+        if not accumulate:
+            C[:, :] = 0.0
+        return
+    n_p = (N + NR - 1) // NR
+    pa, pc, pp = data_ptr(A), data_ptr(C), data_ptr(Bp)
+    sai, sak = A.strides[0] // 4, A.strides[1] // 4
+    sci = C.strides[0] // 4
+    for k0 in range(0, K, KC):
+        kc = min(KC, K - k0)
+        acc = accumulate or k0 > 0
+        for p0 in range(0, n_p, NC // NR):  # NC columns of panels stay in L2 while the row tiles pass
+            for i in range(0, M, MR):
+                _row_tiles(M, pa, sai, sak, k0 * sak, False, pc, sci, pp, k0 * n_p * NR, kc, 0, N, i, p0,
+                           min(n_p, p0 + NC // NR), acc)
+
+
+def matmul_packed(a, b, bp, c):
+    """c = a @ b from Numba code: float32 reads b from ``bp`` (what ``pack_all(b, bp)`` wrote),
+    float64 (the gradient checks) runs plain loops on b itself."""
+    matmul_into(a, b, c)
+
+
+@overload(matmul_packed, jit_options=_J)
+def _matmul_packed_jit(a, b, bp, c):
+    if all(isinstance(x, types.Array) and x.dtype == types.float32 for x in (a, b, bp, c)):
+        def impl(a, b, bp, c):
+            gemm_prepacked(a, bp, c.shape[1], c, False)
+        return impl
+
+    def loops(a, b, bp, c):
+        matmul_into(a, b, c, False, False)
+    return loops
 
 
 _buffer = np.empty(0, np.float32)

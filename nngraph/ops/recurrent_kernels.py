@@ -7,6 +7,7 @@ import numpy as np
 
 from ..ir.graph import Node, TensorType
 from ..linalg.gemm import NR, NT_MIN_K, matmul, matmul_nt
+from ..linalg.packed import pack_all, prepacked_size
 from . import rnn_steps as S
 from .activations import check_activation
 from .base import OpKernels
@@ -17,7 +18,8 @@ from .rnn_math import CELL_ACTIVATIONS
 def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tuple[int, ...]]:
     T, I, H, G, nd = dims(node, types[0])
     ws = {"xw": (batch, T, nd * G * H), "hp": (batch, T, nd * H), "hbuf": (batch, H), "rec": (batch, G * H),
-          "dhp": (batch, H), "rt": (nd, H, G * H)}
+          "dhp": (batch, H), "rt": (nd, H, G * H),
+          "fpk": (2 * nd, prepacked_size(H, G * H)), "bpk": (2 * nd, prepacked_size(G * H, H))}
     if node.op != "LSTM":  # the LSTM keeps its gates and their gradients in xw itself (see _gate_buffer)
         ws.update(act=(batch, T, nd * G * H), dxg=(batch, T, nd * G * H), gs=(batch, G * H))
     if I < NT_MIN_K:
@@ -77,24 +79,36 @@ def _bind_forward(node, xs, ps, y, ws, ctx):
     lbr = bool(node.attrs.get("linear_before_reset"))
     parts = chunks(B, GH, H)
 
+    fpk = ws["fpk"]
+    split = kind == "GRU" and not lbr  # the GRU's z,r product and its h product
+    f32 = R.dtype == np.float32
+
     def run():
-        # each R[d]^T with unit-stride rows for the per-step products (K = H is too short for the
-        # dot-product kernel's reductions to pay), once per call
-        np.copyto(rt, R.transpose(0, 2, 1))
+        # the per-step products' B = R[d]^T, packed into panels (float32) or transposed (float64),
+        # once per call
+        if f32:
+            for d in range(nd):
+                if split:
+                    pack_all(R[d, :2 * H].T, fpk[2 * d])
+                    pack_all(R[d, 2 * H:].T, fpk[2 * d + 1])
+                else:
+                    pack_all(R[d].T, fpk[2 * d])
+        else:
+            np.copyto(rt, R.transpose(0, 2, 1))
         if wt is None:
             matmul_nt(x2, w2, xw2)  # one GEMM projects every time step of both directions
         else:                       # (few input features: W^T packed, the tile kernel)
             np.copyto(wt, w2.T)
             matmul(x2, wt, xw2)
         if kind == "RNN":
-            args = (ws["xw"], bias, rt, h0, use_h0, code, seq, ws["hbuf"], ws["rec"], ws["hp"], ws["act"], y3)
+            args = (ws["xw"], bias, rt, fpk, h0, use_h0, code, seq, ws["hbuf"], ws["rec"], ws["hp"], ws["act"], y3)
             S.rnn_forward_chunks(*args, parts) if parts > 1 else S.rnn_forward(*args)
         elif kind == "LSTM":
-            args = (ws["xw"], bias, rt, h0, c0, use_h0, use_c0, code, seq, ws["hbuf"], ws["cbuf"], ws["rec"],
+            args = (ws["xw"], bias, rt, fpk, h0, c0, use_h0, use_c0, code, seq, ws["hbuf"], ws["cbuf"], ws["rec"],
                     ws["hp"], _gate_buffer(node, ws, "act"), ws["cs"], y3)
             S.lstm_forward_chunks(*args, parts) if parts > 1 else S.lstm_forward(*args)
         else:
-            args = (ws["xw"], bias, rt, h0, use_h0, code, seq, lbr, ws["hbuf"], ws["rhbuf"], ws["rec"],
+            args = (ws["xw"], bias, rt, fpk, h0, use_h0, code, seq, lbr, ws["hbuf"], ws["rhbuf"], ws["rec"],
                     ws["rec_zr"], ws["rec_h"], ws["hp"], ws["act"], ws["aux"], y3)
             S.gru_forward_chunks(*args, parts) if parts > 1 else S.gru_forward(*args)
     return run
@@ -125,16 +139,26 @@ def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws, ctx):
     dh0 = dxs[1] if len(dxs) > 1 and dxs[1] is not None else np.zeros((B, nd * H), y.dtype)
     dc0 = dxs[2] if len(dxs) > 2 and dxs[2] is not None else np.zeros((B, nd * H), y.dtype)
     parts = chunks(B, GH, H)
+    bpk = ws["bpk"]
+    split = kind == "GRU" and not lbr
+    f32 = R.dtype == np.float32
 
     def run():
+        if f32:  # the per-step products' B = R[d] (rows 2H.. and ..2H apart for the split GRU)
+            for d in range(nd):
+                if split:
+                    pack_all(R[d, :2 * H], bpk[2 * d])
+                    pack_all(R[d, 2 * H:], bpk[2 * d + 1])
+                else:
+                    pack_all(R[d], bpk[2 * d])
         if kind == "RNN":
-            args = (R, code, seq, dy3, ws["dhp"], act, ws["gs"], dxg, dh0, want0)
+            args = (R, bpk, code, seq, dy3, ws["dhp"], act, ws["gs"], dxg, dh0, want0)
             S.rnn_backward_chunks(*args, parts) if parts > 1 else S.rnn_backward(*args)
         elif kind == "LSTM":
-            args = (R, c0, use_c0, code, seq, dy3, ws["dhp"], ws["dcc"], act, ws["cs"], dxg, dh0, dc0, want0)
+            args = (R, bpk, c0, use_c0, code, seq, dy3, ws["dhp"], ws["dcc"], act, ws["cs"], dxg, dh0, dc0, want0)
             S.lstm_backward_chunks(*args, parts) if parts > 1 else S.lstm_backward(*args)
         else:
-            args = (R, code, seq, lbr, dy3, ws["dhp"], ws["dhz"], ws["dhc"], ws["drh"], ws["hp"], act, ws["aux"],
+            args = (R, bpk, code, seq, lbr, dy3, ws["dhp"], ws["dhz"], ws["dhc"], ws["drh"], ws["hp"], act, ws["aux"],
                     ws["gs"], ws["gs_zr"], ws["gs_n"], dxg, drg, dh0, want0)
             S.gru_backward_chunks(*args, parts) if parts > 1 else S.gru_backward(*args)
         weight_grads()

@@ -1,8 +1,8 @@
 """Recurrent cells (RNN, LSTM, GRU): the time loops, compiled, and their fused per-step epilogues.
 
 Each step of direction d at time t does
-  1. the recurrent product  rec = h_prev R[d]^T  with the vector GEMM kernels (linalg.gemm; rt
-     holds R[d]^T so the kernels read unit-stride rows), shared over threads when it pays,
+  1. the recurrent product  rec = h_prev R[d]^T  with the vector GEMM kernels (linalg.packed: R[d]^T
+     packed into panels once per call, read by every step), its batch rows split over threads,
   2. the fused gate epilogue: input projection + biases + recurrent term -> activations -> state.
 Backward runs the steps in reverse: the epilogue turns dL/dh (the carry dhp plus the output's own
 gradient) into the gate gradients gs, then dhp = gs R[d]. The input projection x W^T of all time
@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from numba import njit, prange
 
-from ..linalg.gemm import MR, matmul_into
+from ..linalg.gemm import MR
+from ..linalg.packed import matmul_packed
 from .lstm_cells import bstep as lstm_cell_bstep
 from .lstm_cells import step as lstm_cell_step
 from .rnn_math import JIT as _J  # no fast-math: the same bits compiled afresh or loaded from the cache
@@ -201,8 +202,11 @@ def gru_bstep_r(d, t, hp, act, drh, dhc, dhz, gs_zr, dxg, drg):
 
 
 # ---- drivers: the time loops, compiled (no Python per step) ---------------------------------------
-# rt holds R[d]^T (H, G*H) C-contiguous, so every product reads unit-stride rows of its B matrix
-# (what the vector GEMM kernels need); the backward products read R[d] itself.
+# float32 products read their B matrix from pk[2d] (and pk[2d + 1], a GRU's second product):
+# R[d]^T (forward) or R[d] (backward) packed into contiguous panels once per layer call
+# (linalg.packed.pack_all). In place, the rows of R[d]^T for 512 hidden units are 8 KB apart and
+# share one L1 set: h_prev R^T for 64 x 512 x 2048 took 2.4 ms a step, packed 1.35 ms. float64
+# (the gradient checks) reads rt = R[d]^T (forward) and R[d] (backward) themselves.
 
 @njit(inline="always", **_J)
 def _time(d, s, T):
@@ -220,21 +224,21 @@ def _init_state(buf, init, use_init, d):
 
 
 @njit(**_J)
-def rnn_forward(xw, bias, rt, h0, use_h0, code, seq, hbuf, rec, hp, act, y3):
+def rnn_forward(xw, bias, rt, pk, h0, use_h0, code, seq, hbuf, rec, hp, act, y3):
     nd, H = rt.shape[0], rt.shape[1]
     T = xw.shape[1]
     for d in range(nd):
         _init_state(hbuf, h0, use_h0, d)
         for s in range(T):
             t = _time(d, s, T)
-            matmul_into(hbuf, rt[d], rec, False, False)
+            matmul_packed(hbuf, rt[d], pk[2 * d], rec)
             rnn_step(xw, bias, rec, d, t, code, seq, hbuf, hp, act, y3)
         if not seq:
             y3[:, 0, d * H:(d + 1) * H] = hbuf
 
 
 @njit(**_J)
-def lstm_forward(xw, bias, rt, h0, c0, use_h0, use_c0, code, seq, hbuf, cbuf, rec, hp, act, cs, y3):
+def lstm_forward(xw, bias, rt, pk, h0, c0, use_h0, use_c0, code, seq, hbuf, cbuf, rec, hp, act, cs, y3):
     nd, H = rt.shape[0], rt.shape[1]
     T = xw.shape[1]
     for d in range(nd):
@@ -242,14 +246,14 @@ def lstm_forward(xw, bias, rt, h0, c0, use_h0, use_c0, code, seq, hbuf, cbuf, re
         _init_state(cbuf, c0, use_c0, d)
         for s in range(T):
             t = _time(d, s, T)
-            matmul_into(hbuf, rt[d], rec, False, False)
+            matmul_packed(hbuf, rt[d], pk[2 * d], rec)
             lstm_cell_step(xw, bias, rec, d, t, code, seq, hbuf, cbuf, hp, act, cs, y3)
         if not seq:
             y3[:, 0, d * H:(d + 1) * H] = hbuf
 
 
 @njit(**_J)
-def gru_forward(xw, bias, rt, h0, use_h0, code, seq, lbr, hbuf, rhbuf, rec, rec_zr, rec_h, hp, act, aux, y3):
+def gru_forward(xw, bias, rt, pk, h0, use_h0, code, seq, lbr, hbuf, rhbuf, rec, rec_zr, rec_h, hp, act, aux, y3):
     nd, H = rt.shape[0], rt.shape[1]
     T = xw.shape[1]
     for d in range(nd):
@@ -257,13 +261,13 @@ def gru_forward(xw, bias, rt, h0, use_h0, code, seq, lbr, hbuf, rhbuf, rec, rec_
         for s in range(T):
             t = _time(d, s, T)
             if lbr:  # one product for all three gates
-                matmul_into(hbuf, rt[d], rec, False, False)
+                matmul_packed(hbuf, rt[d], pk[2 * d], rec)
                 gru_gates(xw, bias, rec, d, t, lbr, rec, 2 * H, hbuf, rhbuf, hp, act, aux)
                 gru_state(xw, bias, rec, 2 * H, d, t, code, seq, lbr, hbuf, act, aux, y3)
             else:
-                matmul_into(hbuf, rt[d][:, :2 * H], rec_zr, False, False)
+                matmul_packed(hbuf, rt[d][:, :2 * H], pk[2 * d], rec_zr)
                 gru_gates(xw, bias, rec_zr, d, t, lbr, rec_h, 0, hbuf, rhbuf, hp, act, aux)
-                matmul_into(rhbuf, rt[d][:, 2 * H:], rec_h, False, False)
+                matmul_packed(rhbuf, rt[d][:, 2 * H:], pk[2 * d + 1], rec_h)
                 gru_state(xw, bias, rec_h, 0, d, t, code, seq, lbr, hbuf, act, aux, y3)
         if not seq:
             y3[:, 0, d * H:(d + 1) * H] = hbuf
@@ -279,7 +283,7 @@ def _init_carry(dhp, dy3, seq, d):
 
 
 @njit(**_J)
-def rnn_backward(R, code, seq, dy3, dhp, act, gs, dxg, dh0, want_d0):
+def rnn_backward(R, pk, code, seq, dy3, dhp, act, gs, dxg, dh0, want_d0):
     nd, H = R.shape[0], R.shape[2]
     T = act.shape[1]
     for d in range(nd):
@@ -287,13 +291,13 @@ def rnn_backward(R, code, seq, dy3, dhp, act, gs, dxg, dh0, want_d0):
         for s in range(T):  # reverse of the forward order
             t = _time(d, T - 1 - s, T)
             rnn_bstep(dy3, d, t, code, seq, dhp, act, gs, dxg)
-            matmul_into(gs, R[d], dhp, False, False)
+            matmul_packed(gs, R[d], pk[2 * d], dhp)
         if want_d0:
             dh0[:, d * H:(d + 1) * H] = dhp
 
 
 @njit(**_J)
-def lstm_backward(R, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, dxg, dh0, dc0, want_d0):
+def lstm_backward(R, pk, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, dxg, dh0, dc0, want_d0):
     nd, GH, H = R.shape
     T = act.shape[1]
     for d in range(nd):
@@ -303,14 +307,14 @@ def lstm_backward(R, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, dxg, dh0, dc
             t = _time(d, T - 1 - s, T)
             tp = _time(d, T - 2 - s, T) if s < T - 1 else -1  # the step that ran before t
             lstm_cell_bstep(dy3, d, t, tp, code, seq, c0, use_c0, act, cs, dhp, dcc, dxg)
-            matmul_into(dxg[:, t, d * GH:(d + 1) * GH], R[d], dhp, False, False)  # the gate gradients in place
+            matmul_packed(dxg[:, t, d * GH:(d + 1) * GH], R[d], pk[2 * d], dhp)  # the gate gradients in place
         if want_d0:
             dh0[:, d * H:(d + 1) * H] = dhp
             dc0[:, d * H:(d + 1) * H] = dcc
 
 
 @njit(**_J)
-def gru_backward(R, code, seq, lbr, dy3, dhp, dhz, dhc, drh, hp, act, aux, gs, gs_zr, gs_n, dxg, drg, dh0,
+def gru_backward(R, pk, code, seq, lbr, dy3, dhp, dhz, dhc, drh, hp, act, aux, gs, gs_zr, gs_n, dxg, drg, dh0,
                  want_d0):
     nd, H = R.shape[0], R.shape[2]
     T = act.shape[1]
@@ -321,12 +325,12 @@ def gru_backward(R, code, seq, lbr, dy3, dhp, dhz, dhc, drh, hp, act, aux, gs, g
             t = _time(d, T - 1 - s, T)
             if lbr:
                 gru_bstep_lbr(dy3, d, t, code, seq, hp, act, aux, dhp, dhz, gs, dxg, drg)
-                matmul_into(gs, R[d], dhp, False, False)
+                matmul_packed(gs, R[d], pk[2 * d], dhp)
             else:
                 gru_bstep_n(dy3, d, t, code, seq, hp, act, dhp, dhz, dhc, gs_zr, gs_n, dxg, drg)
-                matmul_into(gs_n, R[d][2 * H:], drh, False, False)
+                matmul_packed(gs_n, R[d][2 * H:], pk[2 * d + 1], drh)
                 gru_bstep_r(d, t, hp, act, drh, dhc, dhz, gs_zr, dxg, drg)
-                matmul_into(gs_zr, R[d][:2 * H], dhp, False, False)
+                matmul_packed(gs_zr, R[d][:2 * H], pk[2 * d], dhp)
         if want_d0:
             dh0[:, d * H:(d + 1) * H] = dhp + dhz
 
@@ -346,50 +350,50 @@ def _rows(c, chunks, B):
 
 
 @njit(parallel=True, **_J)
-def rnn_forward_chunks(xw, bias, rt, h0, use_h0, code, seq, hbuf, rec, hp, act, y3, chunks):
+def rnn_forward_chunks(xw, bias, rt, pk, h0, use_h0, code, seq, hbuf, rec, hp, act, y3, chunks):
     for c in prange(chunks):
         lo, hi = _rows(c, chunks, hbuf.shape[0])
-        rnn_forward(xw[lo:hi], bias, rt, h0[lo:hi], use_h0, code, seq, hbuf[lo:hi], rec[lo:hi], hp[lo:hi],
+        rnn_forward(xw[lo:hi], bias, rt, pk, h0[lo:hi], use_h0, code, seq, hbuf[lo:hi], rec[lo:hi], hp[lo:hi],
                     act[lo:hi], y3[lo:hi])
 
 
 @njit(parallel=True, **_J)
-def lstm_forward_chunks(xw, bias, rt, h0, c0, use_h0, use_c0, code, seq, hbuf, cbuf, rec, hp, act, cs, y3, chunks):
+def lstm_forward_chunks(xw, bias, rt, pk, h0, c0, use_h0, use_c0, code, seq, hbuf, cbuf, rec, hp, act, cs, y3, chunks):
     for c in prange(chunks):
         lo, hi = _rows(c, chunks, hbuf.shape[0])
-        lstm_forward(xw[lo:hi], bias, rt, h0[lo:hi], c0[lo:hi], use_h0, use_c0, code, seq, hbuf[lo:hi],
+        lstm_forward(xw[lo:hi], bias, rt, pk, h0[lo:hi], c0[lo:hi], use_h0, use_c0, code, seq, hbuf[lo:hi],
                      cbuf[lo:hi], rec[lo:hi], hp[lo:hi], act[lo:hi], cs[lo:hi], y3[lo:hi])
 
 
 @njit(parallel=True, **_J)
-def gru_forward_chunks(xw, bias, rt, h0, use_h0, code, seq, lbr, hbuf, rhbuf, rec, rec_zr, rec_h, hp, act, aux, y3,
+def gru_forward_chunks(xw, bias, rt, pk, h0, use_h0, code, seq, lbr, hbuf, rhbuf, rec, rec_zr, rec_h, hp, act, aux, y3,
                        chunks):
     for c in prange(chunks):
         lo, hi = _rows(c, chunks, hbuf.shape[0])
-        gru_forward(xw[lo:hi], bias, rt, h0[lo:hi], use_h0, code, seq, lbr, hbuf[lo:hi], rhbuf[lo:hi], rec[lo:hi],
+        gru_forward(xw[lo:hi], bias, rt, pk, h0[lo:hi], use_h0, code, seq, lbr, hbuf[lo:hi], rhbuf[lo:hi], rec[lo:hi],
                     rec_zr[lo:hi], rec_h[lo:hi], hp[lo:hi], act[lo:hi], aux[lo:hi], y3[lo:hi])
 
 
 @njit(parallel=True, **_J)
-def rnn_backward_chunks(R, code, seq, dy3, dhp, act, gs, dxg, dh0, want_d0, chunks):
+def rnn_backward_chunks(R, pk, code, seq, dy3, dhp, act, gs, dxg, dh0, want_d0, chunks):
     for c in prange(chunks):
         lo, hi = _rows(c, chunks, dhp.shape[0])
-        rnn_backward(R, code, seq, dy3[lo:hi], dhp[lo:hi], act[lo:hi], gs[lo:hi], dxg[lo:hi], dh0[lo:hi], want_d0)
+        rnn_backward(R, pk, code, seq, dy3[lo:hi], dhp[lo:hi], act[lo:hi], gs[lo:hi], dxg[lo:hi], dh0[lo:hi], want_d0)
 
 
 @njit(parallel=True, **_J)
-def lstm_backward_chunks(R, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, dxg, dh0, dc0, want_d0, chunks):
+def lstm_backward_chunks(R, pk, c0, use_c0, code, seq, dy3, dhp, dcc, act, cs, dxg, dh0, dc0, want_d0, chunks):
     for c in prange(chunks):
         lo, hi = _rows(c, chunks, dhp.shape[0])
-        lstm_backward(R, c0[lo:hi], use_c0, code, seq, dy3[lo:hi], dhp[lo:hi], dcc[lo:hi], act[lo:hi], cs[lo:hi],
+        lstm_backward(R, pk, c0[lo:hi], use_c0, code, seq, dy3[lo:hi], dhp[lo:hi], dcc[lo:hi], act[lo:hi], cs[lo:hi],
                       dxg[lo:hi], dh0[lo:hi], dc0[lo:hi], want_d0)
 
 
 @njit(parallel=True, **_J)
-def gru_backward_chunks(R, code, seq, lbr, dy3, dhp, dhz, dhc, drh, hp, act, aux, gs, gs_zr, gs_n, dxg, drg, dh0,
+def gru_backward_chunks(R, pk, code, seq, lbr, dy3, dhp, dhz, dhc, drh, hp, act, aux, gs, gs_zr, gs_n, dxg, drg, dh0,
                         want_d0, chunks):
     for c in prange(chunks):
         lo, hi = _rows(c, chunks, dhp.shape[0])
-        gru_backward(R, code, seq, lbr, dy3[lo:hi], dhp[lo:hi], dhz[lo:hi], dhc[lo:hi], drh[lo:hi], hp[lo:hi],
+        gru_backward(R, pk, code, seq, lbr, dy3[lo:hi], dhp[lo:hi], dhz[lo:hi], dhc[lo:hi], drh[lo:hi], hp[lo:hi],
                      act[lo:hi], aux[lo:hi], gs[lo:hi], gs_zr[lo:hi], gs_n[lo:hi], dxg[lo:hi], drg[lo:hi],
                      dh0[lo:hi], want_d0)
