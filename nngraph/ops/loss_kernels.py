@@ -8,6 +8,17 @@ from numba import njit
 
 _TINY = 1e-30  # floor inside log(): an underflowed probability costs at most -log(1e-30) = 69 nats
 
+# Gradient entries below float32's smallest normal number are written as 0. Softmax probabilities
+# of e^-90 and less (confident logits) are subnormal, and every product that reads a subnormal
+# operand takes a microcode assist on x86: the backward of a 64->128 5x5 conv on 64 x 64 inputs
+# (batch 32) behind such a gradient ran 7.3 s instead of 0.7. The flushed values are < 1.2e-38.
+_SUBNORMAL = 1.1754943508222875e-38
+
+
+@njit(cache=True, inline="always")
+def _flush(v):
+    return v if abs(v) >= _SUBNORMAL else 0.0
+
 
 @njit(cache=True)
 def mse_kernel(y, t, dy):
@@ -18,7 +29,7 @@ def mse_kernel(y, t, dy):
         for j in range(k):
             d = y[i, j] - t[i, j]
             total += d * d
-            dy[i, j] = scale * d
+            dy[i, j] = _flush(scale * d)
     return total / m
 
 
@@ -31,7 +42,7 @@ def ce_probs_onehot(p, t, dz):
         for j in range(k):
             if t[i, j] != 0:
                 total -= t[i, j] * math.log(max(p[i, j], _TINY))
-            dz[i, j] = (p[i, j] - t[i, j]) * inv
+            dz[i, j] = _flush((p[i, j] - t[i, j]) * inv)
     return total * inv
 
 
@@ -44,7 +55,7 @@ def ce_probs_ids(p, t, dz):
         c = t[i]
         total -= math.log(max(p[i, c], _TINY))
         for j in range(k):
-            dz[i, j] = p[i, j] * inv
+            dz[i, j] = _flush(p[i, j] * inv)
         dz[i, c] -= inv
     return total * inv
 
@@ -73,7 +84,7 @@ def ce_logits_onehot(z, t, dz):
         lse = _softmax_row_into(z[i], dz[i])
         for j in range(k):
             total += t[i, j] * (lse - z[i, j])
-            dz[i, j] = (dz[i, j] - t[i, j]) * inv
+            dz[i, j] = _flush((dz[i, j] - t[i, j]) * inv)
     return total * inv
 
 
@@ -87,7 +98,7 @@ def ce_logits_ids(z, t, dz):
         c = t[i]
         total += lse - z[i, c]
         for j in range(k):
-            dz[i, j] *= inv
+            dz[i, j] = _flush(dz[i, j] * inv)
         dz[i, c] -= inv
     return total * inv
 
@@ -101,7 +112,7 @@ def bce_probs(p, t, dz):
         for j in range(k):
             q = p[i, j]
             total -= t[i, j] * math.log(max(q, _TINY)) + (1 - t[i, j]) * math.log(max(1 - q, _TINY))
-            dz[i, j] = (q - t[i, j]) * inv
+            dz[i, j] = _flush((q - t[i, j]) * inv)
     return total * inv
 
 
@@ -120,7 +131,7 @@ def bce_logits(z, t, dz):
             else:
                 e = math.exp(x)
                 s = e / (1.0 + e)
-            dz[i, j] = (s - t[i, j]) * inv
+            dz[i, j] = _flush((s - t[i, j]) * inv)
     return total * inv
 
 
