@@ -226,6 +226,24 @@ def _matmul_packed_jit(a, b, bp, c):
     return loops
 
 
+def matmul_panels(a, b, c, buf, accumulate=False):
+    """c (+)= a @ b from Numba code, any strides: float32 on ``gemm_packed`` with the panel buffer
+    ``buf`` (``pack_size(0)`` floats will do when a's rows are unit-stride); float64 plain loops."""
+    matmul_into(a, b, c, accumulate)
+
+
+@overload(matmul_panels, jit_options=_J)
+def _matmul_panels_jit(a, b, c, buf, accumulate=False):
+    if all(isinstance(x, types.Array) and x.dtype == types.float32 for x in (a, b, c, buf)):
+        def impl(a, b, c, buf, accumulate=False):
+            gemm_packed(a, b, c, buf, accumulate)
+        return impl
+
+    def loops(a, b, c, buf, accumulate=False):
+        matmul_into(a, b, c, accumulate, False)
+    return loops
+
+
 _buffer = np.empty(0, np.float32)
 
 

@@ -7,6 +7,7 @@ from numba import config
 
 from ..ir.graph import Node, TensorType
 from ..linalg.gemm import NR
+from ..linalg.packed import pack_size
 from . import conv_kernels as K
 from . import conv_shift as S
 from .activations import check_activation
@@ -74,6 +75,7 @@ def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tup
         q = p * sub_block(batch, p)
         ws["cols"] = (t, k, q)                                # a few samples' patches per thread
         ws["zs"] = (t, f, q)                                  # their outputs / output gradients
+        ws["pks"] = (t, pack_size(0) if k // groups >= K.PACKED_K else 1)  # dW's panels
     return ws
 
 
@@ -163,7 +165,7 @@ def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws, ctx):
         zs = ws["zs"]
 
         def run():
-            kernel(x4, w2, y3, dy3, code, cols, zs, dws, dbs, use_bias, dx4, want_dx, groups, geo, dw2, db)
+            kernel(x4, w2, y3, dy3, code, cols, zs, ws["pks"], dws, dbs, use_bias, dx4, want_dx, groups, geo, dw2, db)
         return run
     hp, wp, _ = _shift_dims(g)
     tab = _shift_tables(node, g)

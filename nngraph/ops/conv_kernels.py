@@ -24,6 +24,7 @@ from numba import njit, prange, uint64
 
 from ..linalg.gemm import matmul_into
 from ..linalg.gemm_nt import matmul_nt_into
+from ..linalg.packed import matmul_panels
 from ..linalg.rows import add_every, take_every
 from .act_math import sigmoid
 from .activations import RELU, SIGMOID, TANH
@@ -102,7 +103,11 @@ def col2im_one(dcol, dx, n, base, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow):
                         add_every(cf, o + uint64(b_lo), df, dst + uint64(b_lo * sw), sw, b_hi - b_lo)
 
 
-# ---- small dense products, register-blocked by four rows ---------------------------------------
+# dW = dz col^T for more than this many columns of col^T (C kh kw) runs on col^T packed into panels
+# (linalg.packed) instead of dot products along col's rows. One thread, dW of one sub-block: 64 x
+# 392 x 800 (32->64 5x5) 61 -> 99 GFLOP/s, 128 x 392 x 1600 45 -> 113, 128 x 392 x 576 70 -> 110;
+# at 288 columns both ran 105, at 75 the dot products won (130 vs 69).
+PACKED_K = 384
 
 # ---- per-sample forward and backward ----------------------------------------------------------
 
@@ -168,7 +173,7 @@ def forward_threaded(x, w, b, code, y, cols, zs, groups, geo):
 
 
 @njit(cache=True)
-def _backward_block(x, w, y, dy, code, col, zb, dw, db, use_bias, dx, want_dx, groups, geo, lo, hi):
+def _backward_block(x, w, y, dy, code, col, zb, pk, dw, db, use_bias, dx, want_dx, groups, geo, lo, hi):
     """Partial dW, db of samples [lo, hi) (and their dx), in the sub-blocks of ``_forward_block``:
     dz of m samples side by side in zb (F, m P), dW += zb col^T, dcol = W^T zb (in col) -> dx."""
     kh, kw, sh, sw, dh, dw_, pt, pl, oh, ow = geo
@@ -212,8 +217,12 @@ def _backward_block(x, w, y, dy, code, col, zb, dw, db, use_bias, dx, want_dx, g
             im2col_one(x, n, col, j * npos, kh, kw, sh, sw, dh, dw_, pt, pl, oh, ow)
         q = m * npos
         for gi in range(groups):
-            matmul_nt_into(zb[gi * fg:(gi + 1) * fg, :q], col[gi * kg:(gi + 1) * kg, :q], dw[gi * fg:(gi + 1) * fg],
-                           True)
+            if kg >= PACKED_K:  # col^T packed into panels: long dot products lose to the tile kernel
+                matmul_panels(zb[gi * fg:(gi + 1) * fg, :q], col[gi * kg:(gi + 1) * kg, :q].T,
+                              dw[gi * fg:(gi + 1) * fg], pk, True)
+            else:
+                matmul_nt_into(zb[gi * fg:(gi + 1) * fg, :q], col[gi * kg:(gi + 1) * kg, :q],
+                               dw[gi * fg:(gi + 1) * fg], True)
         if want_dx:
             for gi in range(groups):
                 matmul_into(w[gi * fg:(gi + 1) * fg].T, zb[gi * fg:(gi + 1) * fg, :q], col[gi * kg:(gi + 1) * kg, :q],
@@ -232,22 +241,23 @@ def sum_partials(parts, out):
 
 
 @njit(cache=True)
-def backward(x, w, y, dy, code, cols, zs, dws, dbs, use_bias, dx, want_dx, groups, geo, dw_out, db_out):
+def backward(x, w, y, dy, code, cols, zs, pks, dws, dbs, use_bias, dx, want_dx, groups, geo, dw_out, db_out):
     """dW, db (and dx when want_dx) of every sample, one thread: the same blocks and the same
     partial sums as backward_threaded, so the bits do not depend on the thread count."""
     n, t = x.shape[0], cols.shape[0]
     for c in range(t):
-        _backward_block(x, w, y, dy, code, cols[c], zs[c], dws[c], dbs[c], use_bias, dx, want_dx, groups, geo,
+        _backward_block(x, w, y, dy, code, cols[c], zs[c], pks[c], dws[c], dbs[c], use_bias, dx, want_dx, groups, geo,
                         c * n // t, (c + 1) * n // t)
     sum_partials(dws, dw_out)
     sum_partials(dbs, db_out)
 
 
 @njit(cache=True, parallel=True)
-def backward_threaded(x, w, y, dy, code, cols, zs, dws, dbs, use_bias, dx, want_dx, groups, geo, dw_out, db_out):
+def backward_threaded(x, w, y, dy, code, cols, zs, pks, dws, dbs, use_bias, dx, want_dx, groups, geo, dw_out,
+                      db_out):
     n, t = x.shape[0], cols.shape[0]
     for c in prange(t):  # partial dW/db per block, summed below: no races
-        _backward_block(x, w, y, dy, code, cols[c], zs[c], dws[c], dbs[c], use_bias, dx, want_dx, groups, geo,
+        _backward_block(x, w, y, dy, code, cols[c], zs[c], pks[c], dws[c], dbs[c], use_bias, dx, want_dx, groups, geo,
                         c * n // t, (c + 1) * n // t)
     sum_partials(dws, dw_out)
     sum_partials(dbs, db_out)
