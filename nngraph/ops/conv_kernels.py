@@ -140,13 +140,12 @@ def _epilogue(z, y, b, code):
 
 @njit(cache=True)
 def _forward_block(x, w, b, code, y, col, z, groups, geo, lo, hi):
-    """Samples [lo, hi) in sub-blocks of col.shape[1] // P samples: their patches side by side in
+    """Samples [lo, hi) in sub-blocks of ``sub`` samples (geo): their patches side by side in
     col (K, m P), one product per group into z (F, m P), then each sample's epilogue into y."""
-    kh, kw, sh, sw, dh, dw, pt, pl, oh, ow = geo
+    kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, sub = geo  # sub: samples per product (conv_bind.sub_block)
     f_ = w.shape[0]
     fg, kg = f_ // groups, w.shape[1]
     npos = oh * ow
-    sub = max(1, col.shape[1] // npos)
     for n0 in range(lo, hi, sub):
         m = min(sub, hi - n0)
         for j in range(m):
@@ -176,11 +175,10 @@ def forward_threaded(x, w, b, code, y, cols, zs, groups, geo):
 def _backward_block(x, w, y, dy, code, col, zb, pk, dw, db, use_bias, dx, want_dx, groups, geo, lo, hi):
     """Partial dW, db of samples [lo, hi) (and their dx), in the sub-blocks of ``_forward_block``:
     dz of m samples side by side in zb (F, m P), dW += zb col^T, dcol = W^T zb (in col) -> dx."""
-    kh, kw, sh, sw, dh, dw_, pt, pl, oh, ow = geo
+    kh, kw, sh, sw, dh, dw_, pt, pl, oh, ow, sub = geo
     f_ = w.shape[0]
     fg, kg = f_ // groups, w.shape[1]
     npos = oh * ow
-    sub = max(1, col.shape[1] // npos)
     dw[:] = 0
     db[:] = 0
     for n0 in range(lo, hi, sub):

@@ -229,6 +229,7 @@ def test_strided_conv_unfolds_several_samples_at_a_time(case):
     from nngraph.ops.conv_kernels import PACKED_K
 
     assert sub_block(20, 200) == 2 and sub_block(20, 25) == 3 and sub_block(64, 49) == 8 and sub_block(64, 1024) == 1
+    assert sub_block(32, 169) == 2  # 4 samples a block: 2 + 2, not 3 + 1
     assert PACKED_K <= 400
     check_forward_reference(case, batch=case.batch)
     check_gradients(case)
