@@ -88,3 +88,61 @@ def _max2x2_backward_jit(xp, gp, dp):
                 dp[2 * oh:, :] = 0
         return vector
     return max2x2_backward_plane
+
+
+# ---- 1 x 2 windows at stride 2 along rows (a 1-D max pool of size 2: conv1d's usual follower) ------
+# Every (sample, channel) row is one flat row here: the plane loop's per-plane views cost more than
+# a 100-long row's work (conv1d 64->64 over 100 steps, batch 64: forward 1.4 ms, backward 2.4 ms).
+
+def max1x2_forward_rows(x2, y2):
+    """y2[r, b] = max(x2[r, 2b], x2[r, 2b + 1]) for (rows, W) and (rows, OW) arrays."""
+    for r in range(y2.shape[0]):
+        for b in range(y2.shape[1]):
+            y2[r, b] = max(x2[r, 2 * b], x2[r, 2 * b + 1])
+
+
+def max1x2_backward_rows(x2, g2, d2):
+    """The gradient to each window's first maximum; columns past the last window get zero."""
+    d2[:, :] = 0
+    for r in range(g2.shape[0]):
+        for b in range(g2.shape[1]):
+            j = 2 * b + 1 if x2[r, 2 * b + 1] > x2[r, 2 * b] else 2 * b
+            d2[r, j] = g2[r, b]
+
+
+@overload(max1x2_forward_rows, jit_options=dict(cache=True))
+def _max1x2_forward_jit(x2, y2):
+    if x2.dtype == types.float32 and y2.dtype == types.float32:
+        def vector(x2, y2):
+            w, (rows, ow) = x2.shape[1], y2.shape
+            px, py = data_ptr(x2), data_ptr(y2)
+            for r in range(rows):
+                for b0 in range(0, ow, LANES):
+                    n, c0 = 2 * (ow - b0), r * w + 2 * b0
+                    lo, hi = vload_n(px, c0, n), vload_n(px, c0 + LANES, n - LANES)
+                    vstore_n(py, r * ow + b0, vmax(veven(lo, hi), vodd(lo, hi)), ow - b0)
+        return vector
+    return max1x2_forward_rows
+
+
+@overload(max1x2_backward_rows, jit_options=dict(cache=True))
+def _max1x2_backward_jit(x2, g2, d2):
+    if x2.dtype == types.float32 and g2.dtype == types.float32 and d2.dtype == types.float32:
+        def vector(x2, g2, d2):
+            w, (rows, ow) = x2.shape[1], g2.shape
+            px, pg, pd = data_ptr(x2), data_ptr(g2), data_ptr(d2)
+            for r in range(rows):
+                for b0 in range(0, ow, LANES):
+                    n, c0 = 2 * (ow - b0), r * w + 2 * b0
+                    lo, hi = vload_n(px, c0, n), vload_n(px, c0 + LANES, n - LANES)
+                    v0, v1 = veven(lo, hi), vodd(lo, hi)
+                    m = vmax(v0, v1)
+                    g = vload_n(pg, r * ow + b0, ow - b0)
+                    d0 = vtake(v0, m, g, vzero())
+                    d1 = vtake(v1, m, g, vmark(v0, m, vzero()))
+                    vstore_n(pd, c0, vinterleave_lo(d0, d1), n)
+                    vstore_n(pd, c0 + LANES, vinterleave_hi(d0, d1), n - LANES)
+                for c in range(2 * ow, w):
+                    d2[r, c] = 0
+        return vector
+    return max1x2_backward_rows

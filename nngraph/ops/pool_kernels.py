@@ -6,7 +6,7 @@ from numba import config, njit, prange
 
 from .activations_kernels import CHUNKS
 from .base import OpKernels, noop
-from .maxpool2x2 import max2x2_backward_plane, max2x2_forward_plane
+from .maxpool2x2 import max1x2_backward_rows, max1x2_forward_rows, max2x2_backward_plane, max2x2_forward_plane
 from .pool import as_planes, geometry
 
 
@@ -57,10 +57,19 @@ def _tiles_2x2(kh, kw, sh, sw, pt, pl, h, w, oh, ow):
     return kh == kw == sh == sw == 2 and pt == pl == 0 and 2 * oh <= h and 2 * ow <= w
 
 
+@njit(cache=True, inline="always")
+def _row_pairs(kh, kw, sh, sw, pt, pl, h, w, oh, ow):
+    """Whether the windows are 1 x 2 at stride (1, 2) with no padding (a 1-D pool of size 2)."""
+    return kh == sh == 1 and kw == sw == 2 and pt == pl == 0 and oh == h and 2 * ow <= w
+
+
 @njit(cache=True)
 def _maxpool_forward_planes(x, y, kh, kw, sh, sw, pt, pl, lo, hi):
     n_, c_, h_, w_ = x.shape
     oh, ow = y.shape[2], y.shape[3]
+    if _row_pairs(kh, kw, sh, sw, pt, pl, h_, w_, oh, ow):  # all the block's rows as one array
+        max1x2_forward_rows(x.reshape(-1, w_)[lo * h_:hi * h_], y.reshape(-1, ow)[lo * oh:hi * oh])
+        return
     fast = _tiles_2x2(kh, kw, sh, sw, pt, pl, h_, w_, oh, ow)
     for q in range(lo, hi):
         n, c = q // c_, q % c_
@@ -91,6 +100,10 @@ def maxpool_forward_threaded(x, y, kh, kw, sh, sw, pt, pl):
 def _maxpool_backward_planes(x, dy, dx, kh, kw, sh, sw, pt, pl, lo, hi):
     n_, c_, h_, w_ = x.shape
     oh, ow = dy.shape[2], dy.shape[3]
+    if _row_pairs(kh, kw, sh, sw, pt, pl, h_, w_, oh, ow):
+        max1x2_backward_rows(x.reshape(-1, w_)[lo * h_:hi * h_], dy.reshape(-1, ow)[lo * oh:hi * oh],
+                             dx.reshape(-1, w_)[lo * h_:hi * h_])
+        return
     fast = _tiles_2x2(kh, kw, sh, sw, pt, pl, h_, w_, oh, ow)
     for q in range(lo, hi):
         n, c = q // c_, q % c_
