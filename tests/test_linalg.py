@@ -122,7 +122,7 @@ def test_packed_gemm_same_bits_as_gemm_and_over_threads(shape, layout):
     big_c = rng.standard_normal((m + 2, n + 9)).astype(np.float32)
     before = big_c.copy()
     c = big_c[1:m + 1, 4:n + 4]
-    buf = panel_buffer(m)
+    buf = panel_buffer(m, k, n)
     gemm_packed(a, b, c, buf)
     plain = np.zeros((m, n), np.float32)
     gemm(np.ascontiguousarray(a), np.ascontiguousarray(b), plain)

@@ -292,7 +292,7 @@ def _packed(a: np.ndarray, b: np.ndarray, out: np.ndarray, accumulate: bool) -> 
     from .packed import gemm_packed, gemm_packed_threaded, panel_buffer
 
     kernel = gemm_packed_threaded if threads_pay(a.shape[0], a.shape[1], b.shape[1]) else gemm_packed
-    kernel(a, b, out, panel_buffer(a.shape[0]), accumulate)
+    kernel(a, b, out, panel_buffer(a.shape[0], a.shape[1], b.shape[1]), accumulate)
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, accumulate: bool = False) -> None:

@@ -23,7 +23,7 @@ thread count (threads share whole tiles, never a k range).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange, types
+from numba import config, get_thread_id, njit, prange, types
 from numba.extending import overload
 
 from ..backend.aligned import aligned_zeros
@@ -34,7 +34,7 @@ _J = dict(cache=True, error_model="numpy", boundscheck=False)
 
 KC = 256    # k extent of a block: a tile's MR x KC slice of A (8 KB) stays in L1 across the panels
 NC = 512    # columns of B per packed block: 512 KB of panels stay in the 1.25 MB L2
-GROUP = 4   # panels per threaded task (128 columns): tasks for 2 threads even when A has 8 rows
+GROUP = 4   # panels per threaded task (128 columns): 4 tasks for a 512-wide C
 
 
 def pack_size(m: int) -> int:
@@ -76,12 +76,13 @@ def _pack_a_panel(pa, sai, sak, k0, kc, i, h, pq, base):
 
 
 @njit(inline="always", **_J)
-def _row_tiles(M, pa, sai, sak, a0, packed_a, pc, sci, pp, bbase, kc, j0, nc, i, p0, p1, acc):
+def _row_tiles(M, pa, sai, sak, a0, packed_a, pc, sci, pp, bbase, kc, j0, nc, i, p0, p1, acc, apan=0, aoff=0):
     """Tiles of A's MR rows from i against panels p0..p1 of the packed block (columns j0 + p*NR...).
-    A(i, k) is pa[a0 + i*sai + k*sak], or, with ``packed_a``, row i of its MR-row panel."""
+    A(i, k) is pa[a0 + i*sai + k*sak], or, with ``packed_a``, row i of its MR-row panel, the panel
+    of rows i.. starting at (i // MR) * apan + aoff (apan 0: kc * MR, one k-block's panels)."""
     last = M - 1
     mr = min(MR, M - i)
-    r = (i // MR) * kc * MR
+    r = (i // MR) * (apan if apan > 0 else kc * MR) + aoff
     for p in range(p0, p1):
         j = j0 + p * NR
         nr = min(NR, j0 + nc - j)
@@ -132,7 +133,12 @@ def gemm_packed(A, B, C, Bp, accumulate=False):
 
 @njit(parallel=True, **_J)
 def gemm_packed_threaded(A, B, C, Bp, accumulate=False):
-    """``gemm_packed`` with the panels and the tiles shared over Numba's threads (same bits)."""
+    """``gemm_packed`` in one parallel region (same bits: every C element is still one FMA chain in
+    k order). A transposed A is packed whole first; then each task takes a band of rows and GROUP
+    panels of columns through every k-block on its own, packing those panels into its thread's
+    part of ``Bp`` (``threaded_pack_size``). The first version shared each k-block's packing and
+    tiles between the threads: two barriers per k-block, 24-96 per product, each a wait for the
+    slower core of a shared machine (128 x 3072 x 512 on 2 threads: dW 109 -> 166 GFLOP/s)."""
     M, K = A.shape
     N = B.shape[1]
     if M == 0 or N == 0:
@@ -146,24 +152,51 @@ def gemm_packed_threaded(A, B, C, Bp, accumulate=False):
     sbk, sbj = B.strides[0] // 4, B.strides[1] // 4
     sci = C.strides[0] // 4
     packed_a = sak != 1
-    pq = data_ptr(Bp[KC * NC:])
+    width = GROUP * NR
+    groups = (N + width - 1) // width
     rows = (M + MR - 1) // MR
-    for k0 in range(0, K, KC):
-        kc = min(KC, K - k0)
-        acc = accumulate or k0 > 0
-        if packed_a:
-            for q in prange((M + MR - 1) // MR):
-                _pack_a_panel(pa, sai, sak, k0, kc, q * MR, min(MR, M - q * MR), pq, q * kc * MR)
-        for j0 in range(0, N, NC):
-            nc = min(NC, N - j0)
-            panels = (nc + NR - 1) // NR
-            for p in prange(panels):
-                _pack_panel(pb, sbk, sbj, k0, kc, j0 + p * NR, min(NR, nc - p * NR), pp, p * kc * NR)
-            groups = (panels + GROUP - 1) // GROUP
-            for t in prange(rows * groups):
-                g = t % groups
-                _row_tiles(M, pq if packed_a else pa, sai, sak, k0 * sak, packed_a, pc, sci, pp, 0, kc, j0, nc,
-                           (t // groups) * MR, g * GROUP, min(panels, (g + 1) * GROUP), acc)
+    band = _band_tiles(rows, groups)  # row tiles per task
+    bands = (rows + band - 1) // band
+    pq = data_ptr(Bp[MAX_THREADS * KC * width:])  # A's panels (all of K) after the threads' B panels
+    if packed_a:
+        for q in prange(rows):  # panel q: K x MR, k-block k0 at q * K * MR + k0 * MR
+            _pack_a_panel(pa, sai, sak, 0, K, q * MR, min(MR, M - q * MR), pq, q * K * MR)
+    for t in prange(bands * groups):
+        g = t % groups
+        r0 = (t // groups) * band * MR
+        r1 = min(M, r0 + band * MR)
+        j0 = g * width
+        nc = min(width, N - j0)
+        panels = (nc + NR - 1) // NR
+        base = get_thread_id() * KC * width  # the thread's own panels: arithmetic never depends on it
+        for k0 in range(0, K, KC):
+            kc = min(KC, K - k0)
+            acc = accumulate or k0 > 0
+            for p in range(panels):
+                _pack_panel(pb, sbk, sbj, k0, kc, j0 + p * NR, min(NR, nc - p * NR), pp, base + p * kc * NR)
+            for i in range(r0, r1, MR):
+                _row_tiles(M, pq if packed_a else pa, sai, sak, k0 * sak, packed_a, pc, sci, pp, base, kc, j0, nc,
+                           i, 0, panels, acc, K * MR, k0 * MR)
+
+
+# Tasks of the threaded product: row bands of 8-32 tiles (64-256 rows), cut so there are >= 8
+# tasks when C allows it (a 64-column C still gives 2 threads work). Each task packs its own panels,
+# so bands below 8 tiles would pack B more often than they multiply it (128 x 8192 x 64 with 2-tile
+# bands: 134 -> 97 GFLOP/s).
+MIN_BAND, MAX_BAND = 8, 32
+MAX_THREADS = config.NUMBA_NUM_THREADS  # the pool's size: get_thread_id() is below it
+
+
+@njit(inline="always", **_J)
+def _band_tiles(rows, groups):
+    """Row tiles per task (see MIN_BAND)."""
+    want = max(1, -(-8 // groups))  # bands wanted
+    return max(min(rows, MIN_BAND), min(MAX_BAND, -(-rows // want)))
+
+
+def threaded_pack_size(m: int, k: int, n: int) -> int:
+    """Floats of the buffer ``gemm_packed_threaded`` needs for (m x k) @ (k x n)."""
+    return MAX_THREADS * KC * GROUP * NR + (m + MR) * k
 
 
 # ---- B packed once, used for many products (a recurrent layer's R over every time step) ----------
@@ -251,10 +284,12 @@ def _matmul_panels_jit(a, b, c, buf, accumulate=False):
 _buffer = np.empty(0, np.float32)
 
 
-def panel_buffer(m: int) -> np.ndarray:
-    """The process's panel buffer, grown to an A of m rows (the products run one at a time);
-    64-byte aligned, so no panel row straddles two cache lines (see backend.aligned)."""
+def panel_buffer(m: int, k: int = 0, n: int = 0) -> np.ndarray:
+    """The process's panel buffer, grown for an (m x k) @ (k x n) product on either kernel (the
+    products run one at a time); 64-byte aligned, so no panel row straddles two cache lines (see
+    backend.aligned)."""
     global _buffer
-    if _buffer.size < pack_size(m):
-        _buffer = aligned_zeros(pack_size(m))
+    need = max(pack_size(m), threaded_pack_size(m, k, n))
+    if _buffer.size < need:
+        _buffer = aligned_zeros(need)
     return _buffer
