@@ -27,7 +27,7 @@ from numba import config, get_thread_id, njit, prange, types
 from numba.extending import overload
 
 from ..backend.aligned import aligned_zeros
-from .gemm import MR, NR, matmul_into, tile
+from .gemm import MR, NR, _degenerate, matmul_into, tile
 from .vec import LANES, data_ptr, transpose_block, vload_n, vstore_n
 
 _J = dict(cache=True, error_model="numpy", boundscheck=False)
@@ -103,11 +103,7 @@ def gemm_packed(A, B, C, Bp, accumulate=False):
     panel buffer ``Bp`` of at least ``pack_size(M)`` floats. One thread."""
     M, K = A.shape
     N = B.shape[1]
-    if M == 0 or N == 0:
-        return
-    if K == 0:
-        if not accumulate:
-            C[:, :] = 0.0
+    if _degenerate(M, K, N, C, accumulate):
         return
     pa, pb, pc, pp = data_ptr(A), data_ptr(B), data_ptr(C), data_ptr(Bp)
     sai, sak = A.strides[0] // 4, A.strides[1] // 4
@@ -141,11 +137,7 @@ def gemm_packed_threaded(A, B, C, Bp, accumulate=False):
     slower core of a shared machine (128 x 3072 x 512 on 2 threads: dW 109 -> 166 GFLOP/s)."""
     M, K = A.shape
     N = B.shape[1]
-    if M == 0 or N == 0:
-        return
-    if K == 0:
-        if not accumulate:
-            C[:, :] = 0.0
+    if _degenerate(M, K, N, C, accumulate):
         return
     pa, pb, pc, pp = data_ptr(A), data_ptr(B), data_ptr(C), data_ptr(Bp)
     sai, sak = A.strides[0] // 4, A.strides[1] // 4
@@ -226,11 +218,7 @@ def gemm_prepacked(A, Bp, N, C, accumulate=False):
     C's rows unit-stride. One thread (callers split rows: a recurrent layer's batch chunks).
     The same FMA chains as ``gemm``, so the same bits."""
     M, K = A.shape
-    if M == 0 or N == 0:
-        return
-    if K == 0:
-        if not accumulate:
-            C[:, :] = 0.0
+    if _degenerate(M, K, N, C, accumulate):
         return
     n_p = (N + NR - 1) // NR
     pa, pc, pp = data_ptr(A), data_ptr(C), data_ptr(Bp)
