@@ -101,7 +101,7 @@ def test_products_over_offset_tables():
 
 # the packed path: B blocks of KC x NC in panels; shapes crossing every block edge
 PACKED_SHAPES = [(1, 1, 1), (MR, 16, 3), (MR + 3, 33, NR + 5), (37, 300, 70), (130, 2 * 256 + 3, 1100),
-                 (9, 256, 33), (300, 17, 520)]
+                 (9, 256, 33), (300, 17, 496)]
 
 
 @pytest.mark.parametrize("shape", PACKED_SHAPES, ids=str)
@@ -213,3 +213,24 @@ def test_prepacked_b_serves_many_products_with_gemms_bits(shape):
             gemm_prepacked(a, bp, n, got, accumulate)
             gemm(a, np.ascontiguousarray(b), want, accumulate)
             assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.uint8])
+def test_take_rows_equals_np_take_and_keeps_its_errors(dtype):
+    from nngraph.linalg.rows import take_rows
+
+    rng = np.random.default_rng(3)
+    src = (rng.standard_normal((37, 5, 3)) * 50).astype(dtype)
+    idx = rng.permutation(37)[:11]
+    out = np.empty((11, 5, 3), dtype)
+    assert take_rows(src, idx, out) is out
+    np.testing.assert_array_equal(out, np.take(src, idx, axis=0))
+    ids = rng.integers(0, 9, 37)  # 1-D targets
+    t = np.empty(11, ids.dtype)
+    np.testing.assert_array_equal(take_rows(ids, idx, t), ids[idx])
+    neg = idx - 37  # negative indices: np.take's wrap-around, through the fallback
+    np.testing.assert_array_equal(take_rows(src, neg, out), np.take(src, idx, axis=0))
+    with pytest.raises(IndexError):
+        take_rows(src, np.array([0, 37]), np.empty((2, 5, 3), dtype))
+    strided = src[::2]  # not contiguous: np.take
+    np.testing.assert_array_equal(take_rows(strided, idx % 19, out), np.take(strided, idx % 19, axis=0))

@@ -7,8 +7,9 @@ unit-stride rows at all. Measured at one thread (AVX-512, 174 GFLOP/s register p
 128 x 3072 x 512 ran at 38 GFLOP/s, dW = dz^T x at 38, against OpenBLAS's 91 and 105; packed (and
 aligned) 90 and 121, OpenBLAS 95 and 99 in the same run.
 
-Here each KC x NC block of B is first copied into panels of NR columns, each panel KC x NR
-contiguous (``Bp[p*kc*NR + k*NR + j]``; a transposed B is packed by 16 x 16 register transposes),
+Here each KC x NC block of B is first copied into panels of pw columns, each panel KC x pw
+contiguous (``Bp[p*kc*pw + k*pw + j]``; a transposed B is packed by 16 x 16 register transposes;
+pw = ``wide_tile.panel_width(N)``: 48 on AVX-512 for its 8 x 48 tiles, else gemm's NR),
 so a tile's B rows are consecutive. The tiles then go row by row: one MR x KC slice of A stays in L1
 while it meets every panel of the block (kept in L2), and C is written a row band at a time (going
 down a column of panels instead touched a new 4 KB page per C row: dW with K = 16 ran at 12 GFLOP/s).
@@ -27,14 +28,16 @@ from numba import config, get_thread_id, njit, prange, types
 from numba.extending import overload
 
 from ..backend.aligned import aligned_zeros
-from .gemm import MR, NR, _degenerate, matmul_into, tile
+from .gemm import MR, _degenerate, matmul_into
 from .vec import LANES, data_ptr, transpose_block, vload_n, vstore_n
+from .wide_tile import WIDE, panel_tile, panel_width
 
 _J = dict(cache=True, error_model="numpy", boundscheck=False)
 
 KC = 256    # k extent of a block: a tile's MR x KC slice of A (8 KB) stays in L1 across the panels
 NC = 512    # columns of B per packed block: 512 KB of panels stay in the 1.25 MB L2
-GROUP = 4   # panels per threaded task (128 columns): 4 tasks for a 512-wide C
+GROUP = 4   # panels per threaded task (128-192 columns): 3-4 tasks for a 512-wide C
+PW_MAX = WIDE  # the widest panel (wide_tile.panel_width)
 
 
 def pack_size(m: int) -> int:
@@ -43,22 +46,24 @@ def pack_size(m: int) -> int:
 
 
 @njit(inline="always", **_J)
-def _pack_panel(pb, sbk, sbj, k0, kc, j, w, pp, base):
-    """Bp[base + k*NR + c] = B[k0 + k, j + c] for k < kc, c < w (<= NR); B(k, j) = pb[k*sbk + j*sbj]."""
-    if sbj == 1:  # row-major B: one NR-wide row slice per k
-        for k in range(kc):
-            src = (k0 + k) * sbk + j
-            vstore_n(pp, base + k * NR, vload_n(pb, src, w), w)
-            vstore_n(pp, base + k * NR + LANES, vload_n(pb, src + LANES, w - LANES), w - LANES)
+def _pack_panel(pb, sbk, sbj, k0, kc, j, w, pp, base, pw):
+    """Bp[base + k*pw + c] = B[k0 + k, j + c] for k < kc, c < w (<= pw); B(k, j) = pb[k*sbk + j*sbj]."""
+    if sbj == 1:  # row-major B: one pw-wide row slice per k
+        for k in range(kc):  # masks of w - h lanes: none past w, all from LANES on
+            src, dst = (k0 + k) * sbk + j, base + k * pw
+            vstore_n(pp, dst, vload_n(pb, src, w), w)
+            vstore_n(pp, dst + LANES, vload_n(pb, src + LANES, w - LANES), w - LANES)
+            if pw > 2 * LANES:
+                vstore_n(pp, dst + 2 * LANES, vload_n(pb, src + 2 * LANES, w - 2 * LANES), w - 2 * LANES)
     elif sbk == 1:  # transposed B (W^T): B's columns are W's rows, transposed 16 x 16 at a time
-        for h in range(0, min(w, NR), LANES):
+        for h in range(0, min(w, pw), LANES):
             for kk in range(0, kc, LANES):
-                transpose_block(pb, (j + h) * sbj + k0 + kk, sbj, pp, base + kk * NR + h, NR,
+                transpose_block(pb, (j + h) * sbj + k0 + kk, sbj, pp, base + kk * pw + h, pw,
                                 min(LANES, w - h), min(LANES, kc - kk))
     else:
         for k in range(kc):
             for c in range(w):
-                pp[base + k * NR + c] = pb[(k0 + k) * sbk + (j + c) * sbj]
+                pp[base + k * pw + c] = pb[(k0 + k) * sbk + (j + c) * sbj]
 
 
 @njit(inline="always", **_J)
@@ -76,25 +81,26 @@ def _pack_a_panel(pa, sai, sak, k0, kc, i, h, pq, base):
 
 
 @njit(inline="always", **_J)
-def _row_tiles(M, pa, sai, sak, a0, packed_a, pc, sci, pp, bbase, kc, j0, nc, i, p0, p1, acc, apan=0, aoff=0):
-    """Tiles of A's MR rows from i against panels p0..p1 of the packed block (columns j0 + p*NR...).
+def _row_tiles(M, pa, sai, sak, a0, packed_a, pc, sci, pp, pw, bbase, kc, j0, nc, i, p0, p1, acc, apan=0, aoff=0):
+    """Tiles of A's MR rows from i against panels p0..p1 (pw columns each) of the packed block
+    (columns j0 + p*pw...).
     A(i, k) is pa[a0 + i*sai + k*sak], or, with ``packed_a``, row i of its MR-row panel, the panel
     of rows i.. starting at (i // MR) * apan + aoff (apan 0: kc * MR, one k-block's panels)."""
     last = M - 1
     mr = min(MR, M - i)
     r = (i // MR) * (apan if apan > 0 else kc * MR) + aoff
     for p in range(p0, p1):
-        j = j0 + p * NR
-        nr = min(NR, j0 + nc - j)
-        b0 = bbase + p * kc * NR
+        j = j0 + p * pw
+        nr = min(pw, j0 + nc - j)
+        b0 = bbase + p * kc * pw
         if packed_a:  # panel i // MR: kc x MR, rows past M never stored (tile skips them)
-            tile(kc, pa, r, r + 1, r + 2, r + 3, r + 4, r + 5, r + 6, r + 7, MR,
-                 pp, b0, NR, None, pc, i * sci + j, sci, mr, nr, acc)
+            panel_tile(kc, pa, r, r + 1, r + 2, r + 3, r + 4, r + 5, r + 6, r + 7, MR,
+                       pp, b0, pw, pc, i * sci + j, sci, mr, nr, acc)
         else:
-            tile(kc, pa, a0 + min(i, last) * sai, a0 + min(i + 1, last) * sai, a0 + min(i + 2, last) * sai,
-                 a0 + min(i + 3, last) * sai, a0 + min(i + 4, last) * sai, a0 + min(i + 5, last) * sai,
-                 a0 + min(i + 6, last) * sai, a0 + min(i + 7, last) * sai, sak,
-                 pp, b0, NR, None, pc, i * sci + j, sci, mr, nr, acc)
+            panel_tile(kc, pa, a0 + min(i, last) * sai, a0 + min(i + 1, last) * sai, a0 + min(i + 2, last) * sai,
+                       a0 + min(i + 3, last) * sai, a0 + min(i + 4, last) * sai, a0 + min(i + 5, last) * sai,
+                       a0 + min(i + 6, last) * sai, a0 + min(i + 7, last) * sai, sak,
+                       pp, b0, pw, pc, i * sci + j, sci, mr, nr, acc)
 
 
 @njit(**_J)
@@ -110,6 +116,8 @@ def gemm_packed(A, B, C, Bp, accumulate=False):
     sbk, sbj = B.strides[0] // 4, B.strides[1] // 4
     sci = C.strides[0] // 4
     packed_a = sak != 1
+    pw = panel_width(N)
+    ncb = (NC // pw) * pw  # columns per block: whole panels
     pq = data_ptr(Bp[KC * NC:])  # A's panels after B's
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
@@ -117,14 +125,14 @@ def gemm_packed(A, B, C, Bp, accumulate=False):
         if packed_a:
             for q in range((M + MR - 1) // MR):
                 _pack_a_panel(pa, sai, sak, k0, kc, q * MR, min(MR, M - q * MR), pq, q * kc * MR)
-        for j0 in range(0, N, NC):
-            nc = min(NC, N - j0)
-            panels = (nc + NR - 1) // NR
+        for j0 in range(0, N, ncb):
+            nc = min(ncb, N - j0)
+            panels = (nc + pw - 1) // pw
             for p in range(panels):
-                _pack_panel(pb, sbk, sbj, k0, kc, j0 + p * NR, min(NR, nc - p * NR), pp, p * kc * NR)
+                _pack_panel(pb, sbk, sbj, k0, kc, j0 + p * pw, min(pw, nc - p * pw), pp, p * kc * pw, pw)
             for i in range(0, M, MR):
-                _row_tiles(M, pq if packed_a else pa, sai, sak, k0 * sak, packed_a, pc, sci, pp, 0, kc, j0, nc,
-                           i, 0, panels, acc)
+                _row_tiles(M, pq if packed_a else pa, sai, sak, k0 * sak, packed_a, pc, sci, pp, pw, 0, kc, j0,
+                           nc, i, 0, panels, acc)
 
 
 @njit(parallel=True, **_J)
@@ -144,12 +152,13 @@ def gemm_packed_threaded(A, B, C, Bp, accumulate=False):
     sbk, sbj = B.strides[0] // 4, B.strides[1] // 4
     sci = C.strides[0] // 4
     packed_a = sak != 1
-    width = GROUP * NR
+    pw = panel_width(N)
+    width = GROUP * pw
     groups = (N + width - 1) // width
     rows = (M + MR - 1) // MR
     band = _band_tiles(rows, groups)  # row tiles per task
     bands = (rows + band - 1) // band
-    pq = data_ptr(Bp[MAX_THREADS * KC * width:])  # A's panels (all of K) after the threads' B panels
+    pq = data_ptr(Bp[MAX_THREADS * KC * GROUP * PW_MAX:])  # A's panels (all of K) after the threads' B panels
     if packed_a:
         for q in prange(rows):  # panel q: K x MR, k-block k0 at q * K * MR + k0 * MR
             _pack_a_panel(pa, sai, sak, 0, K, q * MR, min(MR, M - q * MR), pq, q * K * MR)
@@ -159,16 +168,16 @@ def gemm_packed_threaded(A, B, C, Bp, accumulate=False):
         r1 = min(M, r0 + band * MR)
         j0 = g * width
         nc = min(width, N - j0)
-        panels = (nc + NR - 1) // NR
-        base = get_thread_id() * KC * width  # the thread's own panels: arithmetic never depends on it
+        panels = (nc + pw - 1) // pw
+        base = get_thread_id() * KC * GROUP * PW_MAX  # the thread's own panels: arithmetic never depends on it
         for k0 in range(0, K, KC):
             kc = min(KC, K - k0)
             acc = accumulate or k0 > 0
             for p in range(panels):
-                _pack_panel(pb, sbk, sbj, k0, kc, j0 + p * NR, min(NR, nc - p * NR), pp, base + p * kc * NR)
+                _pack_panel(pb, sbk, sbj, k0, kc, j0 + p * pw, min(pw, nc - p * pw), pp, base + p * kc * pw, pw)
             for i in range(r0, r1, MR):
-                _row_tiles(M, pq if packed_a else pa, sai, sak, k0 * sak, packed_a, pc, sci, pp, base, kc, j0, nc,
-                           i, 0, panels, acc, K * MR, k0 * MR)
+                _row_tiles(M, pq if packed_a else pa, sai, sak, k0 * sak, packed_a, pc, sci, pp, pw, base, kc, j0,
+                           nc, i, 0, panels, acc, K * MR, k0 * MR)
 
 
 # Tasks of the threaded product: row bands of 8-32 tiles (64-256 rows), cut so there are >= 8
@@ -188,28 +197,30 @@ def _band_tiles(rows, groups):
 
 def threaded_pack_size(m: int, k: int, n: int) -> int:
     """Floats of the buffer ``gemm_packed_threaded`` needs for (m x k) @ (k x n)."""
-    return MAX_THREADS * KC * GROUP * NR + (m + MR) * k
+    return MAX_THREADS * KC * GROUP * PW_MAX + (m + MR) * k
 
 
 # ---- B packed once, used for many products (a recurrent layer's R over every time step) ----------
 
 def prepacked_size(k: int, n: int) -> int:
     """Floats of ``pack_all``'s output for a (k x n) B."""
-    return k * ((n + NR - 1) // NR) * NR
+    pw = panel_width(n)
+    return k * ((n + pw - 1) // pw) * pw
 
 
 @njit(**_J)
 def pack_all(B, Bp):
-    """Every KC-row block of B (any strides) as NR-column panels: block k0's panel p at
-    Bp[k0 * NP * NR + p * kc * NR] (NP = panels across N), for ``gemm_prepacked``."""
+    """Every KC-row block of B (any strides) as panels of pw = panel_width(N) columns: block k0's
+    panel p at Bp[k0 * NP * pw + p * kc * pw] (NP = panels across N), for ``gemm_prepacked``."""
     K, N = B.shape
-    n_p = (N + NR - 1) // NR
+    pw = panel_width(N)
+    n_p = (N + pw - 1) // pw
     pb, pp = data_ptr(B), data_ptr(Bp)
     sbk, sbj = B.strides[0] // 4, B.strides[1] // 4
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
         for p in range(n_p):
-            _pack_panel(pb, sbk, sbj, k0, kc, p * NR, min(NR, N - p * NR), pp, k0 * n_p * NR + p * kc * NR)
+            _pack_panel(pb, sbk, sbj, k0, kc, p * pw, min(pw, N - p * pw), pp, k0 * n_p * pw + p * kc * pw, pw)
 
 
 @njit(**_J)
@@ -220,17 +231,19 @@ def gemm_prepacked(A, Bp, N, C, accumulate=False):
     M, K = A.shape
     if _degenerate(M, K, N, C, accumulate):
         return
-    n_p = (N + NR - 1) // NR
+    pw = panel_width(N)
+    n_p = (N + pw - 1) // pw
+    step = NC // pw  # panels per pass: NC columns stay in L2 while the row tiles pass
     pa, pc, pp = data_ptr(A), data_ptr(C), data_ptr(Bp)
     sai, sak = A.strides[0] // 4, A.strides[1] // 4
     sci = C.strides[0] // 4
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
         acc = accumulate or k0 > 0
-        for p0 in range(0, n_p, NC // NR):  # NC columns of panels stay in L2 while the row tiles pass
+        for p0 in range(0, n_p, step):
             for i in range(0, M, MR):
-                _row_tiles(M, pa, sai, sak, k0 * sak, False, pc, sci, pp, k0 * n_p * NR, kc, 0, N, i, p0,
-                           min(n_p, p0 + NC // NR), acc)
+                _row_tiles(M, pa, sai, sak, k0 * sak, False, pc, sci, pp, pw, k0 * n_p * pw, kc, 0, N, i, p0,
+                           min(n_p, p0 + step), acc)
 
 
 def matmul_packed(a, b, bp, c):

@@ -1,7 +1,7 @@
 """The training loop: mini-batches, fused loss, backward, optimizer step, metrics, history.
 
 The epoch loop stays in Python; every step is a fixed sequence of bound Numba calls with no
-allocation (batches are gathered into preallocated buffers with ``np.take(..., out=)``). Per step
+allocation (batches are gathered into preallocated buffers by ``linalg.rows.take_rows``). Per step
 the loop does nothing else but a finite check of the gradient (one pass, or the clipping norm), a
 signal-flag test and a counter test for progress reports; schedules, validation, callbacks and
 checkpoints run between epochs.
@@ -23,6 +23,7 @@ import numpy as np
 
 from ..backend.program import Program
 from ..errors import DataError, TrainingDiverged, TrainingInterrupted
+from ..linalg.rows import take_rows
 from ..ops.losses import LossDef
 from .callbacks import Callback
 from .history import EpochRecord, History
@@ -105,9 +106,9 @@ class Trainer:
         targets buffer."""
         plan = self.program.plan(len(idx), training)
         for name, buf in plan.inputs.items():
-            np.take(x[name], idx, axis=0, out=buf)
+            take_rows(x[name], idx, buf)
         t = self._target_buffer(y, len(idx))
-        np.take(y, idx, axis=0, out=t)
+        take_rows(y, idx, t)
         return plan, t
 
     def micro_batch(self) -> int:
