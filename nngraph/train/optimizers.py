@@ -26,14 +26,39 @@ from numba import njit, prange
 PARALLEL_MIN = 1 << 18
 
 
+# Element-wise updates of >= PARALLEL_MIN parameters run over Numba's threads in CHUNKS fixed
+# pieces (the result cannot depend on the thread count). They are memory-bound: 6.3M parameters
+# (3072 x 2048) take 4.1 ms for SGD on one thread, ~2.2 on two, as PyTorch's foreach SGD does.
+CHUNKS = 16
+
+
 @njit(cache=True)
-def sgd_kernel(p, g, lr, wd):
+def _sgd_range(p, g, lr, wd):
     for i in range(p.shape[0]):
         p[i] -= lr * (g[i] + wd * p[i])
 
 
 @njit(cache=True)
-def momentum_kernel(p, g, v, lr, mu, nesterov, wd):
+def _sgd_serial(p, g, lr, wd):
+    _sgd_range(p, g, lr, wd)
+
+
+@njit(cache=True, parallel=True)
+def _sgd_parallel(p, g, lr, wd):
+    n = p.shape[0]
+    step = (n + CHUNKS - 1) // CHUNKS
+    for c in prange(CHUNKS):
+        lo, hi = c * step, min(n, (c + 1) * step)
+        _sgd_range(p[lo:hi], g[lo:hi], lr, wd)
+
+
+def sgd_kernel(p: np.ndarray, g: np.ndarray, lr: float, wd: float) -> None:
+    """p -= lr (g + wd p)."""
+    (_sgd_parallel if p.shape[0] >= PARALLEL_MIN else _sgd_serial)(p, g, lr, wd)
+
+
+@njit(cache=True)
+def _momentum_range(p, g, v, lr, mu, nesterov, wd):
     for i in range(p.shape[0]):
         gi = g[i] + wd * p[i]
         vi = mu * v[i] + gi
@@ -45,8 +70,28 @@ def momentum_kernel(p, g, v, lr, mu, nesterov, wd):
 
 
 @njit(cache=True)
-def _adam_range(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps, wd, keep, lo, hi):
-    for i in range(lo, hi):
+def _momentum_serial(p, g, v, lr, mu, nesterov, wd):
+    _momentum_range(p, g, v, lr, mu, nesterov, wd)
+
+
+@njit(cache=True, parallel=True)
+def _momentum_parallel(p, g, v, lr, mu, nesterov, wd):
+    n = p.shape[0]
+    step = (n + CHUNKS - 1) // CHUNKS
+    for c in prange(CHUNKS):
+        lo, hi = c * step, min(n, (c + 1) * step)
+        _momentum_range(p[lo:hi], g[lo:hi], v[lo:hi], lr, mu, nesterov, wd)
+
+
+def momentum_kernel(p: np.ndarray, g: np.ndarray, v: np.ndarray, lr: float, mu: float, nesterov: bool,
+                    wd: float) -> None:
+    """SGD with (Nesterov) momentum, dampening 0 (the module docstring's formulas)."""
+    (_momentum_parallel if p.shape[0] >= PARALLEL_MIN else _momentum_serial)(p, g, v, lr, mu, nesterov, wd)
+
+
+@njit(cache=True)
+def _adam_range(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps, wd, keep):
+    for i in range(p.shape[0]):
         pi = p[i] * keep  # keep = 1 - lr * wd_decoupled (AdamW), 1 for Adam
         gi = g[i] + wd * p[i]
         mi = b1 * m[i] + (1 - b1) * gi
@@ -58,21 +103,20 @@ def _adam_range(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps, wd, keep, lo, 
 
 @njit(cache=True)
 def adam_serial(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps, wd, keep):
-    _adam_range(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps, wd, keep, 0, p.shape[0])
+    _adam_range(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps, wd, keep)
 
 
 @njit(cache=True, parallel=True)
 def adam_parallel(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps, wd, keep):
     n = p.shape[0]
-    chunks = 16  # fixed chunking: element-wise, so the result does not depend on the thread count
-    step = (n + chunks - 1) // chunks
-    for c in prange(chunks):
-        _adam_range(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps, wd, keep, c * step,
-                    min(n, (c + 1) * step))
+    step = (n + CHUNKS - 1) // CHUNKS
+    for c in prange(CHUNKS):
+        lo, hi = c * step, min(n, (c + 1) * step)
+        _adam_range(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], step_size, b1, b2, inv_sqrt_bc2, eps, wd, keep)
 
 
 @njit(cache=True)
-def rmsprop_kernel(p, g, s, a, b, lr, alpha, eps, mu, wd, centered):
+def _rmsprop_range(p, g, s, a, b, lr, alpha, eps, mu, wd, centered):
     for i in range(p.shape[0]):
         gi = g[i] + wd * p[i]
         si = alpha * s[i] + (1 - alpha) * gi * gi
@@ -89,6 +133,27 @@ def rmsprop_kernel(p, g, s, a, b, lr, alpha, eps, mu, wd, centered):
             p[i] -= lr * bi
         else:
             p[i] -= lr * gi / d
+
+
+@njit(cache=True)
+def _rmsprop_serial(p, g, s, a, b, lr, alpha, eps, mu, wd, centered):
+    _rmsprop_range(p, g, s, a, b, lr, alpha, eps, mu, wd, centered)
+
+
+@njit(cache=True, parallel=True)
+def _rmsprop_parallel(p, g, s, a, b, lr, alpha, eps, mu, wd, centered):
+    n = p.shape[0]
+    step = (n + CHUNKS - 1) // CHUNKS
+    for c in prange(CHUNKS):
+        lo, hi = c * step, min(n, (c + 1) * step)
+        _rmsprop_range(p[lo:hi], g[lo:hi], s[lo:hi], a[lo:hi] if a.shape[0] else a, b[lo:hi] if b.shape[0] else b,
+                       lr, alpha, eps, mu, wd, centered)
+
+
+def rmsprop_kernel(p, g, s, a, b, lr, alpha, eps, mu, wd, centered) -> None:
+    """RMSprop (the module docstring's formulas); ``a``/``b`` empty when not centered / no momentum."""
+    (_rmsprop_parallel if p.shape[0] >= PARALLEL_MIN else _rmsprop_serial)(p, g, s, a, b, lr, alpha, eps, mu,
+                                                                           wd, centered)
 
 
 # Reassociation lets LLVM vectorise the reductions (10x faster: ~18 us instead of ~185 us for a
@@ -113,13 +178,33 @@ def clip_by_global_norm(g, max_norm):
 
 
 @njit(cache=True, fastmath=REDUCE_FLAGS)
-def sum_of_squares(g):
-    """sum(g^2) in float64: NaN/Inf if any gradient entry is (the per-step divergence check)."""
+def _sum_of_squares_range(g):
     s = 0.0
     for i in range(g.shape[0]):
         x = np.float64(g[i])  # float32 squares overflow from |g| > 1.8e19 (float() keeps float32)
         s += x * x
     return s
+
+
+@njit(cache=True, parallel=True)
+def _sum_of_squares_chunks(g):
+    """The sums of CHUNKS fixed pieces, added in order: the same value at any thread count."""
+    n = g.shape[0]
+    step = (n + CHUNKS - 1) // CHUNKS
+    parts = np.zeros(CHUNKS)
+    for c in prange(CHUNKS):
+        parts[c] = _sum_of_squares_range(g[c * step:min(n, (c + 1) * step)])
+    s = 0.0
+    for c in range(CHUNKS):
+        s += parts[c]
+    return s
+
+
+def sum_of_squares(g: np.ndarray) -> float:
+    """sum(g^2) in float64: NaN/Inf if any gradient entry is (the per-step divergence check)."""
+    if g.shape[0] >= PARALLEL_MIN:
+        return _sum_of_squares_chunks(g)
+    return _sum_of_squares_range(g)
 
 
 class Optimizer:

@@ -223,3 +223,41 @@ def test_schedules_match_torch() -> None:
         assert ours.lr_at(e) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12)
         sched.step(x)
         ours.observe({"val_loss": x}, e)
+
+
+OPTIMIZER_VARIANTS = [("sgd", {}), ("sgd", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
+                      ("adam", {}), ("adamw", {}), ("rmsprop", {"momentum": 0.5, "centered": True}),
+                      ("rmsprop", {})]
+
+
+@pytest.mark.parametrize("kind,hyper", OPTIMIZER_VARIANTS, ids=str)
+def test_large_buffers_update_in_fixed_chunks_with_the_serial_bits(kind, hyper) -> None:
+    """From PARALLEL_MIN parameters the updates run in CHUNKS pieces over the threads: element for
+    element the same float32 arithmetic as the serial loop over a smaller buffer."""
+    from nngraph.train.optimizers import PARALLEL_MIN
+
+    n = PARALLEL_MIN + 1001  # chunks of unequal length
+    rng = np.random.default_rng(2)
+    p_big = rng.standard_normal(n).astype(np.float32)
+    g_big = rng.standard_normal(n).astype(np.float32)
+    start = p_big.copy()
+    big = OPTIMIZERS[kind](p_big, g_big, **hyper)
+    cut = 1000  # the serial kernel on the first 1000 entries (below PARALLEL_MIN)
+    p_small, g_small = p_big[:cut].copy(), g_big[:cut].copy()
+    small = OPTIMIZERS[kind](p_small, g_small, **hyper)
+    for _ in range(3):
+        big.step()
+        small.step()
+    assert np.array_equal(p_big[:cut], p_small)
+    assert not np.any(p_big == start)  # every chunk was updated
+
+
+def test_large_finite_check_sums_chunks_and_sees_every_entry() -> None:
+    from nngraph.train.optimizers import PARALLEL_MIN
+
+    x = np.full(PARALLEL_MIN * 3 + 7, 0.5, np.float32)
+    assert sum_of_squares(x) == 0.25 * x.size
+    for at in (0, x.size // 2, x.size - 1):
+        y = x.copy()
+        y[at] = np.inf
+        assert not math.isfinite(sum_of_squares(y))
