@@ -249,7 +249,8 @@ def test_large_buffers_update_in_fixed_chunks_with_the_serial_bits(kind, hyper) 
         big.step()
         small.step()
     assert np.array_equal(p_big[:cut], p_small)
-    assert not np.any(p_big == start)  # every chunk was updated
+    changed = (p_big != start).reshape(-1)[:n - n % 16].reshape(16, -1).mean(axis=1)
+    assert changed.min() > 0.9, changed  # every chunk was updated
 
 
 def test_large_finite_check_sums_chunks_and_sees_every_entry() -> None:
