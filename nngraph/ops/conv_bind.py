@@ -75,7 +75,7 @@ def _workspace(node: Node, types: list[TensorType], batch: int) -> dict[str, tup
         q = row_floats(p * sub_block(batch, p))
         ws["cols"] = (t, k, q)                                # a few samples' patches per thread
         ws["zs"] = (t, f, q)                                  # their outputs / output gradients
-        ws["pks"] = (t, pack_size(0) if k // groups >= K.PACKED_K else 1)  # dW's panels
+        ws["pks"] = (t, pack_size(0) if k // groups >= K.PACKED_K else 1)  # panels of col / col^T
     return ws
 
 
@@ -144,10 +144,10 @@ def _bind_forward(node, xs, ps, y, ws, ctx):
     if "cols" in ws:  # strided: unfold each sample, then a register-blocked product
         cols = ws["cols"]
         kernel = K.forward_threaded if threaded(node, g, xs[0].shape[0]) else K.forward
-        zs = ws["zs"]
+        zs, pks = ws["zs"], ws["pks"]
 
         def run():
-            kernel(x4, w2, b, code, y3, cols, zs, groups, geo)
+            kernel(x4, w2, b, code, y3, cols, zs, pks, groups, geo)
         return run
     hp, wp, _ = _shift_dims(g)
     tab = _shift_tables(node, g)

@@ -108,6 +108,10 @@ def col2im_one(dcol, dx, n, base, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow):
 # 392 x 800 (32->64 5x5) 61 -> 99 GFLOP/s, 128 x 392 x 1600 45 -> 113, 128 x 392 x 576 70 -> 110;
 # at 288 columns both ran 105, at 75 the dot products won (130 vs 69).
 PACKED_K = 384
+# The forward product W col packs col too from PACKED_F filters on (each panel then serves 16+ row
+# tiles): 64->128 3x3 stride 2 on 64 px, forward 58 -> 47 ms (1 thread), 37-56 -> 26 (2); with 64
+# filters (32->64 5x5 stride 2 on 32 px) the packing was not paid back (9.5 -> 9.2-12 ms).
+PACKED_F = 128
 
 # ---- per-sample forward and backward ----------------------------------------------------------
 
@@ -139,9 +143,10 @@ def _epilogue(z, y, b, code):
 
 
 @njit(cache=True)
-def _forward_block(x, w, b, code, y, col, z, groups, geo, lo, hi):
+def _forward_block(x, w, b, code, y, col, z, pk, groups, geo, lo, hi):
     """Samples [lo, hi) in sub-blocks of ``sub`` samples (geo): their patches side by side in
-    col (K, m P), one product per group into z (F, m P), then each sample's epilogue into y."""
+    col (K, m P), one product per group into z (F, m P), then each sample's epilogue into y.
+    From PACKED_K patch rows and PACKED_F filters col is packed into panels (``pk``) first."""
     kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, sub = geo  # sub: samples per product (conv_bind.sub_block)
     f_ = w.shape[0]
     fg, kg = f_ // groups, w.shape[1]
@@ -152,23 +157,27 @@ def _forward_block(x, w, b, code, y, col, z, groups, geo, lo, hi):
             im2col_one(x, n0 + j, col, j * npos, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow)
         q = m * npos
         for g in range(groups):
-            matmul_into(w[g * fg:(g + 1) * fg], col[g * kg:(g + 1) * kg, :q], z[g * fg:(g + 1) * fg, :q], False,
-                        False)
+            if kg >= PACKED_K and fg >= PACKED_F:
+                matmul_panels(w[g * fg:(g + 1) * fg], col[g * kg:(g + 1) * kg, :q], z[g * fg:(g + 1) * fg, :q], pk,
+                              False)
+            else:
+                matmul_into(w[g * fg:(g + 1) * fg], col[g * kg:(g + 1) * kg, :q], z[g * fg:(g + 1) * fg, :q], False,
+                            False)
         for j in range(m):
             _epilogue(z[:, j * npos:(j + 1) * npos], y[n0 + j], b, code)
 
 
 @njit(cache=True)
-def forward(x, w, b, code, y, cols, zs, groups, geo):
-    """y[n] = act(W * x[n] + b) for every sample (one thread); cols[0], zs[0] are its buffers."""
-    _forward_block(x, w, b, code, y, cols[0], zs[0], groups, geo, 0, x.shape[0])
+def forward(x, w, b, code, y, cols, zs, pks, groups, geo):
+    """y[n] = act(W * x[n] + b) for every sample (one thread); cols[0], zs[0], pks[0] are its buffers."""
+    _forward_block(x, w, b, code, y, cols[0], zs[0], pks[0], groups, geo, 0, x.shape[0])
 
 
 @njit(cache=True, parallel=True)
-def forward_threaded(x, w, b, code, y, cols, zs, groups, geo):
+def forward_threaded(x, w, b, code, y, cols, zs, pks, groups, geo):
     n, t = x.shape[0], cols.shape[0]
     for c in prange(t):  # one block of samples per thread, each with its own buffers
-        _forward_block(x, w, b, code, y, cols[c], zs[c], groups, geo, c * n // t, (c + 1) * n // t)
+        _forward_block(x, w, b, code, y, cols[c], zs[c], pks[c], groups, geo, c * n // t, (c + 1) * n // t)
 
 
 @njit(cache=True)

@@ -220,17 +220,20 @@ THREADED = ["conv2d-same-relu", "conv2d-stride2-same", "conv2d-groups", "conv1d-
     # 16 x 5 x 5 = 400 >= PACKED_K patch rows: dW on col^T packed into panels (float32)
     OpCase("conv2d-stride2-packed-dw", {"x": [16, 9, 9]}, [conv(filters=5, kernel=5, stride=2, padding="same",
                                                                 activation="relu")], batch=20),
+    # ... and >= PACKED_F filters: the forward product packs col into panels too (float32)
+    OpCase("conv2d-stride2-packed-forward", {"x": [16, 7, 7]}, [conv(filters=128, kernel=5, stride=2,
+                                                                     padding="same")], batch=5),
 ], ids=lambda c: c.id)
 def test_strided_conv_unfolds_several_samples_at_a_time(case):
     """The strided path multiplies a few samples' patches at once (conv_bind.sub_block); uneven
     sub-blocks give the reference's forward, finite-difference gradients, float32 = float64."""
     from nngraph.ops.conv_bind import sub_block
 
-    from nngraph.ops.conv_kernels import PACKED_K
+    from nngraph.ops.conv_kernels import PACKED_F, PACKED_K
 
     assert sub_block(20, 200) == 2 and sub_block(20, 25) == 3 and sub_block(64, 49) == 8 and sub_block(64, 1024) == 1
     assert sub_block(32, 169) == 2  # 4 samples a block: 2 + 2, not 3 + 1
-    assert PACKED_K <= 400
+    assert PACKED_K <= 400 and PACKED_F <= 128
     check_forward_reference(case, batch=case.batch)
     check_gradients(case)
     check_float32_matches_float64(case)
