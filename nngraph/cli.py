@@ -207,6 +207,23 @@ def _parse_set(items: tuple[str, ...]) -> dict:
     return out
 
 
+def _quantize_options(f):
+    """--quantize, --calibration-samples, --dynamic-recurrent (export and train)."""
+    f = click.option("--dynamic-recurrent", is_flag=True,
+                     help="With --quantize: also quantize LSTM weights dynamically (onnxruntime's contrib "
+                          "DynamicQuantizeLSTM: the file then runs on onnxruntime only).")(f)
+    f = click.option("--calibration-samples", type=click.IntRange(min=1), default=256, show_default=True,
+                     help="With --quantize: training samples (a fixed, seeded choice) the int8 ranges come from.")(f)
+    return click.option("--quantize", type=click.Choice(["int8"]), default=None,
+                        help="Write an int8 model: onnxruntime static quantization, QDQ format, per-channel "
+                             "Conv/Gemm/MatMul weights, calibrated on the training data.")(f)
+
+
+def _check_quantize_flags(quantize: str | None, dynamic_recurrent: bool) -> None:
+    if dynamic_recurrent and not quantize:
+        raise click.UsageError("--dynamic-recurrent needs --quantize int8")
+
+
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False), required=False)
 @click.option("--data", "data", default=None, help="Data: a file (.npz/.npy/.csv), a folder, or a built-in name.")
@@ -231,17 +248,31 @@ def _parse_set(items: tuple[str, ...]) -> dict:
               help="auto: a live bar on a terminal, one line per epoch otherwise.")
 @click.option("--fold-batchnorm", is_flag=True,
               help="Fold each batchnorm that follows a conv or dense layer into its weights (checked in onnxruntime).")
+@_quantize_options
 @handles_errors
 def train(spec: str | None, data: str | None, targets: str | None, output: str | None, epochs: int | None,
           init: str | None, opset: int | None, quiet: bool, run_dir: str | None, resume: str | None,
           batch_size: int | None, lr: float | None, seed: int | None, sets: tuple[str, ...], progress: str,
-          fold_batchnorm: bool) -> None:
+          fold_batchnorm: bool, quantize: str | None, calibration_samples: int, dynamic_recurrent: bool) -> None:
     """Train SPEC on its data, print progress and test metrics, write ONNX with -o.
 
     With --run-dir DIR the run is checkpointed every epoch; Ctrl-C (or SIGTERM) saves at the current
     step and `nngraph train --resume DIR` continues it, bit-identical to an uninterrupted run.
+    With --quantize int8 the int8 model is written beside the float32 one (OUT.int8.onnx).
     """
     from .workflow import train as run_training
+
+    _check_quantize_flags(quantize, dynamic_recurrent)
+    int8_path = None
+    if quantize:
+        if not output:
+            raise click.UsageError("--quantize needs -o (the int8 model is written beside the float32 one)")
+        out = Path(output)
+        int8_path = out.with_name((out.name[:-5] if out.name.endswith(".onnx") else out.name) + ".int8.onnx")
+        from .fileio import refuse_overwrite
+
+        refuse_overwrite(int8_path, [("float32 model", output), ("input spec", spec), ("data file", data),
+                                     ("--targets file", targets), ("--init model", init)])
 
     overrides = _parse_set(sets)
     for key, value in (("train.batch_size", batch_size), ("optimizer.lr", lr), ("train.seed", seed)):
@@ -254,9 +285,15 @@ def train(spec: str | None, data: str | None, targets: str | None, output: str |
     # progress and diagnostics on stderr, results (test metrics, the file written) on stdout; both
     # pipe-safe (see _PipeSafe): a reader that goes away never stops the run or loses its model
     log = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
-    run_training(spec, data=data, targets=targets, output=output, init=init, epochs=epochs,
-                 opset=opset, log=log, run_dir=run_dir, resume=resume, overrides=overrides,
-                 progress=progress, fold_batchnorm=fold_batchnorm, report=click.echo)
+    result = run_training(spec, data=data, targets=targets, output=output, init=init, epochs=epochs,
+                          opset=opset, log=log, run_dir=run_dir, resume=resume, overrides=overrides,
+                          progress=progress, fold_batchnorm=fold_batchnorm, report=click.echo)
+    if int8_path is not None:
+        from .quantize import describe_result, quantize_model
+
+        info = quantize_model(result.model, result.dataset.x, int8_path, samples=calibration_samples,
+                              dynamic_recurrent=dynamic_recurrent, opset=opset, fold_batchnorm=fold_batchnorm)
+        click.echo(describe_result(int8_path, info))
 
 
 @main.command()
@@ -291,16 +328,26 @@ def history(run_dir: str, plot: str | None, fmt: str) -> None:
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 17).")
 @click.option("--fold-batchnorm", is_flag=True,
               help="Fold each batchnorm that follows a conv or dense layer into its weights (checked in onnxruntime).")
+@_quantize_options
 @handles_errors
-def export(run_dir: str, output: str, best: bool, opset: int | None, fold_batchnorm: bool) -> None:
-    """Export a run directory's latest (or best) checkpoint as ONNX."""
+def export(run_dir: str, output: str, best: bool, opset: int | None, fold_batchnorm: bool, quantize: str | None,
+           calibration_samples: int, dynamic_recurrent: bool) -> None:
+    """Export a run directory's latest (or best) checkpoint as ONNX (int8 with --quantize)."""
     from .train.progress import fmt
     from .workflow import fold_message, run_model
 
     from .fileio import refuse_overwrite
 
     refuse_overwrite(output, _run_files(run_dir))
+    _check_quantize_flags(quantize, dynamic_recurrent)
     model, meta = run_model(run_dir, best=best)
+    if quantize:
+        from .quantize import describe_result, quantize_run
+
+        info = quantize_run(run_dir, output, best=best, samples=calibration_samples,
+                            dynamic_recurrent=dynamic_recurrent, opset=opset, fold_batchnorm=fold_batchnorm)
+        click.echo(describe_result(output, info))
+        return
     model.export_onnx(output, opset, fold_batchnorm)
     if fold_batchnorm:
         click.echo(fold_message(model), err=True)
@@ -354,21 +401,30 @@ def evaluate(model: str, data: str, targets: str | None, split: str, top_k: int,
 @click.option("--atol", type=float, default=1e-5, show_default=True)
 @click.option("--rtol", type=float, default=1e-4, show_default=True)
 @click.option("--reference", is_flag=True, help="Also check onnx.reference.ReferenceEvaluator.")
+@click.option("--runtime", "runtime_list", default="onnxruntime,reference", show_default=True,
+              help="Runtimes to run the model in, comma-separated: onnxruntime, reference, openvino, tract "
+                   "(the last two: pip install 'nngraph[runtimes]'). Each is compared with the Numba forward pass.")
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @handles_errors
 def verify(model: str, batches: tuple[int, ...], input_path: str | None, atol: float, rtol: float,
-           reference: bool, seed: int) -> None:
+           reference: bool, runtime_list: str, seed: int) -> None:
     """Run MODEL in onnxruntime and in the Numba forward pass on the same inputs; exit 0 if they agree.
-    A model without nngraph metadata (any ONNX file) is compared with onnx.reference instead."""
+    With --runtime, every runtime listed runs every batch too: one table of their errors against the
+    Numba forward pass. A model without nngraph metadata (any ONNX file) is compared with
+    onnx.reference and the runtimes with onnxruntime instead."""
     from .errors import VerificationFailed
     from .runtime import verify as run_verify
+    from .runtimes import parse_runtimes
 
+    runtimes = parse_runtimes(runtime_list)
     inputs = _read_inputs(input_path) if input_path else None
     report = run_verify(model, tuple(batches) or (1, 3, 64), seed=seed, atol=atol, rtol=rtol, inputs=inputs,
-                        reference=reference)
+                        reference=reference, runtimes=runtimes)
     click.echo(report.summary())
     if not report.ok:
-        raise VerificationFailed(f"{model}: onnxruntime and nngraph disagree beyond tolerance")
+        failed = [r["runtime"] for r in report.runtimes if not r["ok"]]
+        raise VerificationFailed(f"{model}: " + (f"{', '.join(failed)} disagree(s) with nngraph beyond tolerance or failed"
+                                                 if failed else "onnxruntime and nngraph disagree beyond tolerance"))
 
 
 @main.command()

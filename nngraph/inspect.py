@@ -10,6 +10,7 @@ import numpy as np
 from onnx import TensorProto, numpy_helper
 
 from .onnx_io.importer import read_model
+from .quantize import META_KEY, quantization_lines
 
 
 def _dims(vi) -> str:
@@ -68,10 +69,13 @@ def describe(path: str | Path) -> str:
     lines.append(f"initializers: {len(g.initializer)} ({n_params:,} values)")
     lines += _preprocessing(model)
     lines += _batchnorm_lines(g)
+    meta = {p.key: p.value for p in model.metadata_props}
+    lines += quantization_lines(meta)
     if model.metadata_props:
         lines.append("metadata:")
         for p in model.metadata_props:
-            value = _spec_summary(p.value) if p.key == "nngraph.spec" else p.value
+            value = _spec_summary(p.value) if p.key == "nngraph.spec" else \
+                "(see quantization above)" if p.key == META_KEY else p.value
             lines.append(f"  {p.key}: {value}")
     return "\n".join(lines)
 

@@ -54,9 +54,10 @@ class Model:
         return cls(spec, graph, initial_params(graph, seed, dtype))
 
     @classmethod
-    def load_onnx(cls, path: str | Path, dtype: Any = np.float32) -> "Model":
+    def load_onnx(cls, path: str | Path, dtype: Any = np.float32, weights: bool = True) -> "Model":
         """Rebuild a model from an ONNX file nngraph exported (spec from metadata, weights from
-        initializers)."""
+        initializers; ``weights=False``: the spec and metadata only, e.g. of an int8 export, whose
+        initializers are not the float32 parameters)."""
         from .onnx_io.importer import import_model, metadata_json
 
         imp = import_model(path)
@@ -68,7 +69,8 @@ class Model:
             model = cls(imp.spec, graph, initial_params(graph, imp.spec.train.seed, dtype))
         else:
             model = cls.compile(imp.spec, dtype=dtype)
-        model.load_weights(imp.params, source=str(path))
+        if weights:
+            model.load_weights(imp.params, source=str(path))
         for key in imp.metadata:
             if key.startswith("nngraph.") and key not in ("nngraph.spec", "nngraph.version"):
                 model.metadata[key[len("nngraph."):]] = metadata_json(imp.metadata, key[len("nngraph."):])

@@ -111,10 +111,28 @@ class VerifyReport:
     reference_max_abs: float | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
     against: str = "nngraph"  # what onnxruntime was compared with: nngraph's forward, or onnx.reference
+    # one row per runtime (verify's ``runtimes``): name, version, batches, max_abs, max_rel, ok, error
+    runtimes: list[dict[str, Any]] = field(default_factory=list)
+
+    def runtime_table(self) -> str:
+        """The runtimes' table: runtime, version, batches, max abs / rel error against the Numba
+        forward pass (onnxruntime for a model without nngraph metadata), pass/fail."""
+        base = "nngraph (Numba)" if self.against == "nngraph" else "onnxruntime"
+        head = ("runtime", "version", "batches", "max abs", "max rel", "result")
+        body = [(r["runtime"], r["version"], ",".join(map(str, r["batches"])) or "-",
+                 "-" if r["error"] else f"{r['max_abs']:.3g}", "-" if r["error"] else f"{r['max_rel']:.3g}",
+                 ("pass" if r["ok"] else "FAIL") + (f": {r['error']}" if r["error"] else "")) for r in self.runtimes]
+        widths = [max(len(str(x[i])) for x in [head] + body) for i in range(5)]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
+        lines = [f"errors against {base}, tolerance |a-b| <= {self.atol:g} + {self.rtol:g}*|b|:", fmt.format(*head)]
+        lines += [fmt.format(*row) for row in body]
+        return "\n".join(lines)
 
     def summary(self) -> str:
         lines = ["no nngraph metadata: onnxruntime compared with onnx.reference.ReferenceEvaluator"] \
             if self.against == "onnx.reference" else []
+        if self.runtimes:
+            lines.append(self.runtime_table())
         lines += [f"batch {r['batch']:>4}: max abs error {r['max_abs']:.3g}, max rel error {r['max_rel']:.3g}"
                   for r in self.rows]
         if self.reference_max_abs is not None:
@@ -152,15 +170,20 @@ def random_inputs(model, batch: int, rng: np.random.Generator, dtype=np.float32,
 
 def verify(path: str | Path, batch_sizes: tuple[int, ...] = (1, 3, 64), seed: int = 0, atol: float = 1e-5,
            rtol: float = 1e-4, inputs: np.ndarray | dict[str, np.ndarray] | None = None,
-           reference: bool = False) -> VerifyReport:
+           reference: bool = False, runtimes: tuple[str, ...] = ()) -> VerifyReport:
     """Run the model in onnxruntime and in nngraph's Numba forward pass on the same inputs
     (random ones at each batch size, or ``inputs``) and compare. ``reference`` also runs
-    ``onnx.reference.ReferenceEvaluator`` on the first batch."""
+    ``onnx.reference.ReferenceEvaluator`` on the first batch. ``runtimes`` (names from
+    ``runtimes.RUNTIMES``: onnxruntime, reference, openvino, tract) each run every batch and are
+    compared with the Numba forward pass too: the report's ``runtimes`` table."""
     from .model import Model
     from .onnx_io.importer import read_model
 
-    if not any(p.key == "nngraph.spec" for p in read_model(path).metadata_props):
-        return verify_runtimes(path, batch_sizes, seed, atol, rtol, inputs)
+    from .quantize import META_KEY
+
+    keys = {p.key for p in read_model(path).metadata_props}
+    if "nngraph.spec" not in keys or META_KEY in keys:  # a foreign or an int8 model: no Numba twin
+        return verify_runtimes(path, batch_sizes, seed, atol, rtol, inputs, runtimes)
     model = Model.load_onnx(path)
     sess = session(path)
     rng = np.random.default_rng(seed)
@@ -170,10 +193,11 @@ def verify(path: str | Path, batch_sizes: tuple[int, ...] = (1, 3, 64), seed: in
         feeds_list = [fit_inputs(inputs, model.input_specs())]
     else:
         feeds_list = [random_inputs(model, b, rng) for b in batch_sizes]
-    rows, ref_err = [], None
+    rows, ref_err, wants = [], None, []
     ok = True
     for feeds in feeds_list:
         ours = model.predict(feeds)
+        wants.append(ours)
         theirs = run(path, feeds, sess)
         if theirs.shape != ours.shape:
             raise ExportError(f"onnxruntime output shape {theirs.shape} differs from nngraph's {ours.shape}")
@@ -188,8 +212,40 @@ def verify(path: str | Path, batch_sizes: tuple[int, ...] = (1, 3, 64), seed: in
             ref_out = ReferenceEvaluator(str(path)).run(None, feeds)[0]
             ref_err = compare(ref_out, theirs)[0]
             ok = ok and bool(np.allclose(ref_out, theirs, atol=atol, rtol=rtol))
+    table = _runtime_rows(path, runtimes, feeds_list, wants, atol, rtol) if runtimes else []
+    ok = ok and all(r["ok"] for r in table)
     return VerifyReport(ok, max(r["max_abs"] for r in rows), max(r["max_rel"] for r in rows), atol, rtol,
-                        [r["batch"] for r in rows], ref_err, rows)
+                        [r["batch"] for r in rows], ref_err, rows, runtimes=table)
+
+
+def _runtime_rows(path, names, feeds_list, wants, atol, rtol) -> list[dict[str, Any]]:
+    """One row per runtime: its outputs on every feed set against ``wants``. A runtime that
+    cannot load or run the model is a failed row with the reason; one not installed is an error."""
+    from .runtimes import known_issues, open_runtime
+
+    known = known_issues(path)
+    table = []
+    for name in names:
+        row = {"runtime": name, "version": "", "batches": [], "max_abs": 0.0, "max_rel": 0.0, "ok": True,
+               "error": ""}
+        try:
+            runner = open_runtime(name, path)
+            row["version"] = runner.version
+            for feeds, want in zip(feeds_list, wants):
+                got = np.asarray(runner.run(feeds))
+                if got.shape != want.shape:
+                    raise ExportError(f"output shape {got.shape}, expected {want.shape}")
+                a, r = compare(got, want)
+                row["batches"].append(len(next(iter(feeds.values()))))
+                row["max_abs"], row["max_rel"] = max(row["max_abs"], a), max(row["max_rel"], r)
+                row["ok"] = row["ok"] and bool(np.all(np.abs(got.astype(np.float64) - want)
+                                                      <= atol + rtol * np.abs(want.astype(np.float64))))
+        except ExportError as e:
+            row["ok"], row["error"] = False, str(e)
+        if not row["ok"] and name in known:
+            row["error"] = (row["error"] + "; " if row["error"] else "") + "known bug: " + known[name]
+        table.append(row)
+    return table
 
 
 FREE_DIM = 8  # the length given to a dynamic axis other than the batch (e.g. time) in random inputs
@@ -197,7 +253,8 @@ FREE_DIM = 8  # the length given to a dynamic axis other than the batch (e.g. ti
 
 def verify_runtimes(path: str | Path, batch_sizes: tuple[int, ...] = (1, 3, 64), seed: int = 0,
                     atol: float = 1e-5, rtol: float = 1e-4,
-                    inputs: np.ndarray | dict[str, np.ndarray] | None = None) -> VerifyReport:
+                    inputs: np.ndarray | dict[str, np.ndarray] | None = None,
+                    runtimes: tuple[str, ...] = ()) -> VerifyReport:
     """Verify a model without nngraph metadata (any ONNX file): onnxruntime against
     ``onnx.reference.ReferenceEvaluator`` on the same inputs (random ones at each batch size, with
     ``FREE_DIM`` for other dynamic axes and ids 0/1 for integer inputs, or ``inputs``)."""
@@ -218,11 +275,10 @@ def verify_runtimes(path: str | Path, batch_sizes: tuple[int, ...] = (1, 3, 64),
                 feeds[name] = (rng.integers(0, 2, dims) if np.issubdtype(dt, np.integer)
                                else rng.standard_normal(dims)).astype(dt)
             feeds_list.append(feeds)
-    try:
-        ref = ReferenceEvaluator(str(path))
-    except Exception as e:  # the reference evaluator lacks some ops (and contrib domains)
-        raise ExportError(f"{path}: onnx.reference cannot load the model ({type(e).__name__}: {e})") from None
-    rows, ok = [], True
+    from .runtimes import reference_evaluator
+
+    ref = reference_evaluator(path)
+    rows, ok, outs = [], True, []
     for feeds in feeds_list:
         theirs = run(path, feeds, sess)
         try:
@@ -233,5 +289,8 @@ def verify_runtimes(path: str | Path, batch_sizes: tuple[int, ...] = (1, 3, 64),
         within = theirs.shape == ref_out.shape and bool(np.allclose(theirs, ref_out, atol=atol, rtol=rtol))
         ok = ok and within
         rows.append({"batch": len(next(iter(feeds.values()))), "max_abs": max_abs, "max_rel": max_rel, "ok": within})
+        outs.append(theirs)
+    table = _runtime_rows(path, runtimes, feeds_list, outs, atol, rtol) if runtimes else []
+    ok = ok and all(r["ok"] for r in table)
     return VerifyReport(ok, max(r["max_abs"] for r in rows), max(r["max_rel"] for r in rows), atol, rtol,
-                        [r["batch"] for r in rows], None, rows, against="onnx.reference")
+                        [r["batch"] for r in rows], None, rows, against="onnx.reference", runtimes=table)

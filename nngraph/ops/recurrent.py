@@ -139,12 +139,26 @@ def _to_onnx(node, in_names, out_name, in_types, b):
         tm = b.fresh(f"{name}/initial_state{k}")
         b.node("Transpose", [shaped], [tm], perm=[1, 0, 2])
         states.append(tm)
+    if not states:  # explicit zero states (nd, N, H) from x's batch size: tract aborts the process when
+        # it has to make them for a symbolic batch (tract 0.23, onnx/src/ops/rec/common.rs); onnxruntime
+        # and OpenVINO run either form
+        dims_tm = b.fresh(f"{name}/x_shape")
+        b.node("Shape", [x_tm], [dims_tm])
+        batch = b.fresh(f"{name}/batch")
+        b.node("Slice", [dims_tm, b.constant(f"{name}/one", np.array([1], np.int64)),
+                         b.constant(f"{name}/two", np.array([2], np.int64))], [batch])
+        shape = b.fresh(f"{name}/state_dims")
+        b.node("Concat", [b.constant(f"{name}/directions", np.array([nd], np.int64)), batch,
+                          b.constant(f"{name}/hidden", np.array([H], np.int64))], [shape], axis=0)
+        zero = b.fresh(f"{name}/zero_state")
+        b.node("Expand", [b.constant(f"{name}/zeros", np.zeros((1, 1, H), np.float32)), shape], [zero])
+        states = [zero] * STATE_INPUTS[node.op]
     act = ONNX_ACT[node.attrs.get("activation", "tanh")]
     acts = {"RNN": [act], "LSTM": ["Sigmoid", act, act], "GRU": ["Sigmoid", act]}[node.op] * nd
     attrs = dict(hidden_size=H, direction="bidirectional" if nd == 2 else "forward", activations=acts, layout=0)
     if node.op == "GRU":
         attrs["linear_before_reset"] = int(bool(node.attrs.get("linear_before_reset")))
-    inputs = [x_tm, W, R, bias] + (["", *states] if states else [])  # "" = sequence_lens (full length)
+    inputs = [x_tm, W, R, bias, "", *states]  # "" = sequence_lens (full length)
     seq = bool(node.attrs.get("return_sequences"))
     full = b.fresh(f"{name}/Y") if seq else ""
     last = "" if seq else b.fresh(f"{name}/Y_h")

@@ -56,7 +56,9 @@ def evaluate_onnx(model_path: str | Path, data: str, targets: str | None = None,
     if "nngraph.spec" in meta:
         from ..model import Model
 
-        model = Model.load_onnx(model_path)
+        from ..quantize import META_KEY
+
+        model = Model.load_onnx(model_path, weights=META_KEY not in meta)  # int8: the spec only
         # read the data as the model was trained: windowing, target column, normalization, labels
         options = {k: v for k, v in (model.spec.data_dict() or {}).items() if k not in FILE_KEYS}
         if metadata_json(meta, "classes") is not None:

@@ -115,15 +115,39 @@ def check_onnx_parity(case: OpCase, tmp_path, seed: int = 0, atol: float = 1e-5)
     model.export_onnx(path)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     ref = ReferenceEvaluator(str(path))
+    runs = []
     for batch in (1, 3, 64):
         feeds = make_feeds(case, model, batch, rng, np.float32)
         ours = model.predict(feeds)
+        runs.append((f"batch {batch}", feeds, ours))
         theirs = sess.run(None, feeds)[0]
         assert theirs.shape == ours.shape, f"{case.id}: batch {batch}: shape {theirs.shape} vs {ours.shape}"
         np.testing.assert_allclose(theirs, ours, atol=atol, rtol=0, err_msg=f"{case.id}: onnxruntime, batch {batch}")
         if batch <= 3:
             np.testing.assert_allclose(ref.run(None, feeds)[0], theirs, atol=atol, rtol=1e-5,
                                        err_msg=f"{case.id}: onnx.reference, batch {batch}")
+    check_other_runtimes(case.id, path, runs, atol)
+
+
+# The runtimes besides onnxruntime and onnx.reference that every op-table export must run on (the
+# test extra installs them, as `nngraph[runtimes]` does for users).
+OTHER_RUNTIMES = ("openvino", "tract")
+
+
+def check_other_runtimes(case_id: str, path, runs: list[tuple[str, dict, np.ndarray]], atol: float = 1e-5) -> None:
+    """OpenVINO (f32 precision hint) and tract give the Numba forward pass's outputs on every
+    (label, feeds, expected output) of ``runs`` within ``atol``."""
+    from nngraph.runtimes import known_issues, open_runtime
+
+    known = known_issues(path)  # e.g. tract and non-default recurrent activations (README, Deployment)
+    for name in OTHER_RUNTIMES:
+        if name in known:
+            continue
+        runner = open_runtime(name, path, isolated=False)
+        for label, feeds, ours in runs:
+            got = np.asarray(runner.run(feeds))
+            assert got.shape == ours.shape, f"{case_id}: {name}, {label}: shape {got.shape} vs {ours.shape}"
+            np.testing.assert_allclose(got, ours, atol=atol, rtol=0, err_msg=f"{case_id}: {name} {runner.version}, {label}")
 
 
 def _backward(case: OpCase, dtype, seed: int):

@@ -13,6 +13,7 @@ from nngraph.model import Model
 from nngraph.spec import parse_spec
 
 from .harness import (OpCase, check_float32_matches_float64, check_forward_reference, check_gradients, check_onnx_parity,
+                      check_other_runtimes,
                       make_feeds, randomize_params)
 
 
@@ -92,9 +93,12 @@ def _check_onnxruntime_parity(case, tmp_path, atol=1e-5):
     path = tmp_path / f"{case.id}.onnx"
     model.export_onnx(path)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    runs = []
     for batch in (1, 3, 64):
         feeds = make_feeds(case, model, batch, rng, np.float32)
-        np.testing.assert_allclose(sess.run(None, feeds)[0], model.predict(feeds), atol=atol, rtol=0)
+        runs.append((f"batch {batch}", feeds, model.predict(feeds)))
+        np.testing.assert_allclose(sess.run(None, feeds)[0], runs[-1][2], atol=atol, rtol=0)
+    check_other_runtimes(case.id, path, runs, atol)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)

@@ -8,6 +8,7 @@ from nngraph.model import Model
 from nngraph.onnx_io.dynamic_axes import TIME, with_time_length
 
 from .harness import (OpCase, check_float32_matches_float64, check_forward_reference, check_gradients, check_onnx_parity,
+                      check_other_runtimes,
                       make_feeds, randomize_params)
 
 
@@ -81,6 +82,7 @@ def test_onnx_export_matches_onnxruntime(case, tmp_path):
     has_recurrent = any(layer["type"] in RECURRENT for layer in case.layers)
     assert bool(seq_inputs) == has_recurrent, f"{case.id}: input shapes {[i.shape for i in sess.get_inputs()]}"
     t0 = case.inputs[seq_inputs[0].name][0] if seq_inputs else 0
+    runs = []
     for length in ((t0, t0 + 3) if seq_inputs else (t0,)):
         other = model
         if length != t0:
@@ -89,6 +91,7 @@ def test_onnx_export_matches_onnxruntime(case, tmp_path):
         for batch in (1, 3, 64):
             feeds = make_feeds(case, other, batch, rng, np.float32)
             ours = other.predict(feeds)
+            runs.append((f"T={length}, batch {batch}", feeds, ours))
             theirs = sess.run(None, feeds)[0]
             assert theirs.shape == ours.shape, f"{case.id}: T={length} batch {batch}: {theirs.shape} vs {ours.shape}"
             np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=0,
@@ -96,6 +99,7 @@ def test_onnx_export_matches_onnxruntime(case, tmp_path):
             if ref is not None and batch <= 3:
                 np.testing.assert_allclose(ref.run(None, feeds)[0], theirs, atol=1e-5, rtol=1e-5,
                                            err_msg=f"{case.id}: onnx.reference, T={length}, batch {batch}")
+    check_other_runtimes(case.id, path, runs)
 
 
 def test_harness_parity_row_for_the_default_variants(tmp_path):
