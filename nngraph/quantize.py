@@ -86,21 +86,16 @@ def _op_lists(model) -> tuple[list[str], list[str]]:
 
 
 def _compact(model) -> None:
-    """Drop zero points that are all zeros from the weights' and biases' DequantizeLinear nodes (the
-    operator's default is 0 of the input's type: symmetric int8 weights and int32 biases always have
-    them) and store every initializer as raw bytes (numpy_helper writes int8 as 4-byte varints):
-    digits_cnn's int8 file 34% -> 27% of the float32 one."""
+    """Drop initializers no node reads (a normalize shift the quantizer folded away) and the
+    inferred value_info (optional; tract trips on its symbolic batch), and store every initializer
+    as raw bytes (numpy_helper writes small int8 tensors as 4-byte varints). The weights' zero
+    points stay although they are all 0: without them onnxruntime does not fuse the QDQ pairs into
+    int8 kernels (digits_cnn at batch 64: 0.55 ms with them, 0.78 without, float32 0.53)."""
     from onnx import numpy_helper
 
-    inits = {t.name: t for t in model.graph.initializer}
-    dropped = set()
-    for n in model.graph.node:
-        if n.op_type == "DequantizeLinear" and len(n.input) == 3 and n.input[0] in inits and n.input[2] in inits:
-            if not np.any(numpy_helper.to_array(inits[n.input[2]])):
-                dropped.add(n.input[2])
-                del n.input[2]
-    still = {i for n in model.graph.node for i in n.input}
-    keep = [t for t in model.graph.initializer if t.name not in dropped or t.name in still]
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    keep = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.value_info[:]
     del model.graph.initializer[:]
     model.graph.initializer.extend(numpy_helper.from_array(numpy_helper.to_array(t), t.name) for t in keep)
 
