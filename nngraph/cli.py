@@ -429,6 +429,26 @@ def verify(model: str, batches: tuple[int, ...], input_path: str | None, atol: f
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder to write the page into (created).")
+@click.option("--runtime-dir", type=click.Path(file_okay=False), default=None,
+              help="An installed onnxruntime-web dist folder (npm install onnxruntime-web): its runtime files are "
+                   "copied next to the page, which then works offline; without it the page loads them from jsDelivr.")
+@handles_errors
+def web(model: str, out_dir: str, runtime_dir: str | None) -> None:
+    """Write a static web page that runs MODEL in the browser with onnxruntime-web: a drawing canvas
+    for an image classifier, text sampling for a character LM, a form for anything else."""
+    from .web import ORT_WEB_VERSION, build_site
+
+    info = build_site(model, out_dir, runtime_dir)
+    kind = {"image": "image classifier: draw, see the class probabilities", "charlm": "character LM: sample text",
+            "form": "one sample in, the output out"}[info["kind"]]
+    where = "copied into the folder (works offline)" if runtime_dir else f"loaded from jsDelivr (onnxruntime-web {ORT_WEB_VERSION})"
+    click.echo(f"wrote {out_dir}/ ({kind}; runtime {where}); serve it: python -m http.server -d {out_dir}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
               help="Inputs: .npy, .npz (one array per model input, or x) or .csv.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
