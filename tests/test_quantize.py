@@ -133,3 +133,34 @@ def test_bad_quantize_options_are_one_line(cnn_run, tmp_path, args, needle):
 def test_train_quantize_needs_an_output():
     line = one_error_line(invoke("train", str(ROOT / "specs" / "digits_mlp.json"), "--quantize", "int8"))
     assert "--quantize needs -o" in line
+
+
+def test_dynamic_recurrent_is_onnxruntime_only_and_says_so(tmp_path):
+    """--dynamic-recurrent: LSTM weights in onnxruntime's contrib DynamicQuantizeLSTM; the metadata
+    and inspect say the file runs on onnxruntime only; onnxruntime runs it close to the float model.
+    A GRU has no such operator: one line."""
+    d = tmp_path
+    seq = np.random.default_rng(0).standard_normal((64, 6, 3)).astype(np.float32)
+    np.save(d / "x.npy", seq)
+    np.save(d / "y.npy", (seq.sum(axis=(1, 2)) > 0).astype(np.int64))
+    for kind in ("lstm", "gru"):
+        spec = {"name": kind, "inputs": {"x": {"shape": [6, 3]}},
+                "layers": [{"type": kind, "units": 8}, {"type": "dense", "units": 2, "activation": "softmax"}],
+                "loss": "cross_entropy", "train": {"epochs": 2, "batch_size": 16}}
+        (d / f"{kind}.json").write_text(json.dumps(spec))
+        run = d / f"run_{kind}"
+        assert invoke("train", str(d / f"{kind}.json"), "--data", str(d / "x.npy"), "--targets", str(d / "y.npy"),
+                      "--run-dir", str(run), "-q").exit_code == 0
+    q = d / "lstm.int8.onnx"
+    r = invoke("export", str(d / "run_lstm"), "-o", str(q), "--quantize", "int8", "--dynamic-recurrent")
+    assert r.exit_code == 0, r.output
+    assert "onnxruntime only" in r.output
+    model = onnx.load(str(q))
+    assert "DynamicQuantizeLSTM" in [n.op_type for n in model.graph.node]
+    info = json.loads({p.key: p.value for p in model.metadata_props}["nngraph.quantization"])
+    assert info["onnxruntime_only"] and any("DynamicQuantizeLSTM" in x for x in info["quantized"])
+    assert "runs on onnxruntime only" in invoke("inspect", str(q)).output
+    assert ort_run(q, seq[:5]).shape == (5, 2)
+    line = one_error_line(invoke("export", str(d / "run_gru"), "-o", str(d / "g.onnx"), "--quantize", "int8",
+                                 "--dynamic-recurrent"))
+    assert "quantizes LSTM only" in line and not (d / "g.onnx").exists()
