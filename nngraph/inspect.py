@@ -110,11 +110,11 @@ def _preprocessing(model) -> list[str]:
         mode = layer.get("mode", "standard")
         if f"{name}.divisor" not in inits:
             continue
-        shift = numpy_helper.to_array(inits[f"{name}.shift"])
         divisor = numpy_helper.to_array(inits[f"{name}.divisor"])
         if mode == "scale":
             lines.append(f"  {name}: {reads} / {float(divisor.ravel()[0]):.6g}")
-        else:
+        elif f"{name}.shift" in inits:  # (an int8 export keeps only the initializers its nodes read)
+            shift = numpy_helper.to_array(inits[f"{name}.shift"])
             lines.append(f"  {name}: ({reads} - shift) / divisor per feature ({mode}, from the training data; "
                          f"{divisor.size} feature{'s' if divisor.size != 1 else ''}): shift {_values(shift)}, "
                          f"divisor {_values(divisor)}")

@@ -121,8 +121,13 @@ def quantize_file(float_path: str | Path, out_path: str | Path, calibration: dic
         raise ExportError("--dynamic-recurrent: onnxruntime quantizes LSTM only (this model has "
                           + ", ".join(sorted(ops & {"GRU", "RNN"})) + "); export it without the flag")
     meta = {p.key: p.value for p in parent.metadata_props}
+    import onnxruntime as ort
+
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer's advice ("consider pre-processing") on stderr
+    # and onnxruntime's own log lines from the calibration session (e.g. "Removing initializer ..."):
+    # stderr is progress and one error line (as runtime.session does)
+    ort.set_default_logger_severity(4)
     with tempfile.TemporaryDirectory(prefix="nngraph-quantize-") as d:
         static = Path(d) / "static.onnx"
         try:

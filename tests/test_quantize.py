@@ -164,3 +164,34 @@ def test_dynamic_recurrent_is_onnxruntime_only_and_says_so(tmp_path):
     line = one_error_line(invoke("export", str(d / "run_gru"), "-o", str(d / "g.onnx"), "--quantize", "int8",
                                  "--dynamic-recurrent"))
     assert "quantizes LSTM only" in line and not (d / "g.onnx").exists()
+
+
+def test_an_idx_image_model_quantizes_quietly_and_keeps_its_preprocessing(tmp_path):
+    """Raw IDX pixels: the model scales them itself (a normalize layer). The int8 export keeps the
+    scale and the class output, says nothing on stderr (no onnxruntime log lines), and inspect
+    describes the preprocessing although the int8 file dropped the layer's unused shift."""
+    import subprocess
+    import sys
+
+    from .test_conv_e2e import TOY_SPEC, toy_images, write_idx
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "toy_mnist"
+    folder.mkdir()
+    x, y = toy_images(256, rng)
+    xt, yt = toy_images(64, rng)
+    for name, a in (("train-images-idx3-ubyte.gz", x), ("train-labels-idx1-ubyte.gz", y),
+                    ("t10k-images-idx3-ubyte.gz", xt), ("t10k-labels-idx1-ubyte.gz", yt)):
+        write_idx(folder / name, a)
+    (tmp_path / "toy.json").write_text(json.dumps(TOY_SPEC))
+    run, q = tmp_path / "run", tmp_path / "toy.int8.onnx"
+    assert invoke("train", str(tmp_path / "toy.json"), "--data", str(folder), "--run-dir", str(run), "-q").exit_code == 0
+    r = subprocess.run([sys.executable, "-m", "nngraph.cli", "export", str(run), "-o", str(q), "--quantize", "int8"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    text = invoke("inspect", str(q)).output
+    assert "preprocessing (inside the model" in text and "/ 255" in text and "quantization:" in text
+    acc = json.loads(invoke("evaluate", str(q), "--data", str(folder), "--json").stdout)["accuracy"]
+    assert acc >= 0.9
+    raw = xt[:4].astype(np.float32).reshape(4, 1, 12, 12)  # raw pixels in, probabilities out
+    assert np.allclose(ort_run(q, raw).sum(axis=1), 1, atol=1e-3)
