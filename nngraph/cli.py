@@ -219,6 +219,13 @@ def _quantize_options(f):
                              "Conv/Gemm/MatMul weights, calibrated on the training data.")(f)
 
 
+def _states_option(f):
+    """--explicit-states (export and train)."""
+    return click.option("--explicit-states", is_flag=True,
+                        help="Recurrent layers get explicit zero initial states: tract (0.23) aborts on the "
+                             "default file when the batch size is symbolic; costs onnxruntime ~5 us a call.")(f)
+
+
 def _check_quantize_flags(quantize: str | None, dynamic_recurrent: bool) -> None:
     if dynamic_recurrent and not quantize:
         raise click.UsageError("--dynamic-recurrent needs --quantize int8")
@@ -249,11 +256,13 @@ def _check_quantize_flags(quantize: str | None, dynamic_recurrent: bool) -> None
 @click.option("--fold-batchnorm", is_flag=True,
               help="Fold each batchnorm that follows a conv or dense layer into its weights (checked in onnxruntime).")
 @_quantize_options
+@_states_option
 @handles_errors
 def train(spec: str | None, data: str | None, targets: str | None, output: str | None, epochs: int | None,
           init: str | None, opset: int | None, quiet: bool, run_dir: str | None, resume: str | None,
           batch_size: int | None, lr: float | None, seed: int | None, sets: tuple[str, ...], progress: str,
-          fold_batchnorm: bool, quantize: str | None, calibration_samples: int, dynamic_recurrent: bool) -> None:
+          fold_batchnorm: bool, quantize: str | None, calibration_samples: int, dynamic_recurrent: bool,
+          explicit_states: bool) -> None:
     """Train SPEC on its data, print progress and test metrics, write ONNX with -o.
 
     With --run-dir DIR the run is checkpointed every epoch; Ctrl-C (or SIGTERM) saves at the current
@@ -287,7 +296,8 @@ def train(spec: str | None, data: str | None, targets: str | None, output: str |
     log = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
     result = run_training(spec, data=data, targets=targets, output=output, init=init, epochs=epochs,
                           opset=opset, log=log, run_dir=run_dir, resume=resume, overrides=overrides,
-                          progress=progress, fold_batchnorm=fold_batchnorm, report=click.echo)
+                          progress=progress, fold_batchnorm=fold_batchnorm, report=click.echo,
+                          explicit_states=explicit_states)
     if int8_path is not None:
         from .quantize import describe_result, quantize_model
 
@@ -329,9 +339,10 @@ def history(run_dir: str, plot: str | None, fmt: str) -> None:
 @click.option("--fold-batchnorm", is_flag=True,
               help="Fold each batchnorm that follows a conv or dense layer into its weights (checked in onnxruntime).")
 @_quantize_options
+@_states_option
 @handles_errors
 def export(run_dir: str, output: str, best: bool, opset: int | None, fold_batchnorm: bool, quantize: str | None,
-           calibration_samples: int, dynamic_recurrent: bool) -> None:
+           calibration_samples: int, dynamic_recurrent: bool, explicit_states: bool) -> None:
     """Export a run directory's latest (or best) checkpoint as ONNX (int8 with --quantize)."""
     from .train.progress import fmt
     from .workflow import fold_message, run_model
@@ -341,11 +352,14 @@ def export(run_dir: str, output: str, best: bool, opset: int | None, fold_batchn
     refuse_overwrite(output, _run_files(run_dir))
     _check_quantize_flags(quantize, dynamic_recurrent)
     model, meta = run_model(run_dir, best=best)
+    if explicit_states:
+        model.metadata["explicit_states"] = True
     if quantize:
         from .quantize import describe_result, quantize_run
 
         info = quantize_run(run_dir, output, best=best, samples=calibration_samples,
-                            dynamic_recurrent=dynamic_recurrent, opset=opset, fold_batchnorm=fold_batchnorm)
+                            dynamic_recurrent=dynamic_recurrent, opset=opset, fold_batchnorm=fold_batchnorm,
+                            explicit_states=explicit_states)
         click.echo(describe_result(output, info))
         return
     model.export_onnx(output, opset, fold_batchnorm)
@@ -422,9 +436,12 @@ def verify(model: str, batches: tuple[int, ...], input_path: str | None, atol: f
                         reference=reference, runtimes=runtimes)
     click.echo(report.summary())
     if not report.ok:
-        failed = [r["runtime"] for r in report.runtimes if not r["ok"]]
-        raise VerificationFailed(f"{model}: " + (f"{', '.join(failed)} disagree(s) with nngraph beyond tolerance or failed"
-                                                 if failed else "onnxruntime and nngraph disagree beyond tolerance"))
+        base = "nngraph" if report.against == "nngraph" else "onnxruntime"
+        off = [r["runtime"] for r in report.runtimes if not r["ok"] and not r["error"]]
+        broke = [r["runtime"] for r in report.runtimes if not r["ok"] and r["error"]]
+        parts = ([f"{', '.join(off)} and {base} disagree beyond tolerance"] if off else []) + \
+            ([f"{', '.join(broke)} failed to run the model"] if broke else [])
+        raise VerificationFailed(f"{model}: " + ("; ".join(parts) or "onnxruntime and nngraph disagree beyond tolerance"))
 
 
 @main.command()

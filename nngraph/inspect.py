@@ -71,6 +71,7 @@ def describe(path: str | Path) -> str:
     lines += _batchnorm_lines(g)
     meta = {p.key: p.value for p in model.metadata_props}
     lines += quantization_lines(meta)
+    lines += _runtime_notes(g)
     if model.metadata_props:
         lines.append("metadata:")
         for p in model.metadata_props:
@@ -78,6 +79,21 @@ def describe(path: str | Path) -> str:
                 "(see quantization above)" if p.key == META_KEY else p.value
             lines.append(f"  {p.key}: {value}")
     return "\n".join(lines)
+
+
+def _runtime_notes(g) -> list[str]:
+    """Which runtime needs which export option, and known runtime bugs this file meets."""
+    from .runtimes import _custom_recurrent_activation
+
+    rec = [n for n in g.node if n.op_type in ("RNN", "LSTM", "GRU")]
+    lines = []
+    if any(len(n.input) < 6 or not n.input[5] for n in rec):
+        lines.append("  tract (0.23): its recurrent layers have no initial-state inputs, which tract aborts on "
+                     "when the batch is symbolic; export with --explicit-states to run there")
+    if any(_custom_recurrent_activation(n) for n in rec):
+        lines.append("  tract (0.23.9): computes RNN/LSTM/GRU with their default activations, not this file's "
+                     "(a known tract bug): its results are wrong there")
+    return ["runtimes:"] + lines if lines else []
 
 
 def _values(a: np.ndarray) -> str:

@@ -226,13 +226,15 @@ def quantize_model(model, x, out_path: str | Path, *, samples: int = DEFAULT_CAL
 
 def quantize_run(run_dir: str | Path, out_path: str | Path, *, best: bool = False, samples: int = DEFAULT_CALIBRATION,
                  seed: int = 0, dynamic_recurrent: bool = False, opset: int | None = None,
-                 fold_batchnorm: bool = False) -> dict[str, Any]:
+                 fold_batchnorm: bool = False, explicit_states: bool = False) -> dict[str, Any]:
     """``nngraph export RUN --quantize int8``: the run's latest (or best) checkpoint, calibrated on
     its own training data (read again from where the run recorded it; its SHA-256 must match)."""
     from .train import rundir as R
     from .workflow import load_data, run_model
 
     model, _ = run_model(run_dir, best=best)
+    if explicit_states:
+        model.metadata["explicit_states"] = True
     run = R.open_run(run_dir)
     info = run.info
     base_dir = Path(info["base_dir"]) if info.get("base_dir") else None

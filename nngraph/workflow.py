@@ -138,14 +138,15 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
           opset: int | None = None, log: Callable[[str], None] | None = None, run_dir: str | Path | None = None,
           resume: str | Path | None = None, overrides: dict[str, Any] | None = None, progress: str = "lines",
           callbacks: list[Callback] | tuple = (), fold_batchnorm: bool = False,
-          report: Callable[[str], None] | None = None) -> TrainResult:
+          report: Callable[[str], None] | None = None, explicit_states: bool = False) -> TrainResult:
     """Train a spec on its data (or ``data``), report test metrics, optionally write ONNX.
 
     ``init`` starts from the weights of an nngraph-exported ONNX model of the same architecture.
     ``run_dir`` records the run (spec, data source, checkpoints, history, best checkpoint);
     ``resume`` continues a run directory exactly where its last checkpoint left it (``epochs`` may
     extend it). ``overrides`` sets dotted spec keys. ``progress``: "bar", "lines" or "none".
-    ``fold_batchnorm`` folds batch norms into the Conv/Gemm before them in the written model.
+    ``fold_batchnorm`` folds batch norms into the Conv/Gemm before them in the written model;
+    ``explicit_states`` gives recurrent layers explicit zero initial states (for tract).
     ``log`` receives progress and diagnostics, ``report`` the results (test metrics, the file
     written; default: ``log``). ``output`` may not be one of the run's inputs (checked first).
     """
@@ -267,6 +268,8 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
         model.metadata["test_metrics"] = {k: round(v, 6) for k, v in test.items()}
         if run_path is not None:
             R.update_run_info(run_path, test_metrics=model.metadata["test_metrics"])
+    if explicit_states:  # recurrent layers' zero initial states in the file (for tract)
+        model.metadata["explicit_states"] = True
     written = model.export_onnx(output, opset, fold_batchnorm) if output is not None else None
     if written is not None and fold_batchnorm:
         log(fold_message(model))

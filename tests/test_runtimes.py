@@ -57,13 +57,24 @@ def test_the_report_holds_each_runtimes_error_and_version(cnn):
 
 
 def test_recurrent_exports_run_on_tract_with_a_symbolic_batch(tmp_path):
-    """The export feeds explicit zero initial states: tract, asked to make them for a symbolic batch,
-    aborts the process (0.23). Here one optimized tract plan serves three batch sizes."""
+    """With --explicit-states the export feeds zero initial states: tract, asked to make them for a
+    symbolic batch, aborts the process (0.23). Here one optimized tract plan serves three batch
+    sizes. The default file stays lean (onnxruntime: ~5 us less per call) and inspect says so."""
     import tract
 
-    path = _export(tmp_path, [{"type": "lstm", "units": 6}, {"type": "dense", "units": 3}], [5, 4], "lstm")
+    lean = _export(tmp_path, [{"type": "lstm", "units": 6}, {"type": "dense", "units": 3}], [5, 4], "lean")
+    assert "Expand" not in [n.op_type for n in onnx.load(str(lean)).graph.node]
+    assert invoke("inspect", str(lean)).output.count("--explicit-states") == 1
+    spec = {"name": "lstm", "inputs": {"x": {"shape": [5, 4]}}, "loss": "cross_entropy",
+            "layers": [{"type": "lstm", "units": 6}, {"type": "dense", "units": 3}]}
+    model = Model.compile(parse_spec(spec))
+    model.load_weights(Model.load_onnx(lean).params.as_dict())
+    model.metadata["explicit_states"] = True
+    path = tmp_path / "lstm.onnx"
+    model.export_onnx(path)
     nodes = [n.op_type for n in onnx.load(str(path)).graph.node]
     assert "Expand" in nodes and "LSTM" in nodes
+    assert "--explicit-states" not in invoke("inspect", str(path)).output
     model = Model.load_onnx(path)
     m = tract.onnx().load(str(path))
     m.set_input_fact(0, "N,5,4,f32")

@@ -47,6 +47,7 @@ class _Builder:
         self._names: set[str] = set(params)
         self._count = 0
         self._alias: dict[str, str] = {}
+        self.explicit_states = False
 
     def resolve(self, name: str) -> str:
         """The ONNX name that carries ``name``'s value (itself unless it was aliased)."""
@@ -86,6 +87,8 @@ def build_model(spec: Spec, graph: Graph, params: dict[str, np.ndarray], opset: 
         raise ExportError(f"opset {opset} is not supported (choose {MIN_OPSET} to {max_opset()})")
     f32 = {k: np.ascontiguousarray(v, np.float32) for k, v in params.items()}
     b = _Builder(opset, f32)
+    # recurrent layers feed explicit zero initial states (for tract; see ops/recurrent.py)
+    b.explicit_states = bool((metadata or {}).get("explicit_states"))
     for name in graph.values:
         b._names.add(name)
     target = (metadata or {}).get("target_normalization")  # trained on standardised targets
