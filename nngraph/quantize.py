@@ -36,15 +36,16 @@ DEFAULT_CALIBRATION = 256
 CALIBRATION_BATCH = 64
 
 
-def calibration_sample(model, x, n: int = DEFAULT_CALIBRATION, seed: int = 0) -> tuple[dict[str, np.ndarray], str]:
-    """A fixed, seeded sample of ``n`` rows of the training inputs ``x`` (all when fewer), in row
-    order, as the exported model's inputs (float32 / int64), and the SHA-256 of its bytes."""
-    feeds = model._feeds(x)
+def calibration_sample(x: np.ndarray | dict[str, np.ndarray], n: int = DEFAULT_CALIBRATION,
+                       seed: int = 0) -> tuple[dict[str, np.ndarray], str]:
+    """A fixed, seeded sample of ``n`` rows of the training inputs (all when fewer), in row order,
+    and the SHA-256 of its bytes."""
+    feeds = x if isinstance(x, dict) else {"x": x}
     total = len(next(iter(feeds.values())))
+    if n < 1:
+        raise DataError(f"--calibration-samples must be at least 1 (got {n})")
     rows = np.sort(np.random.default_rng(seed).permutation(total)[:n]) if n < total else np.arange(total)
-    sample = {name: np.take(v, rows, axis=0).astype(np.int64 if model.graph.values[name].dtype == "int64"
-                                                    else np.float32)
-              for name, v in feeds.items()}
+    sample = {k: np.ascontiguousarray(np.asarray(v)[rows]) for k, v in feeds.items()}
     h = hashlib.sha256()
     for k in sorted(sample):
         h.update(k.encode())
@@ -107,7 +108,7 @@ def quantize_file(float_path: str | Path, out_path: str | Path, calibration: dic
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     from .fileio import atomic_write_bytes
-    from .onnx_io.importer import metadata_json, read_model
+    from .onnx_io.importer import read_model
 
     parent = read_model(float_path)
     ops = {n.op_type for n in parent.graph.node}
@@ -158,7 +159,8 @@ def quantize_file(float_path: str | Path, out_path: str | Path, calibration: dic
         "calibration": {"samples": int(len(next(iter(calibration.values())))), "seed": seed,
                         "sha256": calibration_hash},
         "parent": {"sha256": hashlib.sha256(Path(float_path).read_bytes()).hexdigest(),
-                   "test_metrics": metadata_json(meta, "test_metrics")},
+                   "test_metrics": json.loads(meta["nngraph.test_metrics"]) if "nngraph.test_metrics" in meta
+                   else None},
         "quantized": quantized,
         "float32": kept,
         "onnxruntime_only": any("DynamicQuantizeLSTM" in q for q in quantized),
@@ -195,6 +197,19 @@ def quantization_lines(meta: dict[str, str]) -> list[str]:
         return ["quantization: (unreadable metadata)"]
 
 
+def _calibration_feeds(model, x, n: int, seed: int) -> tuple[dict[str, np.ndarray], str]:
+    """The seeded sample of the training inputs ``x``, as the exported model's inputs (float32 /
+    int64)."""
+    feeds = model._feeds(x)
+    total = len(next(iter(feeds.values())))
+    rows = np.sort(np.random.default_rng(seed).permutation(total)[:n]) if n < total else np.arange(total)
+    picked = {}
+    for name, v in feeds.items():
+        a = np.take(v, rows, axis=0)
+        picked[name] = a.astype(np.int64 if model.graph.values[name].dtype == "int64" else np.float32)
+    return calibration_sample(picked, len(rows), seed)
+
+
 def quantize_model(model, x, out_path: str | Path, *, samples: int = DEFAULT_CALIBRATION, seed: int = 0,
                    dynamic_recurrent: bool = False, opset: int | None = None,
                    fold_batchnorm: bool = False) -> dict[str, Any]:
@@ -202,7 +217,7 @@ def quantize_model(model, x, out_path: str | Path, *, samples: int = DEFAULT_CAL
     calibrated on ``samples`` seeded rows of its training inputs ``x``."""
     if samples < 1:
         raise DataError(f"--calibration-samples must be at least 1 (got {samples})")
-    feeds, digest = calibration_sample(model, x, samples, seed)
+    feeds, digest = _calibration_feeds(model, x, samples, seed)
     with tempfile.TemporaryDirectory(prefix="nngraph-float-") as d:
         float_path = Path(d) / "float32.onnx"
         model.export_onnx(float_path, opset, fold_batchnorm)

@@ -207,9 +207,9 @@ def verify(path: str | Path, batch_sizes: tuple[int, ...] = (1, 3, 64), seed: in
         rows.append({"batch": len(next(iter(feeds.values()))), "max_abs": max_abs, "max_rel": max_rel,
                      "ok": within})
         if reference and ref_err is None:
-            from .runtimes import reference_evaluator
+            from onnx.reference import ReferenceEvaluator
 
-            ref_out = reference_evaluator(path).run(None, feeds)[0]
+            ref_out = ReferenceEvaluator(str(path)).run(None, feeds)[0]
             ref_err = compare(ref_out, theirs)[0]
             ok = ok and bool(np.allclose(ref_out, theirs, atol=atol, rtol=rtol))
     table = _runtime_rows(path, runtimes, feeds_list, wants, atol, rtol) if runtimes else []
@@ -258,6 +258,8 @@ def verify_runtimes(path: str | Path, batch_sizes: tuple[int, ...] = (1, 3, 64),
     """Verify a model without nngraph metadata (any ONNX file): onnxruntime against
     ``onnx.reference.ReferenceEvaluator`` on the same inputs (random ones at each batch size, with
     ``FREE_DIM`` for other dynamic axes and ids 0/1 for integer inputs, or ``inputs``)."""
+    from onnx.reference import ReferenceEvaluator
+
     sess = session(path)
     specs = input_specs(sess)
     if inputs is not None:

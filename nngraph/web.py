@@ -27,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError
+from .errors import DataError, ExportError
 
 ORT_WEB_VERSION = "1.30.0"
 CDN = f"https://cdn.jsdelivr.net/npm/onnxruntime-web@{ORT_WEB_VERSION}/dist/"
@@ -39,9 +39,19 @@ def _dims(vi) -> list[Any]:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in vi.type.tensor_type.shape.dim]
 
 
+def _json_meta(meta: dict[str, str], key: str) -> Any:
+    raw = meta.get(f"nngraph.{key}")
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return raw
+
+
 def describe_page(path: str | Path) -> dict[str, Any]:
     """What the page needs to know (written as model.json), from the ONNX file."""
-    from .onnx_io.importer import metadata_json, read_model
+    from .onnx_io.importer import read_model
     from .sample import _outputs_probabilities, _seq_len
 
     model = read_model(path)
@@ -59,12 +69,12 @@ def describe_page(path: str | Path) -> dict[str, Any]:
     info: dict[str, Any] = {"input": vi.name, "type": elem, "shape": dims, "output": model.graph.output[0].name,
                             "output_shape": _dims(model.graph.output[0]), "name": model.graph.name,
                             "probabilities": "nngraph.spec" in meta and _outputs_probabilities(meta),
-                            "classes": metadata_json(meta, "classes"), "ort_web": ORT_WEB_VERSION}
+                            "classes": _json_meta(meta, "classes"), "ort_web": ORT_WEB_VERSION}
     vocab = meta.get("nngraph.vocab")
     if vocab and elem == "int64" and len(dims) == 2:
         info.update(kind="charlm", vocab=vocab, context=dims[1] if isinstance(dims[1], int) else _seq_len(path, meta))
         return info
-    scale = metadata_json(meta, "input_scale")
+    scale = _json_meta(meta, "input_scale")
     image = _image_geometry(dims, meta)
     if image is not None and elem == "float32" and isinstance(scale, (int, float)) and scale > 0:
         source = str(meta.get("nngraph.source", ""))

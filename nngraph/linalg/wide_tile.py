@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from numba import njit
 
-from .gemm import NR, tile
-from .vec import LANES, vfma, vload, vload_n, vsplat, vstore_n
+from .gemm import MR, NR, tile
+from .vec import LANES, vfma, vload, vload_n, vsplat, vstore_n, vzero
 
 _J = dict(cache=True, error_model="numpy", boundscheck=False)
 

@@ -32,29 +32,29 @@ PARALLEL_MIN = 1 << 18
 CHUNKS = 16
 
 
-@njit(cache=True, inline="always")
-def _chunk(n, c):
-    """[lo, hi) of fixed piece c of n elements (the last pieces may be short or empty)."""
-    step = (n + CHUNKS - 1) // CHUNKS
-    return c * step, min(n, (c + 1) * step)
-
-
 @njit(cache=True)
 def _sgd_range(p, g, lr, wd):
     for i in range(p.shape[0]):
         p[i] -= lr * (g[i] + wd * p[i])
 
 
+@njit(cache=True)
+def _sgd_serial(p, g, lr, wd):
+    _sgd_range(p, g, lr, wd)
+
+
 @njit(cache=True, parallel=True)
 def _sgd_parallel(p, g, lr, wd):
+    n = p.shape[0]
+    step = (n + CHUNKS - 1) // CHUNKS
     for c in prange(CHUNKS):
-        lo, hi = _chunk(p.shape[0], c)
+        lo, hi = c * step, min(n, (c + 1) * step)
         _sgd_range(p[lo:hi], g[lo:hi], lr, wd)
 
 
 def sgd_kernel(p: np.ndarray, g: np.ndarray, lr: float, wd: float) -> None:
     """p -= lr (g + wd p)."""
-    (_sgd_parallel if p.shape[0] >= PARALLEL_MIN else _sgd_range)(p, g, lr, wd)
+    (_sgd_parallel if p.shape[0] >= PARALLEL_MIN else _sgd_serial)(p, g, lr, wd)
 
 
 @njit(cache=True)
@@ -69,17 +69,24 @@ def _momentum_range(p, g, v, lr, mu, nesterov, wd):
             p[i] -= lr * vi
 
 
+@njit(cache=True)
+def _momentum_serial(p, g, v, lr, mu, nesterov, wd):
+    _momentum_range(p, g, v, lr, mu, nesterov, wd)
+
+
 @njit(cache=True, parallel=True)
 def _momentum_parallel(p, g, v, lr, mu, nesterov, wd):
+    n = p.shape[0]
+    step = (n + CHUNKS - 1) // CHUNKS
     for c in prange(CHUNKS):
-        lo, hi = _chunk(p.shape[0], c)
+        lo, hi = c * step, min(n, (c + 1) * step)
         _momentum_range(p[lo:hi], g[lo:hi], v[lo:hi], lr, mu, nesterov, wd)
 
 
 def momentum_kernel(p: np.ndarray, g: np.ndarray, v: np.ndarray, lr: float, mu: float, nesterov: bool,
                     wd: float) -> None:
     """SGD with (Nesterov) momentum, dampening 0 (the module docstring's formulas)."""
-    (_momentum_parallel if p.shape[0] >= PARALLEL_MIN else _momentum_range)(p, g, v, lr, mu, nesterov, wd)
+    (_momentum_parallel if p.shape[0] >= PARALLEL_MIN else _momentum_serial)(p, g, v, lr, mu, nesterov, wd)
 
 
 @njit(cache=True)
@@ -94,10 +101,17 @@ def _adam_range(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps, wd, keep):
         p[i] = pi - step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)
 
 
+@njit(cache=True)
+def adam_serial(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps, wd, keep):
+    _adam_range(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps, wd, keep)
+
+
 @njit(cache=True, parallel=True)
 def adam_parallel(p, g, m, v, step_size, b1, b2, inv_sqrt_bc2, eps, wd, keep):
+    n = p.shape[0]
+    step = (n + CHUNKS - 1) // CHUNKS
     for c in prange(CHUNKS):
-        lo, hi = _chunk(p.shape[0], c)
+        lo, hi = c * step, min(n, (c + 1) * step)
         _adam_range(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], step_size, b1, b2, inv_sqrt_bc2, eps, wd, keep)
 
 
@@ -121,17 +135,24 @@ def _rmsprop_range(p, g, s, a, b, lr, alpha, eps, mu, wd, centered):
             p[i] -= lr * gi / d
 
 
+@njit(cache=True)
+def _rmsprop_serial(p, g, s, a, b, lr, alpha, eps, mu, wd, centered):
+    _rmsprop_range(p, g, s, a, b, lr, alpha, eps, mu, wd, centered)
+
+
 @njit(cache=True, parallel=True)
 def _rmsprop_parallel(p, g, s, a, b, lr, alpha, eps, mu, wd, centered):
+    n = p.shape[0]
+    step = (n + CHUNKS - 1) // CHUNKS
     for c in prange(CHUNKS):
-        lo, hi = _chunk(p.shape[0], c)
+        lo, hi = c * step, min(n, (c + 1) * step)
         _rmsprop_range(p[lo:hi], g[lo:hi], s[lo:hi], a[lo:hi] if a.shape[0] else a, b[lo:hi] if b.shape[0] else b,
                        lr, alpha, eps, mu, wd, centered)
 
 
 def rmsprop_kernel(p, g, s, a, b, lr, alpha, eps, mu, wd, centered) -> None:
     """RMSprop (the module docstring's formulas); ``a``/``b`` empty when not centered / no momentum."""
-    (_rmsprop_parallel if p.shape[0] >= PARALLEL_MIN else _rmsprop_range)(p, g, s, a, b, lr, alpha, eps, mu,
+    (_rmsprop_parallel if p.shape[0] >= PARALLEL_MIN else _rmsprop_serial)(p, g, s, a, b, lr, alpha, eps, mu,
                                                                            wd, centered)
 
 
@@ -168,10 +189,11 @@ def _sum_of_squares_range(g):
 @njit(cache=True, parallel=True)
 def _sum_of_squares_chunks(g):
     """The sums of CHUNKS fixed pieces, added in order: the same value at any thread count."""
+    n = g.shape[0]
+    step = (n + CHUNKS - 1) // CHUNKS
     parts = np.zeros(CHUNKS)
     for c in prange(CHUNKS):
-        lo, hi = _chunk(g.shape[0], c)
-        parts[c] = _sum_of_squares_range(g[lo:hi])
+        parts[c] = _sum_of_squares_range(g[c * step:min(n, (c + 1) * step)])
     s = 0.0
     for c in range(CHUNKS):
         s += parts[c]
@@ -246,7 +268,7 @@ class Adam(Optimizer):
         super().__init__(params, grads, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
         self.m = np.zeros_like(params)
         self.v = np.zeros_like(params)
-        self._kernel = adam_parallel if params.size >= PARALLEL_MIN else _adam_range
+        self._kernel = adam_parallel if params.size >= PARALLEL_MIN else adam_serial
 
     def step(self) -> None:
         h = self.hyper
