@@ -250,7 +250,8 @@ def _check_quantize_flags(quantize: str | None, dynamic_recurrent: bool) -> None
 @click.option("--lr", type=float, default=None, help="Override optimizer.lr.")
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None, help="Override train.seed.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override any train.* / optimizer.* key, e.g. --set train.early_stopping.patience=5.")
+              help="Override a spec key: train.*, optimizer.*, loss, data, layers[i].* (or layers[name].*), e.g. "
+                   "--set train.early_stopping.patience=5 --set layers[0].units=256.")
 @click.option("--progress", type=click.Choice(["auto", "bar", "lines", "none"]), default="auto", show_default=True,
               help="auto: a live bar on a terminal, one line per epoch otherwise.")
 @click.option("--fold-batchnorm", is_flag=True,
@@ -591,6 +592,10 @@ def _write_outputs(path: Path, y) -> None:
     else:
         raise DataError(f"{path}: unsupported output format {suffix!r} (use .npy, .csv or .json)")
 
+
+from .cli_scale import sweep as _sweep  # noqa: E402  (it imports this module's helpers)
+
+main.add_command(_sweep)
 
 if __name__ == "__main__":
     main(prog_name="nngraph")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import signal
 import sys
 import threading
@@ -88,22 +89,79 @@ class TrainResult:
     run_dir: Path | None = None
 
 
+_SEGMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)((?:\[[^\]]+\])*)$")
+
+
+def override_path(key: str) -> list[str | int]:
+    """A dotted override key as its steps: ``layers[0].units`` -> ["layers", 0, "units"];
+    ``layers[hidden].units`` addresses the layer named "hidden". Roots: train, optimizer, loss,
+    data, layers."""
+    steps: list[str | int] = []
+    for seg in key.split("."):
+        m = _SEGMENT.match(seg)
+        if not m:
+            raise SpecError(key, f"not a spec path (expected e.g. optimizer.lr or layers[0].units; bad part {seg!r})")
+        steps.append(m.group(1))
+        for idx in re.findall(r"\[([^\]]+)\]", m.group(2)):
+            steps.append(int(idx) if re.fullmatch(r"-?[0-9]+", idx) else idx)
+    root = steps[0]
+    if root not in ("train", "optimizer", "loss", "data", "layers") or (root == "loss" and len(steps) > 1):
+        raise SpecError(key, "only train.*, optimizer.*, loss, data and layers[i].* can be overridden")
+    if root == "layers" and (len(steps) < 3 or not isinstance(steps[1], (int, str)) or steps[1] == ""):
+        raise SpecError(key, "a layer key needs the layer and the field: layers[0].units or layers[name].units")
+    return steps
+
+
+def _layer_index(layers: list, ref: str | int, key: str) -> int:
+    if isinstance(ref, int):
+        if not -len(layers) <= ref < len(layers):
+            raise SpecError(key, f"the spec has {len(layers)} layers (layers[0] ... layers[{len(layers) - 1}])")
+        return ref % len(layers)
+    for i, layer in enumerate(layers):
+        if isinstance(layer, dict) and layer.get("name") == ref:
+            return i
+    names = [lay.get("name") for lay in layers if isinstance(lay, dict) and lay.get("name")]
+    raise SpecError(key, f"no layer named {ref!r}" + (f" (named layers: {', '.join(names)})" if names else
+                                                       " (no layer has a name; use its index)"))
+
+
+def set_path(d: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``key`` (see :func:`override_path`) in a spec dictionary; intermediate tables are
+    created, a layer or list item must exist."""
+    steps = override_path(key)
+    node: Any = d
+    if steps[0] == "layers":
+        if not isinstance(d.get("layers"), list):
+            raise SpecError(key, "the spec has no layers list")
+        node = d["layers"][_layer_index(d["layers"], steps[1], key)]
+        steps = steps[2:]
+    for step in steps[:-1]:
+        if isinstance(step, int):
+            if not isinstance(node, list) or not -len(node) <= step < len(node):
+                raise SpecError(key, f"index [{step}] is out of range")
+            node = node[step]
+        else:
+            if not isinstance(node.get(step), (dict, list)):
+                node[step] = {}
+            node = node[step]
+    last = steps[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or not -len(node) <= last < len(node):
+            raise SpecError(key, f"index [{last}] is out of range")
+    elif not isinstance(node, dict):
+        raise SpecError(key, "does not name a field of an object")
+    node[last] = value
+
+
 def apply_overrides(spec: Spec, overrides: dict[str, Any] | None) -> Spec:
     """The spec with dotted keys set (``train.batch_size``, ``optimizer.lr``,
-    ``train.early_stopping.patience`` ...), re-validated: errors carry the JSON path."""
+    ``train.early_stopping.patience``, ``layers[0].units``, ``layers[hidden].dropout`` ...),
+    re-validated: errors carry the JSON path."""
     if not overrides:
         return spec
     d = spec.to_dict()
     for key, value in overrides.items():
-        parts = key.split(".")
-        if parts[0] not in ("train", "optimizer", "loss", "data") or (parts[0] == "loss" and len(parts) > 1):
-            raise SpecError(key, "only train.*, optimizer.*, loss and data can be overridden")
-        node = d
-        for p in parts[:-1]:
-            if not isinstance(node.get(p), dict):
-                node[p] = {}
-            node = node[p]
-        node[parts[-1]] = value
+        set_path(d, key, value)
     return dataclasses.replace(Spec.from_dict(d), base_dir=spec.base_dir)
 
 
@@ -138,7 +196,8 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
           opset: int | None = None, log: Callable[[str], None] | None = None, run_dir: str | Path | None = None,
           resume: str | Path | None = None, overrides: dict[str, Any] | None = None, progress: str = "lines",
           callbacks: list[Callback] | tuple = (), fold_batchnorm: bool = False,
-          report: Callable[[str], None] | None = None, explicit_states: bool = False) -> TrainResult:
+          report: Callable[[str], None] | None = None, explicit_states: bool = False,
+          dataset: Dataset | None = None) -> TrainResult:
     """Train a spec on its data (or ``data``), report test metrics, optionally write ONNX.
 
     ``init`` starts from the weights of an nngraph-exported ONNX model of the same architecture.
@@ -149,6 +208,8 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
     ``explicit_states`` gives recurrent layers explicit zero initial states (for tract).
     ``log`` receives progress and diagnostics, ``report`` the results (test metrics, the file
     written; default: ``log``). ``output`` may not be one of the run's inputs (checked first).
+    ``dataset``: the data, already loaded by :func:`load_data` for this spec (a sweep loads it once
+    for all its trials); a resumed run still checks it against the run's data digest.
     """
     log = log or (lambda s: print(s, file=sys.stderr))
     report = report or log
@@ -195,7 +256,7 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
             spec = dataclasses.replace(spec, train=spec.train.replace(epochs=epochs))
     refuse_overwrite(output, _inputs_of_run(spec, spec_file if resume is None else None, data, targets,
                                             base_dir, init, run_path))
-    ds = load_data(spec, data, base_dir, targets)
+    ds = dataset if dataset is not None else load_data(spec, data, base_dir, targets)
     spec = with_preprocessing(spec, ds)
     model = Model.compile(spec)
     if ckpt is not None:
@@ -226,9 +287,10 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
         cbs.append(ProgressBar(n_epochs, len(ds.y), spec.train.batch_size))
     elif progress == "lines":
         cbs.append(LogLines(n_epochs, log))
-    cbs += list(callbacks)
     trainer = model.trainer()
     if run_path is not None:
+        # before the caller's callbacks: when theirs see an epoch end, its files are on disk (a
+        # sweep's trial may be stopped by its scheduler right in that callback)
         has_val = spec.train.validation_split > 0
         monitor = model.training_setup(n_epochs, has_val)[0]
         cbs.append(R.RunDirCallback(run_path, monitor, n_epochs, spec.train.checkpoint_every))
@@ -236,6 +298,7 @@ def train(spec: Spec | str | Path | None = None, *, data: str | None = None, tar
             e, b = ckpt[1]["epoch"], ckpt[1]["batch"]
             log(f"resuming {run_path} at epoch {e + 1}" + (f", batch {b + 1}" if b else "")
                 + f" (step {ckpt[1]['step']})")
+    cbs += list(callbacks)
     # the data's metadata (target normalization, labels, windowing) before the fit: the history's
     # losses in target units need it, and the export carries it
     model.metadata.update({k: v for k, v in ds.meta.items()})
