@@ -473,16 +473,28 @@ def web(model: str, out_dir: str, runtime_dir: str | None) -> None:
               help="Write outputs to .npy, .csv or .json (default: print as JSON).")
 @click.option("--labels", is_flag=True,
               help="Print each sample's predicted class label (from the model's label list) instead of the outputs.")
+@click.option("--ray", "use_ray", is_flag=True,
+              help="Run on Ray Data workers (one onnxruntime session each); the same output as without --ray.")
+@click.option("--address", default=None, help="With --ray: a Ray cluster (default: a local Ray in this process).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="With --ray: inference actors (default: one per CPU of the cluster).")
 @handles_errors
-def run(model: str, input_path: str, output: str | None, labels: bool) -> None:
-    """Inference in onnxruntime on the inputs in a file."""
-    from .runtime import class_labels
-    from .runtime import run as run_model
-
+def run(model: str, input_path: str, output: str | None, labels: bool, use_ray: bool, address: str | None,
+        workers: int | None) -> None:
+    """Inference in onnxruntime on the inputs in a file (.npy files are memory-mapped and run
+    4,096 samples at a time); --ray spreads the samples over Ray Data workers."""
     from .fileio import refuse_overwrite
+    from .runtime import class_labels, run_batches
 
+    if (address or workers) and not use_ray:
+        raise click.UsageError("--address and --workers go with --ray")
     refuse_overwrite(output, [("model", model), ("input file", input_path)])
-    y = run_model(model, _read_inputs(input_path))
+    if use_ray:
+        from .scale.batch import run_on_ray
+
+        y = run_on_ray(model, input_path, address=address, workers=workers)
+    else:
+        y = run_batches(model, _read_inputs(input_path, mmap=True))
     if labels:
         y = class_labels(model, y)
     if output is None:
@@ -543,31 +555,10 @@ def _run_files(run_dir: str) -> list[tuple[str, Path]]:
     return [(f"run directory's {f.name}", f) for f in sorted(d.iterdir()) if f.is_file()] if d.is_dir() else []
 
 
-def _read_inputs(path: str):
-    """Arrays from .npy, .npz (all arrays by name; a lone 'x' for single-input models) or .csv."""
-    from .data import load_npy, load_npz
-    from .data.csvfile import read_table
-    from .errors import DataError
-    from .fileio import check_user_file
+def _read_inputs(path: str, mmap: bool = False):
+    from .runtime import read_inputs
 
-    p = Path(path)
-    check_user_file(p, "input file")
-    name = p.name.lower()
-    suffix = ".csv" if name.endswith(".csv.gz") else p.suffix.lower()
-    if suffix == ".npy":
-        out = load_npy(p)
-    elif suffix == ".npz":
-        arrays = load_npz(p)
-        out = next(iter(arrays.values())) if set(arrays) == {"x"} or len(arrays) == 1 else arrays
-    elif suffix == ".csv":
-        out = read_table(p)[0]  # every column is an input here
-    else:
-        raise DataError(f"{p}: unsupported input format {suffix!r} (use .npy, .npz or .csv)")
-    for arr in (out.values() if isinstance(out, dict) else [out]):
-        shape = getattr(arr, "shape", ())
-        if 0 in shape:  # (a scalar is refused where the inputs are fitted to the model)
-            raise DataError(f"{p}: no input values (an array of shape {tuple(shape)})")
-    return out
+    return read_inputs(path, mmap)
 
 
 def _write_outputs(path: Path, y) -> None:
@@ -593,9 +584,9 @@ def _write_outputs(path: Path, y) -> None:
         raise DataError(f"{path}: unsupported output format {suffix!r} (use .npy, .csv or .json)")
 
 
-from .cli_scale import sweep as _sweep  # noqa: E402  (it imports this module's helpers)
+from .cli_scale import add_commands  # noqa: E402
 
-main.add_command(_sweep)
+add_commands(main, handles_errors, _parse_set, MAX_SEED)
 
 if __name__ == "__main__":
     main(prog_name="nngraph")

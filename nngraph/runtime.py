@@ -81,6 +81,60 @@ def run(path: str | Path, inputs: np.ndarray | dict[str, np.ndarray], sess=None)
         raise DataError(f"onnxruntime failed on the input: {e}") from None
 
 
+def read_inputs(path: str | Path, mmap: bool = False) -> Any:
+    """Model inputs from a file: .npy (memory-mapped with ``mmap``: rows are read as they are
+    used), .npz (all arrays by name; a lone array or 'x' for single-input models) or .csv (every
+    column is an input)."""
+    from .data import load_npy, load_npz
+    from .data.arrays import map_npy
+    from .data.csvfile import read_table
+    from .fileio import check_user_file
+
+    p = Path(path)
+    check_user_file(p, "input file")
+    name = p.name.lower()
+    suffix = ".csv" if name.endswith(".csv.gz") else p.suffix.lower()
+    if suffix == ".npy":
+        out = map_npy(p) if mmap else load_npy(p)
+    elif suffix == ".npz":
+        arrays = load_npz(p)
+        out = next(iter(arrays.values())) if set(arrays) == {"x"} or len(arrays) == 1 else arrays
+    elif suffix == ".csv":
+        out = read_table(p)[0]  # every column is an input here
+    else:
+        raise DataError(f"{p}: unsupported input format {suffix!r} (use .npy, .npz or .csv)")
+    for arr in (out.values() if isinstance(out, dict) else [out]):
+        shape = getattr(arr, "shape", ())
+        if 0 in shape:  # (a scalar is refused where the inputs are fitted to the model)
+            raise DataError(f"{p}: no input values (an array of shape {tuple(shape)})")
+    return out
+
+
+RUN_ROWS = 4096  # samples per onnxruntime call in run_batches, and per task of run --ray
+
+
+def run_batches(path: str | Path, inputs: Any, rows: int = RUN_ROWS, sess=None) -> np.ndarray:
+    """:func:`run` over any number of samples, ``rows`` at a time: memory stays bounded for a
+    memory-mapped .npy input, and ``nngraph run`` and ``nngraph run --ray`` cut the samples at the
+    same rows, so their outputs are identical bit for bit."""
+    sess = sess or session(path)
+    arrays = inputs if isinstance(inputs, dict) else {"": inputs}
+    if any(np.ndim(a) == 0 for a in arrays.values()):
+        return run(path, inputs, sess)  # refused there with its message
+    lengths = {len(a) for a in arrays.values()}
+    if len(lengths) != 1:
+        raise DataError(f"the inputs have different numbers of samples ({', '.join(f'{k}: {len(a)}' for k, a in arrays.items())})")
+    n = lengths.pop()
+    out = None
+    for lo in range(0, n, rows):
+        part = {k: a[lo:lo + rows] for k, a in arrays.items()}
+        y = run(path, part if isinstance(inputs, dict) else part[""], sess)
+        if out is None:
+            out = np.empty((n,) + y.shape[1:], y.dtype)
+        out[lo:lo + len(y)] = y
+    return out
+
+
 def class_labels(path: str | Path, y: np.ndarray) -> np.ndarray:
     """Each row's predicted class as its label, from the model's label list (``nngraph.classes``
     in the metadata: string labels of a CSV, or a built-in dataset's class names)."""

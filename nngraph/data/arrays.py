@@ -72,6 +72,17 @@ def load_npy(path: str | Path) -> np.ndarray:
         raise DataError(f"{p}: not a readable .npy file ({e})") from None
 
 
+def map_npy(path: str | Path) -> np.ndarray:
+    """A .npy file memory-mapped read-only (header checked first; never unpickles): rows are read
+    from disk as they are used."""
+    p = Path(path)
+    npy_info(p)
+    try:
+        return np.load(p, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"{p}: not a readable .npy file ({e})") from None
+
+
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     """Every array of a .npz file by name. Each member must be a .npy array whose header fits the
     member's size; anything else (a text member, a non-zip file, no members) is a DataError."""

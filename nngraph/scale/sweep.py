@@ -295,6 +295,7 @@ def sweep(spec: Any = None, *, sweep_dir: str | Path | None = None, params: list
     log = log or (lambda s: print(s, file=sys.stderr))
     stream = stream or sys.stderr
     Spec, apply_overrides, load_data = _spec_tools()
+    note = None
     if resume is not None:
         if spec is not None or params or overrides or data:
             raise SpecError("", "--resume continues a sweep as planned; give only the sweep directory (and "
@@ -334,8 +335,8 @@ def sweep(spec: Any = None, *, sweep_dir: str | Path | None = None, params: list
             metric = "val_loss" if base.train.validation_split > 0 else "loss"
         if metric.startswith("val_") and base.train.validation_split <= 0:
             base = apply_overrides(base, {"train.validation_split": 0.2})
-            log(f"note: {metric} needs held-out data; every trial holds out 20% of the training data "
-                "(train.validation_split=0.2; set another value with --set)")
+            note = (f"note: {metric} needs held-out data; every trial holds out 20% of the training data "
+                    "(train.validation_split=0.2; set another value with --set)")
         if mode is None:
             from ..train.schedules import monitor_mode
 
@@ -362,6 +363,8 @@ def sweep(spec: Any = None, *, sweep_dir: str | Path | None = None, params: list
         cols = sorted({c for cs in columns.values() for c in cs})
         if columns and metric not in cols:
             raise SpecError("--metric", f"{metric!r} is not a history column of the trials (columns: {', '.join(cols)})")
+        if note:
+            log(note)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         doc = {"format": 1, "spec": base.to_dict(), "base_dir": str(base.base_dir) if base.base_dir else None,
                "params": [p.to_json() for p in plist], "trials": trials, "plan": plan, "metric": metric,
