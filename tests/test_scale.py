@@ -275,3 +275,103 @@ def test_sigkilled_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     a = np.load(tmp_path / "ref" / "checkpoint.npz")
     b = np.load(d / "trials" / "trial_001" / "checkpoint.npz")
     assert np.array_equal(a["params"], b["params"])
+
+
+# ------------------------------------------------------------------ batch inference on Ray Data
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A dense, a convolutional and a recurrent model (seeded initial weights, no training)."""
+    d = tmp_path_factory.mktemp("models")
+    out = {}
+    for name in ("digits_mlp", "digits_cnn", "waves_gru"):
+        path = d / f"{name}.onnx"
+        nngraph.compile(ROOT / "specs" / f"{name}.json", seed=1).export_onnx(path)
+        out[name] = path
+    return out
+
+
+@pytest.mark.parametrize("name, shape", [("digits_mlp", (1000, 64)), ("digits_cnn", (300, 1, 8, 8)),
+                                         ("waves_gru", (200, 50, 1))])
+def test_run_on_ray_equals_a_plain_run_bit_for_bit(local_ray, models, tmp_path, name, shape):
+    from nngraph.runtime import read_inputs, run_batches
+    from nngraph.scale.batch import run_on_ray
+
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32) * 4
+    np.save(tmp_path / "x.npy", x)
+    rows = 64  # many tasks, a short last one
+    plain = run_batches(models[name], read_inputs(tmp_path / "x.npy", mmap=True), rows)
+    on_ray = run_on_ray(models[name], tmp_path / "x.npy", rows=rows)
+    assert on_ray.dtype == plain.dtype and on_ray.shape == plain.shape == (shape[0],) + plain.shape[1:]
+    assert np.array_equal(on_ray, plain)
+    # and a plain run cut at other rows gives the same values (to float32 rounding)
+    np.testing.assert_allclose(nngraph.run(models[name], x), plain, rtol=1e-5, atol=1e-6)
+
+
+def test_run_on_ray_reads_npz_and_csv(local_ray, models, tmp_path):
+    from nngraph.runtime import read_inputs, run_batches
+    from nngraph.scale.batch import run_on_ray
+
+    x = np.random.default_rng(1).integers(0, 17, size=(150, 64)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    np.savetxt(tmp_path / "x.csv", x, delimiter=",", header=",".join(f"p{i}" for i in range(64)), comments="",
+               fmt="%g")
+    for f in ("x.npz", "x.csv"):
+        plain = run_batches(models["digits_mlp"], read_inputs(tmp_path / f), 40)
+        assert np.array_equal(run_on_ray(models["digits_mlp"], tmp_path / f, rows=40), plain), f
+
+
+def test_run_on_ray_errors_are_one_line(local_ray, models, tmp_path):
+    from nngraph.errors import DataError
+    from nngraph.scale.batch import run_on_ray
+
+    np.save(tmp_path / "bad.npy", np.zeros((5, 63), np.float32))
+    with pytest.raises(DataError, match=r"each sample has shape \(63,\), the model expects \(64,\)"):
+        run_on_ray(models["digits_mlp"], tmp_path / "bad.npy")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    np.save(tmp_path / "x.npy", np.zeros((5, 64), np.float32))
+    with pytest.raises(NNGraphError):
+        run_on_ray(tmp_path / "junk.onnx", tmp_path / "x.npy")
+
+
+def test_cli_run_ray_equals_run(models, tmp_path):
+    """Through the command line, with more samples than one task (4,096) holds."""
+    x = np.random.default_rng(2).normal(size=(9000, 64)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    for extra, out in (([], "plain.npy"), (["--ray", "--workers", "2"], "ray.npy")):
+        r = subprocess.run(CLI + ["run", str(models["digits_mlp"]), "--input", str(tmp_path / "x.npy"), "-o",
+                                  str(tmp_path / out), *extra], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.strip().splitlines()[-1] == f"wrote {tmp_path / out} (9000 rows)"
+    assert np.array_equal(np.load(tmp_path / "plain.npy"), np.load(tmp_path / "ray.npy"))
+
+
+# ------------------------------------------------------------------ a cluster by address
+
+def test_sweep_and_run_on_a_two_node_cluster_by_address(models, tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        d = tmp_path / "sweep"
+        r = subprocess.run(CLI + ["sweep", str(SPEC), "--sweep-dir", str(d), "--param", "optimizer.lr=grid:0.01,0.005",
+                                  "--set", "train.epochs=3", "--metric", "loss", "--address", cluster.address, "-q"],
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
+        recs = [_record(d, f"trial_00{i}") for i in range(2)]
+        assert all(rec["status"] == "finished" for rec in recs)
+        assert len({rec["node"] for rec in recs}) == 2  # one CPU per node: the trials ran on both
+        assert "best: " in r.stdout and (d / "best").is_symlink()
+        np.save(tmp_path / "x.npy", np.random.default_rng(3).normal(size=(5000, 64)).astype(np.float32))
+        outs = []
+        for extra in ([], ["--ray", "--address", cluster.address]):
+            out = tmp_path / f"y{len(outs)}.npy"
+            r = subprocess.run(CLI + ["run", str(models["digits_mlp"]), "--input", str(tmp_path / "x.npy"), "-o",
+                                      str(out), *extra], capture_output=True, text=True, timeout=600)
+            assert r.returncode == 0, r.stderr
+            outs.append(np.load(out))
+        assert np.array_equal(*outs)
+    finally:
+        cluster.shutdown()

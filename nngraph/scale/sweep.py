@@ -75,6 +75,7 @@ def run_trial(config: dict[str, Any], setup: dict[str, Any] | None = None,
     (a spec the values make invalid, divergence ...) is recorded in its record and ends the trial
     normally: the sweep goes on."""
     import numba
+    import ray
     from ray import tune
 
     from ..train.callbacks import Callback
@@ -89,7 +90,7 @@ def run_trial(config: dict[str, Any], setup: dict[str, Any] | None = None,
     before = (L.read_json(L.record_path(d)) or {}).get("seconds") or 0.0
     t0 = time.monotonic()
     _write_trial(d, trial=d.name, params=plan[i], status="running", error=None, host=socket.gethostname(),
-                 pid=os.getpid())
+                 node=ray.get_runtime_context().get_node_id(), pid=os.getpid())
 
     class Report(Callback):
         def on_epoch_end(self, trainer: Any, record: Any) -> None:
