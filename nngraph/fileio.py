@@ -75,8 +75,11 @@ def clean_stale_temporaries(path: Path) -> list[Path]:
     return removed
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically; returns the path."""
+def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically (a temporary file renamed over it: a reader or a kill
+    sees the old file or the new one, never a mix); returns the path. ``durable`` also fsyncs the
+    file and its folder, so the new file survives a power loss; files that can be rebuilt from a
+    durable one (a run's history, from its checkpoint) skip those two fsyncs."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     folder.mkdir(parents=True, exist_ok=True)
@@ -89,7 +92,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             f.flush()
             if mode is not None:
                 os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -97,6 +101,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         except OSError:
             pass
         raise
+    if not durable:
+        return path
     try:  # make the rename itself durable
         dfd = os.open(folder, os.O_RDONLY)
         try:
@@ -108,8 +114,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | Path, text: str, durable: bool = True) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), durable)
 
 
 def refuse_overwrite(output: str | Path | None, protected: Iterable[tuple[str, str | Path | None]]) -> None:

@@ -98,8 +98,7 @@ def run_trial(config: dict[str, Any], setup: dict[str, Any] | None = None,
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
             if metric not in row:
                 raise DataError(f"the history has no column {metric!r} (columns: {', '.join(row)})")
-            _write_trial(d, seconds=before + time.monotonic() - t0)
-            tune.report({**row, "trial": i})
+            tune.report({**row, "trial": i, "trial_seconds": before + time.monotonic() - t0})
 
     Spec, apply_overrides, load_data = _spec_tools()
     try:
@@ -209,8 +208,10 @@ def _tune_callback(table: LiveTable, sweep_dir: Path, on_done: Callable[[], None
             else:  # ended by the scheduler before its last epoch
                 status, error = ("finished" if epoch >= table.epochs[i] else "stopped"), None
             if status != rec.get("status") or error != rec.get("error"):
-                _write_trial(d, trial=d.name, params=table.plan[i], status=status, error=error,
-                             seconds=rec.get("seconds"))
+                seconds = rec.get("seconds")
+                if seconds is None and trial.last_result:  # stopped by the scheduler: its last report
+                    seconds = trial.last_result.get("trial_seconds")
+                _write_trial(d, trial=d.name, params=table.plan[i], status=status, error=error, seconds=seconds)
             table.update(i, status=status, error=error)
             on_done()
 
@@ -246,6 +247,19 @@ def _load_sweep(sweep_dir: Path) -> dict[str, Any]:
     return doc
 
 
+def _kernel_key(d: Any) -> str:
+    """A spec with its numbers blanked: specs that differ only in sizes, rates, seeds ... run the
+    same compiled kernels (Numba specialises on types, not values)."""
+    def blank(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: blank(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [blank(x) for x in v]
+        return "#" if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+    return json.dumps(blank(d), sort_keys=True)
+
+
 def _warm(specs: list[Any], datasets: dict[str, Any], log: Callable[[str], None]) -> dict[str, list[str]]:
     """Compile (or load from the cache) every kernel the trials use, by a one-epoch fit of each
     distinct trial spec on a few rows, before any trial starts. Returns each spec's history
@@ -256,8 +270,8 @@ def _warm(specs: list[Any], datasets: dict[str, Any], log: Callable[[str], None]
     columns: dict[str, list[str]] = {}
     seen: set[str] = set()
     for spec in specs:
-        key = spec.to_json()
-        if key in seen:
+        key = _kernel_key(spec.to_dict())
+        if key in seen:  # differs from one already warmed in numbers only: the same kernels
             continue
         seen.add(key)
         try:

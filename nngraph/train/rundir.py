@@ -202,12 +202,15 @@ class RunDirCallback(Callback):
         self.last_saved = (trainer.epoch, trainer.batch)
         return save_checkpoint(self.path / CHECKPOINT, arrays, meta)
 
-    def write_history(self, trainer: "Trainer") -> None:
+    def write_history(self, trainer: "Trainer", durable: bool = False) -> None:
+        # Not fsync'd as each epoch ends: the checkpoint (durable) holds the history, and a resume
+        # rewrites these files from it. Four fsyncs fewer per epoch: 100 epochs of digits_mlp with
+        # a run directory took 1.9-2.1 s with them, 1.4-1.55 s without (0.85-1.1 s with none).
         rows = trainer.history.rows()
-        atomic_write_text(self.path / HISTORY_CSV, history_csv(rows))
+        atomic_write_text(self.path / HISTORY_CSV, history_csv(rows), durable)
         doc = {"monitor": self.monitor, "mode": self.mode, "best_epoch": self.best_epoch or None,
                "best": self.best, "epochs": rows}
-        atomic_write_text(self.path / HISTORY_JSON, json.dumps(doc, indent=1) + "\n")
+        atomic_write_text(self.path / HISTORY_JSON, json.dumps(doc, indent=1) + "\n", durable)
 
     def on_train_begin(self, trainer: "Trainer") -> None:
         for stale in self.path.glob(".*.tmp"):  # left by a kill in the middle of an atomic write
@@ -241,6 +244,7 @@ class RunDirCallback(Callback):
         update_run_info(self.path, status="diverged", message=str(error))
 
     def on_train_end(self, trainer: "Trainer") -> None:
+        self.write_history(trainer, durable=True)  # a finished run's history survives a power loss
         self.save(trainer, finished=True)
         update_run_info(self.path, status="completed", message=None)
 
