@@ -375,3 +375,30 @@ def test_sweep_and_run_on_a_two_node_cluster_by_address(models, tmp_path):
         assert np.array_equal(*outs)
     finally:
         cluster.shutdown()
+
+
+def test_live_table_redraws_in_place_on_a_terminal_and_prints_lines_otherwise():
+    import io
+
+    from nngraph.scale.sweep import LiveTable
+
+    plan = [{"optimizer.lr": 0.01}, {"optimizer.lr": 0.001}]
+    out = io.StringIO()
+    t = LiveTable(["trial_000", "trial_001"], plan, ["optimizer.lr"], "val_accuracy", [5, 5], out, tty=True)
+    t.update(0, status="running")
+    t.update(0, epoch=3, value=0.5)
+    t.update(1, status="running")
+    text = out.getvalue()
+    assert text.startswith("trial      optimizer.lr  epoch  val_accuracy  status\n")
+    assert "\x1b[2F\x1b[J" in text  # the second drawing replaced the first (header + one row)
+    last = text.rsplit("\x1b[J", 1)[1].splitlines()
+    assert last[1].split() == ["trial_000", "0.01", "3/5", "0.5", "running"]
+    assert last[2].split() == ["trial_001", "0.001", "0/5", "-", "running"]
+    out = io.StringIO()
+    t = LiveTable(["trial_000"], plan[:1], ["optimizer.lr"], "loss", [5], out, tty=False)
+    t.update(0, status="running")
+    t.update(0, epoch=1, value=0.3)  # no status change: no line
+    t.update(0, epoch=5, value=0.25, status="finished")
+    assert out.getvalue().splitlines() == [
+        "trial_000  optimizer.lr=0.01  epoch=0/5  loss=-  status=running",
+        "trial_000  optimizer.lr=0.01  epoch=5/5  loss=0.25  status=finished"]
