@@ -61,7 +61,7 @@ def run_on_ray(model: str | Path, input_path: str | Path, address: str | None = 
     (``workers`` actors of ``threads`` onnxruntime threads each; default: one per CPU of the
     cluster). ``address``: a Ray cluster; default a local Ray (``num_cpus``)."""
     from . import init_ray, require_ray
-    from ..runtime import input_specs, run_batches, session
+    from ..runtime import run_batches, session
 
     require_ray("nngraph run --ray")
     path = Path(model)
@@ -73,7 +73,7 @@ def run_on_ray(model: str | Path, input_path: str | Path, address: str | None = 
     n = len(next(iter(arrays.values())))
     # the first task's rows, checked here: a shape or dtype error is one line before Ray starts
     run_batches(path, {k: a[:1] for k, a in inputs.items()} if isinstance(inputs, dict) else inputs[:1], rows, sess)
-    del sess, input_specs
+    del sess  # the driver's session is not needed while Ray runs
     started = init_ray(address, num_cpus)
     import ray
 

@@ -363,11 +363,13 @@ def sweep(spec: Any = None, *, sweep_dir: str | Path | None = None, params: list
 
     # every trial's spec, checked now: an invalid combination is recorded as that trial's error
     trial_specs: list[Any] = []
-    for values in plan:
+    spec_errors: dict[int, str] = {}
+    for i, values in enumerate(plan):
         try:
             trial_specs.append(apply_overrides(base, values))
-        except NNGraphError:
+        except NNGraphError as e:
             trial_specs.append(None)
+            spec_errors[i] = _one_line(e)
     datasets: dict[str, Any] = {}
     for s in [base] + [s for s in trial_specs if s is not None]:
         key = _data_key(s)
@@ -392,13 +394,10 @@ def sweep(spec: Any = None, *, sweep_dir: str | Path | None = None, params: list
     names = [L.trial_name(i, len(plan)) for i in range(len(plan))]
     status = [L.trial_status(sweep_dir / "trials" / n) for n in names]
     todo = [i for i, s in enumerate(status) if s in ("pending", "running")]
-    for i, s in enumerate(trial_specs):
-        if s is None and i in todo:  # recorded without starting Ray work for it
-            try:
-                apply_overrides(base, plan[i])
-            except NNGraphError as e:
-                _write_trial(sweep_dir / "trials" / names[i], trial=names[i], params=plan[i], status="error",
-                             error=_one_line(e), seconds=0.0)
+    for i, error in spec_errors.items():
+        if i in todo:  # recorded without starting Ray work for it
+            _write_trial(sweep_dir / "trials" / names[i], trial=names[i], params=plan[i], status="error",
+                         error=error, seconds=0.0)
             todo.remove(i)
     path_names = [p.path for p in plist]
     if resume is not None:
