@@ -6,13 +6,14 @@ on it, so the exported model should accept any length. A graph input gets a dyna
 step or reads it as its sequence; each op says which in its description (``OpSpec.time_rule``:
 ``per_step`` — dense on the last axis, activations, embedding, add, concat on a feature axis,
 normalisation over features; ``sequence`` — recurrent layers, whose output keeps the time axis only
-with ``return_sequences``; ``fixed`` — anything else). A network that reaches a ``fixed`` op keeps
-a fixed length. Networks with no recurrent layer are left unchanged.
+with ``return_sequences``; ``sequence_out`` — attention and positional embeddings, which read the
+whole sequence and keep its time axis; ``fixed`` — anything else). A network that reaches a ``fixed`` op keeps
+a fixed length. Networks with no sequence op (recurrent, attention, ...) are left unchanged.
 """
 from __future__ import annotations
 
 from ..ir import Graph
-from ..ops.base import PER_STEP, SEQUENCE
+from ..ops.base import PER_STEP, SEQUENCE, SEQUENCE_OUT
 from ..ops.registry import get_op
 
 TIME = "time"
@@ -27,11 +28,11 @@ def _propagate(graph: Graph, seed: set[str]) -> tuple[set[str], bool]:
         if not any(flags):
             continue
         rule = get_op(node.op).time_rule_for(node, [graph.values[v] for v in node.inputs])
-        if rule == SEQUENCE:
+        if rule in (SEQUENCE, SEQUENCE_OUT):
             if not flags[0] or any(flags[1:]):  # initial states have no time axis
                 return dyn, False
             reaches = True
-            if node.attrs.get("return_sequences"):
+            if rule == SEQUENCE_OUT or node.attrs.get("return_sequences"):
                 dyn.add(node.output)
         elif rule == PER_STEP and all(flags):
             dyn.add(node.output)

@@ -36,7 +36,10 @@ AttrMap = Callable[[dict[str, Any]], dict[str, Any]]
 
 # Sequence-axis rules (``OpSpec.time_rule``), read by ``onnx_io.dynamic_axes``:
 PER_STEP = "per_step"   # acts on each time step alone: a time axis on the input flows to the output
-SEQUENCE = "sequence"   # reads its first input as a sequence (recurrent layers)
+SEQUENCE = "sequence"   # reads its first input as a sequence (recurrent layers, sequence_pool); the
+                        # output keeps the time axis only when the node's return_sequences is true
+SEQUENCE_OUT = "sequence_out"  # reads its whole first input as a sequence and keeps its time axis
+                               # (attention, positional embedding): any length works, but steps mix
 FIXED = "fixed"         # needs a fixed length (flatten, conv, pooling over time, ...)
 
 
