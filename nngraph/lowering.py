@@ -4,7 +4,8 @@ Which op a layer type becomes, and with which attributes, is part of the op's de
 (``OpSpec.layers``); ``lower`` is a loop over the layers. A layer whose op has an output
 epilogue (``OpSpec.fuses``, dense and conv) but whose ``activation`` that epilogue does not compute
 becomes two nodes: the op, writing ``<layer>/linear``,
-and the activation op, which takes the layer's name.
+and the activation op, which takes the layer's name. A layer type with an expansion (attention,
+transformer_block; ``ops.expansion``) becomes its sub-layers, each lowered the same way.
 """
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from .errors import ShapeError
 from .ir import Graph, Node, ParamInfo, TensorType, fuse_activations
 from .ir.memory import check_memory
 from .ops.normalize import check_reads_input
-from .ops.registry import get_op, layer_op
+from .ops.registry import EXPANSIONS, get_op, layer_op
 from .spec import Spec
+from .spec.fields import resolved
+from .spec.tables import LAYERS
 
 
 def lower(spec: Spec, fuse: bool = True) -> Graph:
@@ -38,21 +41,32 @@ def lower(spec: Spec, fuse: bool = True) -> Graph:
             param_names.append(pname)
         nodes.append(Node(name, op_name, inputs, output, attrs, tuple(param_names), layer))
 
+    def emit(name: str, layer_type: str, attrs: dict, inputs: tuple[str, ...], layer: str) -> None:
+        """Lower one layer (``attrs`` resolved); an expansion's sub-layers recursively."""
+        if name in values:
+            raise ShapeError(f"layer {layer}: the name {name!r} is already taken")
+        expand = EXPANSIONS.get(layer_type)
+        if expand is not None:
+            for sub in expand(name, attrs, inputs, [values[v] for v in inputs], layer):
+                fields = LAYERS[sub.type].fields if sub.type in LAYERS else None
+                emit(sub.name, sub.type, resolved(fields, sub.attrs) if fields else dict(sub.attrs), sub.inputs, layer)
+            return
+        op = layer_op(layer_type)
+        attrs = op.layers[layer_type](attrs)
+        act = attrs.get("activation")
+        if op.fuses and act is not None and act != "identity" and act not in op.fuses:
+            act_op = layer_op(act)
+            add(name, op.name, inputs, f"{name}/linear", {**attrs, "activation": "identity"}, layer)
+            add(f"{name}/{act}", act_op.name, (f"{name}/linear",), name, act_op.layers[act]({}), layer)
+        else:
+            add(name, op.name, inputs, name, attrs, layer)
+
     prev = spec.inputs[0][0]
     for layer, name in zip(spec.layers, spec.layer_names()):
         if layer.inputs is None and len(spec.inputs) > 1 and not nodes:
             raise ShapeError(f"layer {name}: the spec has several inputs; name the ones this layer reads "
                              "with \"inputs\"")
-        inputs = tuple(layer.inputs) if layer.inputs is not None else (prev,)
-        op = layer_op(layer.type)
-        attrs = op.layers[layer.type](layer.resolved())
-        act = attrs.get("activation")
-        if op.fuses and act is not None and act != "identity" and act not in op.fuses:
-            act_op = layer_op(act)
-            add(name, op.name, inputs, f"{name}/linear", {**attrs, "activation": "identity"}, name)
-            add(f"{name}/{act}", act_op.name, (f"{name}/linear",), name, act_op.layers[act]({}), name)
-        else:
-            add(name, op.name, inputs, name, attrs, name)
+        emit(name, layer.type, layer.resolved(), tuple(layer.inputs) if layer.inputs is not None else (prev,), name)
         prev = name
     graph = Graph(tuple(n for n, _ in spec.inputs), tuple(nodes), prev, values, params)
     check_reads_input(graph)

@@ -2,12 +2,18 @@
 here. Importing this module loads no Numba (kernels are found through ``nngraph.backend.kernels``)."""
 from __future__ import annotations
 
-from . import (activations, batchnorm, conv, dense, dropout, embedding, global_pool, join, layernorm, normalize, pointwise,
-               pool, recurrent, shape)
+from typing import Callable
+
+from . import (activations, attention, batchnorm, conv, dense, dropout, embedding, global_pool, join, layernorm, normalize,
+               pointwise, pool, recurrent, shape, transformer)
 from .base import OpSpec
+from .expansion import SubLayer
 
 _MODULES = [dense, activations, pointwise, join, layernorm, conv, pool, global_pool, shape, recurrent, embedding, dropout,
-            batchnorm, normalize]
+            batchnorm, normalize, attention]
+
+# Layer types that lower to several primitive layers (see expansion.py).
+EXPANSIONS: dict[str, Callable[..., list[SubLayer]]] = {**attention.EXPANSIONS, **transformer.EXPANSIONS}
 
 SPECS: dict[str, OpSpec] = {op.name: op for m in _MODULES for op in m.SPECS}
 

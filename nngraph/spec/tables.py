@@ -160,6 +160,27 @@ LAYERS: dict[str, LayerSchema] = {
                       "the last axis otherwise)", nullable=True)},
         "preprocessing inside the model: y = (x - shift) / divisor per feature, shift and divisor "
         "non-trainable state (standard/minmax read a model input directly); exported as ONNX Sub and Div"),
+    "attention": LayerSchema({
+        "heads": Field("int", doc="attention heads (the features must be divisible by it)", minimum=1),
+        "causal": Field("bool", False, "each step attends only to itself and earlier steps (language models)"),
+        "dropout": Field("float", 0.0, "dropout on the attention weights while training", minimum=0, maximum=1,
+                         exclusive_max=True),
+        "use_bias": Field("bool", True, "biases in the input and output projections")},
+        "multi-head scaled dot-product self-attention over (N, time, features): a dense layer to Q, K, V, "
+        "softmax(Q K^T / sqrt(d)) V per head, a dense output projection; any sequence length in the export"),
+    "transformer_block": LayerSchema({
+        "heads": Field("int", doc="attention heads (the features must be divisible by it)", minimum=1),
+        "ff_units": Field("int", doc="units of the feed-forward layer inside the block", minimum=1),
+        "causal": Field("bool", False, "causal self-attention (language models)"),
+        "dropout": Field("float", 0.1, "dropout after the attention and the feed-forward layers and on the "
+                         "attention weights while training", minimum=0, maximum=1, exclusive_max=True),
+        "norm": Field("enum", "pre", '"pre": x + f(layernorm(x)) (GPT-2); "post": layernorm(x + f(x)) (the '
+                      "original transformer)", options=("pre", "post")),
+        "activation": Field("enum", "gelu", "activation of the feed-forward layer",
+                            options=("relu", "gelu", "silu", "tanh")),
+        "epsilon": Field("float", 1e-5, "the layer norms' epsilon", minimum=0, exclusive_min=True)},
+        "a transformer encoder/decoder block (no cross-attention) over (N, time, features); lowers to "
+        "layernorm, attention, dropout, add and per-step dense layers, which nngraph check lists"),
     "batchnorm": LayerSchema({
         "momentum": Field("float", 0.1, "weight of the batch statistic in the running-statistics update "
                           "(PyTorch's convention: running = (1 - momentum) running + momentum batch)",
