@@ -1,6 +1,6 @@
 """Training gives the same bits whatever the thread count: every kernel's work split is fixed
 (conv sample blocks, recurrent batch chunks, GEMM tiles, batch norm channels, dropout's per-element
-hash), only their assignment to threads varies."""
+hash, attention's (sample, head) pairs), only their assignment to threads varies."""
 from __future__ import annotations
 
 import os
@@ -27,6 +27,10 @@ nets = {
         {"type": "conv1d", "filters": 32, "kernel": 3, "padding": "same", "activation": "relu"},
         {"type": "batchnorm"}, {"type": "maxpool1d", "size": 2}, {"type": "dropout", "rate": 0.5},
         {"type": "global_avgpool1d"}, {"type": "dense", "units": 10, "activation": "softmax"}]),
+    "transformer": ({"shape": [12, 16]}, [
+        {"type": "transformer_block", "heads": 4, "ff_units": 32, "causal": True, "dropout": 0.2},
+        {"type": "transformer_block", "heads": 2, "ff_units": 32, "norm": "post", "dropout": 0.1},
+        {"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"}]),
 }
 digest = hashlib.sha256()
 for name, (inp, layers) in nets.items():
@@ -50,7 +54,7 @@ def _digest(threads: int) -> str:
     code = ("import nngraph.ops.conv_bind as c, nngraph.ops.recurrent_kernels as r, nngraph.linalg.gemm as g\n"
             "import nngraph.ops.batchnorm_kernels as b, nngraph.ops.dropout_kernels as d, nngraph.ops.pool_kernels as p\n"
             "c.THREADED_MIN = 0; r.CHUNKED_MIN = 0; g.THREADED_MIN = 0; b.THREADED_MIN = 0; d.THREADED_MIN = 0\n"
-            "p.THREADED_MIN = 0\n" + SCRIPT)
+            "p.THREADED_MIN = 0\nimport nngraph.ops.attention_kernels as a; a.THREADED_MIN = 0\n" + SCRIPT)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return out.stdout.strip()
 
