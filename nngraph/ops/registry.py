@@ -3,11 +3,11 @@ here. Importing this module loads no Numba (kernels are found through ``nngraph.
 from __future__ import annotations
 
 from . import (activations, batchnorm, conv, dense, dropout, embedding, global_pool, join, layernorm, normalize, pointwise,
-               pool, recurrent, shape)
+               pool, positional, recurrent, sequence_pool, shape)
 from .base import OpSpec
 
 _MODULES = [dense, activations, pointwise, join, layernorm, conv, pool, global_pool, shape, recurrent, embedding, dropout,
-            batchnorm, normalize]
+            batchnorm, normalize, sequence_pool, positional]
 
 SPECS: dict[str, OpSpec] = {op.name: op for m in _MODULES for op in m.SPECS}
 
