@@ -1,6 +1,6 @@
 """Training gives the same bits whatever the thread count: every kernel's work split is fixed
 (conv sample blocks, recurrent batch chunks, GEMM tiles, batch norm channels, dropout's per-element
-hash), only their assignment to threads varies."""
+hash, positional-table rows, sequence-pool samples), only their assignment to threads varies."""
 from __future__ import annotations
 
 import os
@@ -27,6 +27,10 @@ nets = {
         {"type": "conv1d", "filters": 32, "kernel": 3, "padding": "same", "activation": "relu"},
         {"type": "batchnorm"}, {"type": "maxpool1d", "size": 2}, {"type": "dropout", "rate": 0.5},
         {"type": "global_avgpool1d"}, {"type": "dense", "units": 10, "activation": "softmax"}]),
+    "positional": ({"shape": [20, 6]}, [
+        {"type": "dense", "units": 16, "activation": "tanh"}, {"type": "positional_embedding", "max_length": 24},
+        {"type": "positional_embedding", "kind": "sinusoidal"}, {"type": "dense", "units": 16, "activation": "relu"},
+        {"type": "sequence_pool", "mode": "max"}, {"type": "dense", "units": 10, "activation": "softmax"}]),
 }
 digest = hashlib.sha256()
 for name, (inp, layers) in nets.items():
