@@ -44,6 +44,16 @@ def input_specs(sess) -> list[tuple[str, tuple, Any]]:
     return out
 
 
+def _max_time_length(sess) -> int | None:
+    """The longest sequence an nngraph export accepts on its dynamic time axis (positional
+    embeddings' max_length, ``nngraph.max_time_length`` in the metadata), or None."""
+    try:
+        raw = sess.get_modelmeta().custom_metadata_map.get("nngraph.max_time_length")
+        return int(raw) if raw is not None else None
+    except (ValueError, UnicodeDecodeError):  # a hand-edited or corrupt value: onnxruntime decides
+        return None
+
+
 def run(path: str | Path, inputs: np.ndarray | dict[str, np.ndarray], sess=None) -> np.ndarray:
     """Run a model on a batch in onnxruntime; returns its (first) output."""
     sess = sess or session(path)
@@ -53,6 +63,7 @@ def run(path: str | Path, inputs: np.ndarray | dict[str, np.ndarray], sess=None)
             raise DataError(f"the model has {len(specs)} inputs ({', '.join(s[0] for s in specs)}); "
                             "give one array per input")
         inputs = {specs[0][0]: inputs}
+    limit = _max_time_length(sess)
     feeds = {}
     for name, shape, dtype in specs:
         if name not in inputs:
@@ -74,6 +85,8 @@ def run(path: str | Path, inputs: np.ndarray | dict[str, np.ndarray], sess=None)
             raise DataError(f"input {name!r}: expected real numbers, got dtype {a.dtype}")
         if a.ndim == 0:
             raise DataError(f"input {name!r}: expected an array of samples, got a scalar")
+        if limit is not None and len(shape) >= 2 and shape[1] is None and a.ndim >= 2 and a.shape[1] > limit:
+            raise DataError(f"input {name!r}: sequence length {a.shape[1]} exceeds the model's max_length {limit}")
         feeds[name] = np.ascontiguousarray(a, dtype)
     try:
         return sess.run(None, feeds)[0]

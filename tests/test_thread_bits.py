@@ -1,6 +1,7 @@
 """Training gives the same bits whatever the thread count: every kernel's work split is fixed
 (conv sample blocks, recurrent batch chunks, GEMM tiles, batch norm channels, dropout's per-element
-hash, attention's (sample, head) pairs), only their assignment to threads varies."""
+hash, positional-table rows, sequence-pool samples, attention's (sample, head) pairs), only their assignment
+to threads varies."""
 from __future__ import annotations
 
 import os
@@ -27,10 +28,12 @@ nets = {
         {"type": "conv1d", "filters": 32, "kernel": 3, "padding": "same", "activation": "relu"},
         {"type": "batchnorm"}, {"type": "maxpool1d", "size": 2}, {"type": "dropout", "rate": 0.5},
         {"type": "global_avgpool1d"}, {"type": "dense", "units": 10, "activation": "softmax"}]),
-    "transformer": ({"shape": [12, 16]}, [
+    "transformer": ({"shape": [12, 6]}, [
+        {"type": "dense", "units": 16, "activation": "tanh"}, {"type": "positional_embedding", "max_length": 24},
+        {"type": "positional_embedding", "kind": "sinusoidal"},
         {"type": "transformer_block", "heads": 4, "ff_units": 32, "causal": True, "dropout": 0.2},
         {"type": "transformer_block", "heads": 2, "ff_units": 32, "norm": "post", "dropout": 0.1},
-        {"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"}]),
+        {"type": "sequence_pool", "mode": "max"}, {"type": "dense", "units": 10, "activation": "softmax"}]),
 }
 digest = hashlib.sha256()
 for name, (inp, layers) in nets.items():

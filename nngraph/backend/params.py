@@ -127,7 +127,23 @@ def draw(info: ParamInfo, rng: np.random.Generator) -> np.ndarray:
     if info.init.startswith("uniform:"):  # uniform:<limit>, e.g. PyTorch's recurrent default
         limit = float(info.init.split(":", 1)[1])
         return rng.uniform(-limit, limit, shape)
+    if info.init.startswith("normal:"):  # normal:<std>, e.g. GPT-2's 0.02 for position tables
+        return rng.normal(0.0, float(info.init.split(":", 1)[1]), shape)
+    if info.init == "sinusoidal":  # a fixed (positions, features) table: no draw
+        return sinusoidal_table(*shape)
     raise ValueError(f"unknown initializer {info.init!r}")
+
+
+def sinusoidal_table(length: int, features: int) -> np.ndarray:
+    """Vaswani et al.'s position table (float64): for t < length and i < features / 2,
+        P[t, 2i] = sin(t / 10000^(2i / F))        P[t, 2i + 1] = cos(t / 10000^(2i / F))
+    (an odd F ends with a sine column)."""
+    t = np.arange(length, dtype=np.float64)[:, None]
+    rate = 10000.0 ** (-np.arange(0, features, 2, dtype=np.float64) / features)
+    out = np.empty((length, features))
+    out[:, 0::2] = np.sin(t * rate)
+    out[:, 1::2] = np.cos(t * rate[:features // 2])
+    return out
 
 
 def _orthogonal(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:

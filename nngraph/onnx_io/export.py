@@ -80,6 +80,17 @@ class _Builder:
         return self._params[name]
 
 
+MAX_TIME_KEY = "max_time_length"  # metadata: the longest dynamic time axis the model accepts
+
+
+def max_time_length(graph: Graph, dyn: set[str]) -> int | None:
+    """The smallest ``max_length`` attribute (a positional embedding's table rows) of a node that
+    reads a time-dynamic value, or None: ``runtime.run`` refuses longer sequences with a DataError.
+    (Every time-dynamic input shares the one ``time`` axis, so one limit covers them all.)"""
+    limits = [n.attrs["max_length"] for n in graph.nodes if "max_length" in n.attrs and n.inputs[0] in dyn]
+    return min(limits) if limits else None
+
+
 def build_model(spec: Spec, graph: Graph, params: dict[str, np.ndarray], opset: int = DEFAULT_OPSET,
                 metadata: dict[str, Any] | None = None) -> onnx.ModelProto:
     """The ONNX model of a graph with the given float32 parameter values."""
@@ -124,6 +135,10 @@ def build_model(spec: Spec, graph: Graph, params: dict[str, np.ndarray], opset: 
     meta = {"nngraph.spec": spec.to_json(), "nngraph.version": __version__}
     for k, v in (metadata or {}).items():
         meta[f"nngraph.{k}"] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    meta.pop(f"nngraph.{MAX_TIME_KEY}", None)  # recomputed below, never carried over from a loaded model
+    limit = max_time_length(graph, dyn)
+    if limit is not None:
+        meta[f"nngraph.{MAX_TIME_KEY}"] = str(limit)
     helper.set_model_props(model, meta)
     try:
         onnx.checker.check_model(model, full_check=True)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Callable
 
 from . import (activations, attention, batchnorm, conv, dense, dropout, embedding, global_pool, join, layernorm, normalize,
-               pointwise, pool, recurrent, shape, transformer)
+               pointwise, pool, positional, recurrent, sequence_pool, shape, transformer)
 from .base import OpSpec
 from .expansion import SubLayer
 
 _MODULES = [dense, activations, pointwise, join, layernorm, conv, pool, global_pool, shape, recurrent, embedding, dropout,
-            batchnorm, normalize, attention]
+            batchnorm, normalize, sequence_pool, positional, attention]
 
 # Layer types that lower to several primitive layers (see expansion.py).
 EXPANSIONS: dict[str, Callable[..., list[SubLayer]]] = {**attention.EXPANSIONS, **transformer.EXPANSIONS}

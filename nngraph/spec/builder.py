@@ -53,6 +53,18 @@ def LayerNorm(epsilon: float | None = None, *, name: str | None = None, inputs: 
     return layer("layernorm", name=name, inputs=inputs, epsilon=epsilon)
 
 
+def SequencePool(mode: str | None = None, *, name: str | None = None, inputs: list[str] | None = None) -> dict:
+    """Pool (N, time, features) over time: ``mode`` "mean" (default), "max", "first" or "last"."""
+    return layer("sequence_pool", name=name, inputs=inputs, mode=mode)
+
+
+def PositionalEmbedding(max_length: int | None = None, kind: str | None = None, *, name: str | None = None,
+                        inputs: list[str] | None = None) -> dict:
+    """Add a position vector to each step of (N, time, features): ``kind`` "learned" (default) or
+    "sinusoidal"; ``max_length`` (default 256) the longest sequence."""
+    return layer("positional_embedding", name=name, inputs=inputs, max_length=max_length, kind=kind)
+
+
 def SGD(lr: float | None = None, momentum: float | None = None, nesterov: bool | None = None) -> dict:
     return _clean({"type": "sgd", "lr": lr, "momentum": momentum, "nesterov": nesterov})
 
@@ -83,4 +95,4 @@ def build(name: str, *, inputs: dict[str, Input | dict], layers: list[dict], los
 
 
 __all__ = ["Input", "Layer", "Optimizer", "Spec", "Train", "layer", "Dense", "Activation", "Dropout", "BatchNorm",
-           "LayerNorm", "SGD", "Adam", "TrainConfig", "build"]
+           "LayerNorm", "SequencePool", "PositionalEmbedding", "SGD", "Adam", "TrainConfig", "build"]

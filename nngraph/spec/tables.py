@@ -144,6 +144,17 @@ LAYERS: dict[str, LayerSchema] = {
         "vocab_size": Field("int", doc="number of distinct token ids (ids are 0 .. vocab_size-1)", minimum=1),
         "dim": Field("int", doc="length of each embedding vector", minimum=1)},
         "integer token ids (N, ...) -> learned vectors (N, ..., dim)"),
+    "sequence_pool": LayerSchema({
+        "mode": Field("enum", "mean", '"mean", "max" (the gradient goes to the first maximal step), "first" or '
+                      '"last" time step', options=("mean", "max", "first", "last"))},
+        "pools a sequence over time: (N, time, features) -> (N, features); any length in the ONNX export"),
+    "positional_embedding": LayerSchema({
+        "max_length": Field("int", 256, "longest sequence the table covers (rows of the table)", minimum=1),
+        "kind": Field("enum", "learned", '"learned": a trainable table, init normal(0, 0.02); "sinusoidal": '
+                      "the fixed sin/cos table of Vaswani et al. (non-trainable state)",
+                      options=("learned", "sinusoidal"))},
+        "adds a position vector to each step: y[n, t] = x[n, t] + table[t], table (max_length, features); the "
+        "ONNX export takes any length up to max_length"),
     "dropout": LayerSchema({
         "rate": Field("float", doc="probability of zeroing each element while training", minimum=0,
                       maximum=1, exclusive_max=True)},
