@@ -168,6 +168,24 @@ def _spec_file_bench(label: str, file: str, batch: int, drop: tuple[str, ...] = 
     return Bench(label, spec, lambda: torch_module(spec), shape, 10, (batch,), steps=steps)
 
 
+def _transformer_spec() -> dict[str, Any]:
+    """Sequence classification: 64 steps of 128 features -> 2 pre-norm blocks (4 heads, ff 512, GELU,
+    no dropout) -> mean over time -> dense 10."""
+    block = {"type": "transformer_block", "heads": 4, "ff_units": 512, "dropout": 0.0}
+    return {"name": "bench_transformer", "inputs": {"x": {"shape": [64, 128]}},
+            "layers": [block, dict(block), {"type": "sequence_pool", "mode": "mean"}, {"type": "dense", "units": 10}],
+            "loss": "cross_entropy", "optimizer": {"type": "sgd", "lr": 0.01}}
+
+
+def _transformer_bench(label: str, causal: bool) -> Bench:
+    from spec_torch import torch_module  # tools/, next to this script
+
+    spec = _transformer_spec()
+    for layer in spec["layers"][:2]:
+        layer["causal"] = causal
+    return Bench(label, spec, lambda: torch_module(spec), (64, 128), 10, (32,), steps=10)
+
+
 BENCHES: list[Bench] = [
     Bench("mlp 784-256-128-10", _mlp_spec(), _mlp_torch, (784,), 10, (32, 128, 512), _mlp_gemms),
     Bench("rnn 16-128 x50 -> 10", _recurrent_spec("rnn"), _recurrent_torch("RNN"), (50, 16), 10, (64,),
@@ -182,6 +200,8 @@ BENCHES: list[Bench] = [
     _spec_file_bench("mnist_convnet -dropout", "mnist_convnet.json", 128, ("dropout",)),
     _spec_file_bench("mnist_resnet", "mnist_resnet.json", 64),
     _spec_file_bench("mnist_resnet -batchnorm", "mnist_resnet.json", 64, ("batchnorm",)),
+    _transformer_bench("transformer 2x(4h 128) x64", causal=False),
+    _transformer_bench("transformer causal 2x(4h 128) x64", causal=True),
 ]
 
 

@@ -4,7 +4,8 @@
     net = torch_module(spec_dict)        # torch.nn.Module; forward(x) -> logits (softmax left to the loss)
 
 Covers the layer types the benchmark networks use (dense, conv1d/2d, batchnorm, dropout, activations,
-pooling (maxpool1d/2d, valid), flatten, add, concat, rnn/lstm/gru) over a DAG given by the layers' ``inputs``. A final softmax (as a layer
+pooling (maxpool1d/2d, valid), flatten, add, concat, rnn/lstm/gru, layernorm, embedding, attention,
+transformer_block, sequence_pool, learned positional_embedding) over a DAG given by the layers' ``inputs``. A final softmax (as a layer
 or a dense activation) is left out: PyTorch's CrossEntropyLoss takes logits, as nngraph's fused loss
 does. The conventions match nngraph's: batch norm momentum/epsilon as PyTorch's, "same" padding with
 the odd unit at the end (applied as an explicit F.pad when it is asymmetric). PyTorch is a benchmark
@@ -98,6 +99,20 @@ def torch_module(spec: dict[str, Any]):
             mod, out = nn.Flatten(), (n,)
         elif t == "add":
             mod, out = _Add(), shape
+        elif t == "layernorm":
+            mod, out = nn.LayerNorm(shape[-1], eps=layer.get("epsilon", 1e-5)), shape
+        elif t == "embedding":
+            mod, out = nn.Embedding(layer["vocab_size"], layer["dim"]), shape + (layer["dim"],)
+        elif t == "transformer_block":
+            mod, out = _block(layer, shape), shape
+        elif t == "attention":
+            mod, out = _attention(layer, shape), shape
+        elif t == "sequence_pool":
+            mod, out = _SequencePool(layer.get("mode", "mean")), shape[1:]
+        elif t == "positional_embedding":
+            if layer.get("kind", "learned") != "learned":
+                raise ValueError("spec_torch: only learned positional embeddings are covered")
+            mod, out = _Positions(layer["max_length"], shape[-1]), shape
         else:
             raise ValueError(f"spec_torch: layer type {t!r} is not covered")
         mods.append((name, inputs, mod))
@@ -154,6 +169,79 @@ def _recurrent(layer: dict[str, Any], shape: tuple[int, ...]):
             h = h[0] if isinstance(h, tuple) else h          # LSTM: (h_n, c_n)
             return h.transpose(0, 1).reshape(x.shape[0], -1)  # (directions, N, H) -> (N, directions*H)
     return Recurrent()
+
+
+def _causal_mask(t: int):
+    import torch
+
+    return torch.nn.Transformer.generate_square_subsequent_mask(t)
+
+
+def _block(layer: dict[str, Any], shape: tuple[int, ...]):
+    """nngraph's transformer_block as nn.TransformerEncoderLayer (batch_first; norm_first for "pre")."""
+    import torch.nn as nn
+
+    act = layer.get("activation", "gelu")
+    enc = nn.TransformerEncoderLayer(shape[-1], layer["heads"], layer["ff_units"], layer.get("dropout", 0.1),
+                                     activation={"gelu": "gelu", "relu": "relu"}[act], batch_first=True,
+                                     norm_first=layer.get("norm", "pre") == "pre",
+                                     layer_norm_eps=layer.get("epsilon", 1e-5))
+    causal = layer.get("causal", False)
+    mask = _causal_mask(shape[0]) if causal else None
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = enc
+
+        def forward(self, x):
+            return self.enc(x, src_mask=mask, is_causal=causal)
+    return Block()
+
+
+def _attention(layer: dict[str, Any], shape: tuple[int, ...]):
+    import torch.nn as nn
+
+    mha = nn.MultiheadAttention(shape[-1], layer["heads"], dropout=layer.get("dropout", 0.0),
+                                bias=layer.get("use_bias", True), batch_first=True)
+    causal = layer.get("causal", False)
+    mask = _causal_mask(shape[0]) if causal else None
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha = mha
+
+        def forward(self, x):
+            return self.mha(x, x, x, attn_mask=mask, is_causal=causal, need_weights=False)[0]
+    return Attention()
+
+
+def _SequencePool(mode: str):
+    import torch.nn as nn
+
+    class SequencePool(nn.Module):
+        def forward(self, x):
+            if mode == "mean":
+                return x.mean(dim=1)
+            if mode == "max":
+                return x.max(dim=1).values
+            return x[:, 0] if mode == "first" else x[:, -1]
+    return SequencePool()
+
+
+def _Positions(max_length: int, features: int):
+    import torch
+    import torch.nn as nn
+
+    class Positions(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = nn.Parameter(torch.randn(max_length, features) * 0.02)
+
+        def forward(self, x):
+            return x + self.table[:x.shape[1]]
+    return Positions()
 
 
 def _pad_cls():

@@ -6,6 +6,7 @@ derivative, inlined where a kernel applies it (codes and the numpy references in
     elu         y = z (z > 0), alpha (e^z - 1) (z <= 0)  dy/dz = 1 (z > 0), alpha e^z (z <= 0)
     gelu        y = z Phi(z),  Phi(z) = (1 + erf(z / sqrt 2)) / 2
                 dy/dz = Phi(z) + z phi(z),  phi(z) = e^(-z^2 / 2) / sqrt(2 pi)
+                (float32: a vectorisable erf and exp, below)
     silu        y = z s(z)                               dy/dz = s(z) (1 + z (1 - s(z)))
     softplus    y = log(1 + e^z) = max(z, 0) + log1p(e^-|z|)     dy/dz = s(z)
 The subgradients at 0 follow PyTorch (leaky_relu and elu take the left branch). The derivatives
@@ -20,12 +21,101 @@ from __future__ import annotations
 
 import math
 
-from numba import njit
+import numpy as np
+from numba import njit, types
+from numba.extending import overload
 
 from .activations import ELU, GELU, LEAKY_RELU, RELU, SIGMOID, SILU, SOFTPLUS, TANH
+from .rnn_math import _fma
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+# ---- GELU and exp(-t): exact in float64, vectorisable in float32 ----------------------------------
+# Without SVML, math.erf and math.exp are scalar libm calls: GELU over a 32 x 64 x 512 transformer
+# feed-forward output took 7.3 ms forward and 13.4 ms backward (~7-13 ns per element), more than
+# the block's matrix products. In float32 we use Eigen's rational erf (clamped at |x| = 4, where erf
+# rounds to +-1 in float32; |error| < 4.2e-7 measured against math.erf) and exp(-t) = (e^(-t/256))^256,
+# a degree-9 Taylor polynomial in float64 squared eight times (relative error < 1e-8 for t <= 100;
+# clamped there, e^-100 is 0 to float32 precision next to the values it is added to): only
+# multiplies, adds, min/max and a division, which LLVM turns into SIMD code. float64 (the gradient
+# checks and the numpy references) stays exact.
+
+_E1, _E3, _E5 = np.float32(-1.60960333262415e-02), np.float32(-2.95459980854025e-03), np.float32(-7.34990630326855e-04)
+_E7, _E9 = np.float32(-5.69250639462346e-05), np.float32(-2.10102402082508e-06)
+_E11, _E13 = np.float32(2.77068142495902e-08), np.float32(-2.72614225801306e-10)
+_F0, _F2 = np.float32(-1.42647390514189e-02), np.float32(-7.37332916720468e-03)
+_F4, _F6 = np.float32(-1.68282697438203e-03), np.float32(-2.13374055278905e-04)
+_F8 = np.float32(-1.45660718464996e-05)
+_FOUR = np.float32(4.0)
+_H32 = np.float32(0.5)
+_ONE32 = np.float32(1.0)
+_INV_SQRT2_32 = np.float32(_INV_SQRT2)
+_INV_SQRT_2PI_32 = np.float32(_INV_SQRT_2PI)
+_TAYLOR = tuple(1.0 / math.factorial(k) for k in range(10))
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _erf32(a):
+    x = min(max(a, -_FOUR), _FOUR)
+    x2 = x * x
+    p = _fma(_fma(_fma(_fma(_fma(_fma(_E13, x2, _E11), x2, _E9), x2, _E7), x2, _E5), x2, _E3), x2, _E1) * x
+    q = _fma(_fma(_fma(_fma(_F8, x2, _F6), x2, _F4), x2, _F2), x2, _F0)
+    return p / q
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def exp_neg32(t):
+    """e^-t for float32 t >= 0 (see above), as float32."""
+    u = -min(np.float64(t), 100.0) * (1.0 / 256.0)
+    s = ((((((((_TAYLOR[9] * u + _TAYLOR[8]) * u + _TAYLOR[7]) * u + _TAYLOR[6]) * u + _TAYLOR[5]) * u
+             + _TAYLOR[4]) * u + _TAYLOR[3]) * u + _TAYLOR[2]) * u + 1.0) * u + 1.0
+    s = s * s  # eight squarings, written out (a loop in an inlined function upsets numba's IR checks)
+    s = s * s
+    s = s * s
+    s = s * s
+    s = s * s
+    s = s * s
+    s = s * s
+    s = s * s
+    return np.float32(s)
+
+
+def exp_neg(t):
+    """e^-t for t >= 0: exact in float64, ``exp_neg32`` in float32."""
+    return math.exp(-t)
+
+
+@overload(exp_neg, inline="always")
+def _exp_neg_impl(t):
+    if isinstance(t, types.Float) and t.bitwidth == 32:
+        return lambda t: exp_neg32(t)
+    return lambda t: math.exp(-t)
+
+
+def gelu(z):
+    """z Phi(z)."""
+    return z * gelu_cdf(z)
+
+
+def dgelu(z):
+    """Phi(z) + z phi(z)."""
+    return gelu_cdf(z) + z * _INV_SQRT_2PI * math.exp(-0.5 * z * z)
+
+
+@overload(gelu, inline="always")
+def _gelu_impl(z):
+    if isinstance(z, types.Float) and z.bitwidth == 32:
+        return lambda z: z * _fma(_H32, _erf32(z * _INV_SQRT2_32), _H32)
+    return lambda z: z * (0.5 * (1.0 + math.erf(z * _INV_SQRT2)))
+
+
+@overload(dgelu, inline="always")
+def _dgelu_impl(z):
+    if isinstance(z, types.Float) and z.bitwidth == 32:
+        return lambda z: (_fma(_H32, _erf32(z * _INV_SQRT2_32), _H32)
+                          + z * _INV_SQRT_2PI_32 * exp_neg32(_H32 * z * z))
+    return lambda z: 0.5 * (1.0 + math.erf(z * _INV_SQRT2)) + z * _INV_SQRT_2PI * math.exp(-0.5 * z * z)
 
 
 @njit(cache=True, inline="always")
@@ -57,7 +147,7 @@ def act(code, z, alpha):
     if code == ELU:
         return z if z > 0 else alpha * math.expm1(z)
     if code == GELU:
-        return z * gelu_cdf(z)
+        return gelu(z)
     if code == SILU:
         return z * sigmoid(z)
     if code == SOFTPLUS:
@@ -81,7 +171,7 @@ def dact_dz(code, z, alpha):
     if code == ELU:
         return 1.0 if z > 0 else alpha * math.exp(z)
     if code == GELU:
-        return gelu_cdf(z) + z * _INV_SQRT_2PI * math.exp(-0.5 * z * z)
+        return dgelu(z)
     if code == SILU:
         s = sigmoid(z)
         return s * (1.0 + z * (1.0 - s))
