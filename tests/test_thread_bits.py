@@ -57,7 +57,8 @@ def _digest(threads: int) -> str:
     code = ("import nngraph.ops.conv_bind as c, nngraph.ops.recurrent_kernels as r, nngraph.linalg.gemm as g\n"
             "import nngraph.ops.batchnorm_kernels as b, nngraph.ops.dropout_kernels as d, nngraph.ops.pool_kernels as p\n"
             "c.THREADED_MIN = 0; r.CHUNKED_MIN = 0; g.THREADED_MIN = 0; b.THREADED_MIN = 0; d.THREADED_MIN = 0\n"
-            "p.THREADED_MIN = 0\nimport nngraph.ops.attention_kernels as a; a.THREADED_MIN = 0\n" + SCRIPT)
+            "p.THREADED_MIN = 0\nimport nngraph.ops.attention_kernels as a, nngraph.ops.layernorm_kernels as l\n"
+            "import nngraph.ops.pointwise_kernels as pw\na.THREADED_MIN = 0; l.THREADED_MIN = 0; pw.PARALLEL_MIN = 0\n" + SCRIPT)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return out.stdout.strip()
 

@@ -35,8 +35,38 @@ def _kept(rate, key, e):
     return u >= rate
 
 
+@njit(cache=True, inline="always")
+def _row_max(s, i, n):
+    """max of s[i, :n] (n >= 1) with four running maxima (independent chains: ~4x faster than one)."""
+    q = n - n % 4
+    m0 = m1 = m2 = m3 = s[i, 0]
+    for j in range(0, q, 4):
+        m0 = max(m0, s[i, j])
+        m1 = max(m1, s[i, j + 1])
+        m2 = max(m2, s[i, j + 2])
+        m3 = max(m3, s[i, j + 3])
+    for j in range(q, n):
+        m0 = max(m0, s[i, j])
+    return max(max(m0, m1), max(m2, m3))
+
+
+@njit(cache=True, inline="always")
+def _row_dot(a, i, b, k, n):
+    """sum over j < n of a[i, j] * b[k, j] in float64, four running sums added in a fixed order."""
+    q = n - n % 4
+    s0 = s1 = s2 = s3 = 0.0
+    for j in range(0, q, 4):
+        s0 += np.float64(a[i, j]) * b[k, j]
+        s1 += np.float64(a[i, j + 1]) * b[k, j + 1]
+        s2 += np.float64(a[i, j + 2]) * b[k, j + 2]
+        s3 += np.float64(a[i, j + 3]) * b[k, j + 3]
+    for j in range(q, n):
+        s0 += np.float64(a[i, j]) * b[k, j]
+    return (s0 + s1) + (s2 + s3)
+
+
 @njit(cache=True, error_model="numpy")
-def _forward_pair(z, y, p, kt, r, n, h, heads, causal, scale, drop, rate, keep, key):
+def _forward_pair(z, y, p, kt, r, ones, n, h, heads, causal, scale, drop, rate, keep, key):
     t = z.shape[1]
     f = y.shape[2]
     d = f // heads
@@ -48,16 +78,10 @@ def _forward_pair(z, y, p, kt, r, n, h, heads, causal, scale, drop, rate, keep, 
     matmul_into(z[n, :, q0:q0 + d], kt, s)  # S = Q K^T (the masked half too: a GEMM is faster than skipping)
     for i in range(t):
         jn = i + 1 if causal else t
-        m = s[i, 0]
-        for j in range(1, jn):
-            m = max(m, s[i, j])
-        m *= scale
+        m = _row_max(s, i, jn) * scale
         for j in range(jn):  # no reduction in this loop: it vectorises (act_math.exp_neg)
             s[i, j] = exp_neg(m - s[i, j] * scale)
-        tot = 0.0
-        for j in range(jn):
-            tot += s[i, j]
-        inv = 1.0 / tot
+        inv = 1.0 / _row_dot(s, i, ones, 0, jn)
         for j in range(jn):
             s[i, j] *= inv
         for j in range(jn, t):
@@ -100,9 +124,7 @@ def _backward_pair(z, p, dy, dz, vt, r, n, h, heads, causal, scale, drop, rate, 
         if drop:
             for j in range(jn):
                 rn[i, j] = rn[i, j] * keep if _kept(rate, key, base + j) else 0.0
-        dot = 0.0
-        for j in range(jn):
-            dot += rn[i, j] * pn[i, j]
+        dot = _row_dot(rn, i, pn, i, jn)
         for j in range(jn):
             rn[i, j] = pn[i, j] * (rn[i, j] - dot) * scale
         for j in range(jn, t):
@@ -117,19 +139,19 @@ def _sample_key(base, first, n):
 
 
 @njit(cache=True, error_model="numpy")
-def forward_serial(z, y, p, kt, r, heads, causal, scale, drop, rate, keep, seed, layer, counters):
+def forward_serial(z, y, p, kt, r, ones, heads, causal, scale, drop, rate, keep, seed, layer, counters):
     base, first = _keys(seed, layer, counters)
     for u in range(z.shape[0] * heads):
         n, h = u // heads, u % heads
-        _forward_pair(z, y, p, kt[n, h], r, n, h, heads, causal, scale, drop, rate, keep, _sample_key(base, first, n))
+        _forward_pair(z, y, p, kt[n, h], r, ones, n, h, heads, causal, scale, drop, rate, keep, _sample_key(base, first, n))
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def forward_threaded(z, y, p, kt, r, heads, causal, scale, drop, rate, keep, seed, layer, counters):
+def forward_threaded(z, y, p, kt, r, ones, heads, causal, scale, drop, rate, keep, seed, layer, counters):
     base, first = _keys(seed, layer, counters)
     for u in prange(z.shape[0] * heads):
         n, h = u // heads, u % heads
-        _forward_pair(z, y, p, kt[n, h], r, n, h, heads, causal, scale, drop, rate, keep, _sample_key(base, first, n))
+        _forward_pair(z, y, p, kt[n, h], r, ones, n, h, heads, causal, scale, drop, rate, keep, _sample_key(base, first, n))
 
 
 @njit(cache=True, error_model="numpy")
@@ -173,10 +195,11 @@ def _bind_forward(node, xs, ps, y, ws, ctx):
     z = xs[0]
     heads, causal, scale, drop, rate, keep, seed, layer, threaded = _settings(node, z, ctx)
     p, kt, r, counters = ws["p"], ws["kt"], ws["ds"], ctx.counters
+    ones = np.ones((1, z.shape[1]), z.dtype)  # the softmax's row sum is _row_dot(row, ones)
     kernel = forward_threaded if threaded else forward_serial
 
     def run():
-        kernel(z, y, p, kt, r, heads, causal, scale, drop, rate, keep, seed, layer, counters)
+        kernel(z, y, p, kt, r, ones, heads, causal, scale, drop, rate, keep, seed, layer, counters)
     return run
 
 

@@ -17,28 +17,46 @@ from numba import njit, prange
 from .base import OpKernels
 
 ROW_BLOCKS = 8
-# Threaded from this many elements (not measured; below it a parallel region costs more than the
-# few microseconds of work it splits).
-THREADED_MIN = 1 << 20
+# Threaded from this many elements: ~2 ns per element forward, ~5 backward, so 2^16 elements are
+# 0.1-0.3 ms of work against a parallel region's ~20 us (2048 rows of 128 stayed on one thread of
+# two at the old 2^20).
+THREADED_MIN = 1 << 16
 
 
 @njit(cache=True, inline="always")
 def _row_stats(x, i, eps):
-    """(mean, 1 / sqrt(biased variance + eps)) of row i, in float64."""
+    """(mean, 1 / sqrt(biased variance + eps)) of row i, in float64. Four running sums (j mod 4),
+    added in a fixed order: one chain of dependent float64 adds cost ~4 cycles per element (LayerNorm
+    over 2048 rows of 128 took 0.85 ms, the block's output projection 0.5 ms)."""
     m = x.shape[1]
-    mu = 0.0
-    for j in range(m):
-        mu += x[i, j]
-    mu /= m
-    v = 0.0
-    for j in range(m):
+    q = m - m % 4
+    a0 = a1 = a2 = a3 = 0.0
+    for j in range(0, q, 4):
+        a0 += x[i, j]
+        a1 += x[i, j + 1]
+        a2 += x[i, j + 2]
+        a3 += x[i, j + 3]
+    for j in range(q, m):
+        a0 += x[i, j]
+    mu = ((a0 + a1) + (a2 + a3)) / m
+    a0 = a1 = a2 = a3 = 0.0
+    for j in range(0, q, 4):
+        d0 = x[i, j] - mu
+        d1 = x[i, j + 1] - mu
+        d2 = x[i, j + 2] - mu
+        d3 = x[i, j + 3] - mu
+        a0 += d0 * d0
+        a1 += d1 * d1
+        a2 += d2 * d2
+        a3 += d3 * d3
+    for j in range(q, m):
         d = x[i, j] - mu
-        v += d * d
-    v /= m
+        a0 += d * d
+    v = ((a0 + a1) + (a2 + a3)) / m
     return mu, 1.0 / math.sqrt(v + eps)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _forward_rows(x, scale, bias, eps, y, lo, hi):
     for i in range(lo, hi):
         mu, inv = _row_stats(x, i, eps)
@@ -46,38 +64,55 @@ def _forward_rows(x, scale, bias, eps, y, lo, hi):
             y[i, j] = scale[j] * ((x[i, j] - mu) * inv) + bias[j]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def forward_serial(x, scale, bias, eps, y, blocks):
     """y = scale * xhat + bias for every row of x (R, F)."""
     _forward_rows(x, scale, bias, eps, y, 0, x.shape[0])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def forward_threaded(x, scale, bias, eps, y, blocks):
     r = x.shape[0]
     for c in prange(blocks):
         _forward_rows(x, scale, bias, eps, y, c * r // blocks, (c + 1) * r // blocks)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _backward_rows(x, scale, eps, dy, dx, want_dx, part, lo, hi):
     """Rows [lo, hi): dx (when want_dx) and this block's partial dscale (part[0]), dbias (part[1])."""
     m = x.shape[1]
     for j in range(m):
         part[0, j] = 0.0
         part[1, j] = 0.0
+    q = m - m % 4
     for i in range(lo, hi):
         mu, inv = _row_stats(x, i, eps)
-        s1 = 0.0  # sum of dxhat
-        s2 = 0.0  # sum of dxhat * xhat
-        for j in range(m):
-            xh = (x[i, j] - mu) * inv
+        for j in range(m):  # no reduction here: this loop vectorises
             g = dy[i, j]
-            part[0, j] += g * xh
+            part[0, j] += g * ((x[i, j] - mu) * inv)
             part[1, j] += g
-            gs = g * scale[j]
-            s1 += gs
-            s2 += gs * xh
+        # s1 = sum of dxhat, s2 = sum of dxhat * xhat: four running sums each, as in _row_stats
+        a0 = a1 = a2 = a3 = 0.0
+        b0 = b1 = b2 = b3 = 0.0
+        for j in range(0, q, 4):
+            g0 = dy[i, j] * scale[j]
+            g1 = dy[i, j + 1] * scale[j + 1]
+            g2 = dy[i, j + 2] * scale[j + 2]
+            g3 = dy[i, j + 3] * scale[j + 3]
+            a0 += g0
+            a1 += g1
+            a2 += g2
+            a3 += g3
+            b0 += g0 * ((x[i, j] - mu) * inv)
+            b1 += g1 * ((x[i, j + 1] - mu) * inv)
+            b2 += g2 * ((x[i, j + 2] - mu) * inv)
+            b3 += g3 * ((x[i, j + 3] - mu) * inv)
+        for j in range(q, m):
+            g0 = dy[i, j] * scale[j]
+            a0 += g0
+            b0 += g0 * ((x[i, j] - mu) * inv)
+        s1 = (a0 + a1) + (a2 + a3)
+        s2 = (b0 + b1) + (b2 + b3)
         if want_dx:
             k = inv / m
             for j in range(m):
@@ -85,7 +120,7 @@ def _backward_rows(x, scale, eps, dy, dx, want_dx, part, lo, hi):
                 dx[i, j] = k * (m * (dy[i, j] * scale[j]) - s1 - xh * s2)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _sum_blocks(parts, dscale, dbias):
     """dscale, dbias = the block partials summed in block order."""
     for j in range(dscale.shape[0]):
@@ -98,7 +133,7 @@ def _sum_blocks(parts, dscale, dbias):
         dbias[j] = b
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def backward_serial(x, scale, eps, dy, dx, want_dx, parts, dscale, dbias):
     """dx, dscale, dbias of every row, on one thread, block by block (the threaded twin's sums)."""
     r, blocks = x.shape[0], parts.shape[0]
@@ -107,7 +142,7 @@ def backward_serial(x, scale, eps, dy, dx, want_dx, parts, dscale, dbias):
     _sum_blocks(parts, dscale, dbias)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def backward_threaded(x, scale, eps, dy, dx, want_dx, parts, dscale, dbias):
     r, blocks = x.shape[0], parts.shape[0]
     for c in prange(blocks):
