@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import config, njit, prange
 
 from .base import OpKernels
 
@@ -161,7 +161,7 @@ def _blocks(rows: int) -> int:
 def kernels_for(size: int, threaded: bool | None = None):
     """(forward, backward) kernels for an output of ``size`` elements."""
     if threaded is None:
-        threaded = size >= THREADED_MIN
+        threaded = config.NUMBA_NUM_THREADS > 1 and size >= THREADED_MIN
     return (forward_threaded, backward_threaded) if threaded else (forward_serial, backward_serial)
 
 
