@@ -74,6 +74,20 @@ def test_shakespeare_transformer_spec_trains_on_a_small_corpus_and_samples(tmp_p
     text = res.output.rstrip("\n")
     assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 80 and set(text) <= vocab
     assert "wherefore" in text or "question" in text, text  # it continues the corpus's lines
+    res = runner.invoke(main, ["verify", str(out), "--runtime", "onnxruntime,reference,openvino,tract"])
+    assert res.exit_code == 0, res.output
+
+
+def test_verify_tolerance_follows_the_output_scale():
+    from nngraph.runtime import within_tolerance
+
+    want = np.array([20.0, 0.0, -3.0])
+    assert within_tolerance(want + [0, 1.5e-4, 0], want, 1e-5, 1e-4)      # 1e-5 * 20 + 0
+    assert not within_tolerance(want + [0, 2.5e-4, 0], want, 1e-5, 1e-4)
+    small = np.array([0.5, 0.0])
+    assert within_tolerance(small + [0, 9e-6], small, 1e-5, 1e-4)        # scale at least 1
+    assert not within_tolerance(small + [0, 1.1e-5], small, 1e-5, 1e-4)
+    assert not within_tolerance(np.zeros(2), np.zeros(3), 1e-5, 1e-4)
 
 
 def test_check_lists_the_transformer_block_expansion(tmp_path):
