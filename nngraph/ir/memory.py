@@ -5,8 +5,11 @@ MemoryError, a ValueError from numpy or a protobuf EncodeError minutes later.
 The estimate is a lower bound of what training allocates, in float32:
 - parameters and non-trainable state, plus per trainable parameter a gradient and up to 3 optimizer
   slots (Adam's two moments; RMSprop centered: square average, momentum and mean);
-- per sample, every value of the graph twice (the forward output and its gradient), times the batch.
-Kernel workspaces come on top, so a spec under the limit may still be tight; one over it cannot run.
+- per sample, every value of the graph twice (the forward output and its gradient), and what an
+  op's kernels keep besides (``OpSpec.scratch``: attention's softmax matrices, 2 heads T^2), times
+  the batch.
+Other kernel workspaces come on top, so a spec under the limit may still be tight; one over it
+cannot run.
 """
 from __future__ import annotations
 
@@ -67,6 +70,8 @@ class MemoryEstimate:
 
 def estimate_memory(graph: Graph) -> MemoryEstimate:
     """Sum the graph's parameter and activation bytes, per spec layer."""
+    from ..ops.registry import get_op  # ops import the IR: resolved at call time
+
     per_layer_params: dict[str, int] = {}
     per_layer_act: dict[str, int] = {}
     trainable = 0
@@ -78,7 +83,10 @@ def estimate_memory(graph: Graph) -> MemoryEstimate:
             trainable += b if info.trainable else 0
         t = graph.values[n.output]
         # int64 values (token ids) are inputs only; every node output is float32
-        per_layer_act[n.layer or n.name] = per_layer_act.get(n.layer or n.name, 0) + 2 * t.size * FLOAT_BYTES
+        scratch = get_op(n.op).scratch
+        extra = scratch(n, [graph.values[v] for v in n.inputs]) if scratch is not None else 0
+        per_layer_act[n.layer or n.name] = (per_layer_act.get(n.layer or n.name, 0)
+                                            + (2 * t.size + extra) * FLOAT_BYTES)
     inputs = sum(graph.values[i].size * 8 for i in graph.inputs)
     big_p = max(per_layer_params.items(), key=lambda kv: kv[1], default=("", 0))
     big_a = max(per_layer_act.items(), key=lambda kv: kv[1], default=("", 0))

@@ -145,7 +145,13 @@ def _reference(node, xs, ps, ctx=None) -> np.ndarray:
     return (pd @ v).transpose(0, 2, 1, 3).reshape(nb, t, f)
 
 
+def _scratch(node: Node, types: list[TensorType]) -> int:
+    """Floats per sample the kernels keep: P and dS (heads x T x T each) and K^T (F x T)."""
+    t, f3 = types[0].shape
+    return 2 * node.attrs["heads"] * t * t + f3 // 3 * t
+
+
 SDPA = OpSpec("ScaledDotProductAttention", _infer, _to_onnx, _reference, kernels="nngraph.ops.attention_kernels",
-              layers={"scaled_dot_product_attention": same_attrs}, time_rule=SEQUENCE_OUT)
+              layers={"scaled_dot_product_attention": same_attrs}, time_rule=SEQUENCE_OUT, scratch=_scratch)
 SPECS = [SDPA]
 EXPANSIONS = {"attention": expand_attention}

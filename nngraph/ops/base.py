@@ -116,6 +116,8 @@ class OpSpec:
                   statistics): the trainer then never splits a batch into micro-batches
     fuses         activations this op's epilogue computes itself (a following activation node
                   of one of these kinds is folded into it; any other stays a node of its own)
+    scratch(node, in_types) -> floats per sample its kernels keep besides the output (attention's
+                  softmax matrices), counted by the memory estimate (``ir.memory``)
     """
 
     name: str
@@ -128,6 +130,7 @@ class OpSpec:
     time_rule: str | Callable[[Node, list[TensorType]], str] = FIXED
     per_sample: bool = True
     fuses: frozenset[str] = frozenset()
+    scratch: Callable[[Node, list[TensorType]], int] | None = None
 
     def time_rule_for(self, node: Node, in_types: list[TensorType]) -> str:
         rule = self.time_rule

@@ -131,6 +131,16 @@ def test_attention_weights_memory_is_batch_heads_t_squared():
     assert plan.output.shape == (3, 16, 8)
     from nngraph.ops.attention_kernels import _workspace
     assert _workspace(model.graph.nodes[1], [model.graph.values["attention_0/qkv"]], 3)["p"] == (3, 4, 16, 16)
+    # the memory estimate (nngraph check, the fit check) counts P and dS: 2 * heads * T^2 per sample
+    from nngraph.ir.memory import estimate_memory
+    values = 2 * (16 * 24 + 16 * 8 + 16 * 8)           # the three nodes' outputs and gradients
+    assert estimate_memory(model.graph).activation_bytes_per_sample == \
+        4 * (values + 2 * 4 * 16 * 16 + 8 * 16) + 16 * 8 * 8  # + K^T scratch; the input (8 bytes a value)
+    long = parse_spec({"name": "m", "inputs": {"x": {"shape": [8192, 64]}}, "train": {"batch_size": 64},
+                       "layers": [{"type": "attention", "heads": 8}]})
+    with pytest.raises(ShapeError) as e:
+        lower(long)
+    assert str(e.value).startswith("layer attention_0: needs ") and "\n" not in str(e.value)
 
 
 def _torch_layer(torch, f, heads, ff, norm_first):
