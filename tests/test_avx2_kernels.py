@@ -22,6 +22,7 @@ def test_kernels_compiled_for_avx2_pass_the_same_checks():
     assert lanes.stdout.strip() == "8"
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_linalg.py",
                           "tests/ops/test_conv_ops.py", "tests/ops/test_ops.py", "tests/ops/test_recurrent_ops.py",
+                          "tests/ops/test_norm_act_ops.py", "tests/ops/test_attention_ops.py",
                           "-k", "float32 or linalg or gemm or threads or strided or matmul or ties or both_weight"],
                          cwd=ROOT, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
