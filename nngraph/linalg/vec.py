@@ -114,6 +114,22 @@ def vsplat(typingctx, ptr, offset):
 
 
 @intrinsic
+def prefetch(typingctx, ptr, offset, write):
+    """A hint to bring the cache line of ptr[offset] in (``write``: for writing, a prefetchw);
+    never faults, so offsets past an array's end are harmless."""
+    def codegen(context, builder, sig, args):
+        i8p = ir.IntType(8).as_pointer()
+        fn = _intrinsic_fn(builder, "llvm.prefetch.p0i8", ir.VoidType(), [i8p, _I32, _I32, _I32])
+        addr = builder.bitcast(builder.gep(args[0], [args[1]]), i8p)
+        rw = ir.Constant(_I32, 1 if write.literal_value else 0)
+        builder.call(fn, [addr, rw, ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
+        return context.get_dummy_value()
+    if not isinstance(write, types.BooleanLiteral):
+        return None
+    return types.none(ptr, offset, write), codegen
+
+
+@intrinsic
 def vzero(typingctx):
     def codegen(context, builder, sig, args):
         return ir.Constant(_VEC, [0.0] * LANES)
@@ -158,6 +174,15 @@ def vsum(typingctx, v):
     def codegen(context, builder, sig, args):
         fn = _intrinsic_fn(builder, f"llvm.vector.reduce.fadd.{_V}", ir.FloatType(), [ir.FloatType(), _VEC])
         return builder.call(fn, [ir.Constant(ir.FloatType(), 0.0), args[0]], fastmath=("reassoc",))
+    return types.float32(fvec), codegen
+
+
+@intrinsic
+def vhmax(typingctx, v):
+    """The largest lane."""
+    def codegen(context, builder, sig, args):
+        fn = _intrinsic_fn(builder, f"llvm.vector.reduce.fmax.{_V}", ir.FloatType(), [_VEC])
+        return builder.call(fn, [args[0]])
     return types.float32(fvec), codegen
 
 

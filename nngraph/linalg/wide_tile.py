@@ -18,7 +18,7 @@ from __future__ import annotations
 from numba import njit
 
 from .gemm import MR, NR, tile
-from .vec import LANES, vfma, vload, vload_n, vsplat, vstore_n, vzero
+from .vec import LANES, prefetch, vfma, vload, vload_n, vsplat, vstore_n, vzero
 
 _J = dict(cache=True, error_model="numpy", boundscheck=False)
 
@@ -50,6 +50,10 @@ def _tile3(K, pa, r0, r1, r2, r3, r4, r5, r6, r7, sak, pb, b0, pc, c0, sci, mr, 
     """C[c0 + i*sci + j] (+)= sum_k pa[r_i + k*sak] * pb[b0 + k*WIDE + j], i < mr <= 8, j < nr <= WIDE
     (AVX-512 only). Rows i >= mr must still be valid addresses (callers repeat the last row)."""
     m1, m2 = nr - LANES, nr - 2 * LANES
+    if not acc:  # C's lines, written at the end, are fetched while the tile computes
+        for i in range(mr):
+            prefetch(pc, c0 + i * sci, True); prefetch(pc, c0 + i * sci + LANES, True)
+            prefetch(pc, c0 + i * sci + 2 * LANES, True)
     c00 = _ld(pc, c0, nr, 0, mr, acc); c01 = _ld(pc, c0 + LANES, m1, 0, mr, acc); c02 = _ld(pc, c0 + 2 * LANES, m2, 0, mr, acc)
     c = c0 + sci
     c10 = _ld(pc, c, nr, 1, mr, acc); c11 = _ld(pc, c + LANES, m1, 1, mr, acc); c12 = _ld(pc, c + 2 * LANES, m2, 1, mr, acc)
