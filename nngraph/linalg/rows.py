@@ -13,8 +13,8 @@ import numpy as np
 from numba import njit, types, uint64
 from numba.extending import overload
 
-from .vec import (LANES, data_ptr, transpose_block, vadd, veven, vinterleave_hi, vinterleave_lo, vload, vload_n, vmax,
-                  vsplat_value, vstore_n, vsum, vwhere_positive, vzero)
+from .vec import (LANES, data_ptr, transpose_block, vadd, veven, vfma, vhmax, vinterleave_hi, vinterleave_lo, vload,
+                  vload_n, vmax, vsplat_value, vstore_n, vsum, vwhere_positive, vzero)
 
 _J = dict(cache=True, error_model="numpy", boundscheck=False)
 
@@ -143,6 +143,108 @@ def _transpose_rows_jit(src, s0, ss, dst, d0, ds, rows, cols):
             for j in range(cols):
                 dst[d0 + j * ds + i] = src[s0 + i * ss + j]
     return loops
+
+
+# ---- reductions along one row: attention's softmax (max, sum) and its backward (a dot product) ----
+# float32 on vectors, summed in float32 lanes and reduced by a fixed tree (the same bits on every
+# thread); float64 in four scalar chains, the sums in float64. Per 64 x 64 attention block the
+# scalar float32 max and float64 sums took 0.46 of the forward pass's 2.5 ms.
+
+def row_max(src, s0, n):
+    """max(src[s0 : s0 + n]), n >= 1."""
+    return src[s0:s0 + n].max()
+
+
+def row_sum(src, s0, n):
+    """sum(src[s0 : s0 + n])."""
+    return src[s0:s0 + n].sum()
+
+
+def row_dot(a, a0, b, b0, n):
+    """sum over j < n of a[a0 + j] * b[b0 + j]."""
+    return float(np.dot(a[a0:a0 + n], b[b0:b0 + n]))
+
+
+@overload(row_max, jit_options=_J)
+def _row_max_jit(src, s0, n):
+    if _is_f32(src):
+        def impl(src, s0, n):
+            if n < LANES:
+                m = src[s0]
+                for j in range(1, n):
+                    m = max(m, src[s0 + j])
+                return m
+            ps = data_ptr(src)
+            acc = vload(ps, s0)
+            for j in range(LANES, n - LANES + 1, LANES):
+                acc = vmax(acc, vload(ps, s0 + j))
+            if n % LANES:  # the last LANES elements again: max does not mind the overlap
+                acc = vmax(acc, vload(ps, s0 + n - LANES))
+            return vhmax(acc)
+        return impl
+
+    def chains(src, s0, n):
+        q = n - n % 4
+        m0 = m1 = m2 = m3 = src[s0]
+        for j in range(0, q, 4):
+            m0 = max(m0, src[s0 + j])
+            m1 = max(m1, src[s0 + j + 1])
+            m2 = max(m2, src[s0 + j + 2])
+            m3 = max(m3, src[s0 + j + 3])
+        for j in range(q, n):
+            m0 = max(m0, src[s0 + j])
+        return max(max(m0, m1), max(m2, m3))
+    return chains
+
+
+@overload(row_sum, jit_options=_J)
+def _row_sum_jit(src, s0, n):
+    if _is_f32(src):
+        def impl(src, s0, n):
+            ps = data_ptr(src)
+            acc = vzero()
+            for j in range(0, n, LANES):
+                acc = vadd(acc, vload_n(ps, s0 + j, n - j))
+            return vsum(acc)
+        return impl
+
+    def chains(src, s0, n):
+        q = n - n % 4
+        t0 = t1 = t2 = t3 = 0.0
+        for j in range(0, q, 4):
+            t0 += src[s0 + j]
+            t1 += src[s0 + j + 1]
+            t2 += src[s0 + j + 2]
+            t3 += src[s0 + j + 3]
+        for j in range(q, n):
+            t0 += src[s0 + j]
+        return (t0 + t1) + (t2 + t3)
+    return chains
+
+
+@overload(row_dot, jit_options=_J)
+def _row_dot_jit(a, a0, b, b0, n):
+    if _is_f32(a, b):
+        def impl(a, a0, b, b0, n):
+            pa, pb = data_ptr(a), data_ptr(b)
+            acc = vzero()
+            for j in range(0, n, LANES):
+                acc = vfma(vload_n(pa, a0 + j, n - j), vload_n(pb, b0 + j, n - j), acc)
+            return vsum(acc)
+        return impl
+
+    def chains(a, a0, b, b0, n):
+        q = n - n % 4
+        t0 = t1 = t2 = t3 = 0.0
+        for j in range(0, q, 4):
+            t0 += a[a0 + j] * b[b0 + j]
+            t1 += a[a0 + j + 1] * b[b0 + j + 1]
+            t2 += a[a0 + j + 2] * b[b0 + j + 2]
+            t3 += a[a0 + j + 3] * b[b0 + j + 3]
+        for j in range(q, n):
+            t0 += a[a0 + j] * b[b0 + j]
+        return (t0 + t1) + (t2 + t3)
+    return chains
 
 
 # ---- every second element: a stride-2 conv's unfolding (im2col) and its adjoint (col2im) ---------

@@ -7,7 +7,9 @@ run on the single-thread vector GEMM (linalg.gemm.matmul_into; the heads are str
 and V transposed into a scratch), whose summation order is fixed. Written as loops they ran at
 ~1 GFLOP/s (33 ms for the forward pass of 32 x 4 heads x 64 steps x 32 features, 65 ms backward;
 the GEMMs take ~1 ms). Causal products compute the masked half too and overwrite it: a full tile
-is faster than skipping it. Softmax sums accumulate in float64; the float32 exponentials are
+is faster than skipping it. K^T and V^T are transposed 16 x 16 in registers (linalg.rows; as
+scalar loops, 0.26 of the forward pass's 2.5 ms). The softmax's row max and sums run on float32
+vectors (linalg.rows.row_max / row_sum / row_dot; float64 in scalar chains); its exponentials are
 act_math's vectorisable exp_neg (libm's scalar exp took 4 of the forward pass's 4.7 ms).
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from numba import config, njit, prange
 
 from ..linalg.gemm import matmul_into
+from ..linalg.rows import row_dot, row_max, row_sum, transpose_rows
 from .act_math import exp_neg
 from .base import OpKernels, noop
 from .dropout import as_u64, layer_key
@@ -35,70 +38,44 @@ def _kept(rate, key, e):
     return u >= rate
 
 
-@njit(cache=True, inline="always")
-def _row_max(s, i, n):
-    """max of s[i, :n] (n >= 1) with four running maxima (independent chains: ~4x faster than one)."""
-    q = n - n % 4
-    m0 = m1 = m2 = m3 = s[i, 0]
-    for j in range(0, q, 4):
-        m0 = max(m0, s[i, j])
-        m1 = max(m1, s[i, j + 1])
-        m2 = max(m2, s[i, j + 2])
-        m3 = max(m3, s[i, j + 3])
-    for j in range(q, n):
-        m0 = max(m0, s[i, j])
-    return max(max(m0, m1), max(m2, m3))
-
-
-@njit(cache=True, inline="always")
-def _row_dot(a, i, b, k, n):
-    """sum over j < n of a[i, j] * b[k, j] in float64, four running sums added in a fixed order."""
-    q = n - n % 4
-    s0 = s1 = s2 = s3 = 0.0
-    for j in range(0, q, 4):
-        s0 += np.float64(a[i, j]) * b[k, j]
-        s1 += np.float64(a[i, j + 1]) * b[k, j + 1]
-        s2 += np.float64(a[i, j + 2]) * b[k, j + 2]
-        s3 += np.float64(a[i, j + 3]) * b[k, j + 3]
-    for j in range(q, n):
-        s0 += np.float64(a[i, j]) * b[k, j]
-    return (s0 + s1) + (s2 + s3)
+@njit(cache=True, error_model="numpy")
+def _dropped(src, dst, h, t, rate, keep, key):
+    """dst = src with attention dropout applied (kept weights scaled by ``keep``): Pd from P."""
+    for i in range(t):
+        base = (h * t + i) * t
+        for j in range(t):
+            dst[i, j] = src[i, j] * keep if (src[i, j] != 0.0 and _kept(rate, key, base + j)) else 0.0
 
 
 @njit(cache=True, error_model="numpy")
-def _forward_pair(z, y, p, kt, r, ones, n, h, heads, causal, scale, drop, rate, keep, key):
+def _forward_pair(zf, z, y, p, kt, r, n, h, heads, causal, scale, drop, rate, keep, key):
     t = z.shape[1]
     f = y.shape[2]
     d = f // heads
     q0, k0, v0 = h * d, f + h * d, 2 * f + h * d
-    for j in range(t):
-        for c in range(d):
-            kt[c, j] = z[n, j, k0 + c]
+    transpose_rows(zf, (n * t) * 3 * f + k0, 3 * f, kt.reshape(kt.size), 0, t, t, d)  # K^T
     s = p[n, h]
+    sf = s.reshape(t * t)
     matmul_into(z[n, :, q0:q0 + d], kt, s)  # S = Q K^T (the masked half too: a GEMM is faster than skipping)
     for i in range(t):
         jn = i + 1 if causal else t
-        m = _row_max(s, i, jn) * scale
+        m = row_max(sf, i * t, jn) * scale
         for j in range(jn):  # no reduction in this loop: it vectorises (act_math.exp_neg)
             s[i, j] = exp_neg(m - s[i, j] * scale)
-        inv = 1.0 / _row_dot(s, i, ones, 0, jn)
+        inv = s.dtype.type(1.0) / row_sum(sf, i * t, jn)
         for j in range(jn):
             s[i, j] *= inv
         for j in range(jn, t):
             s[i, j] = 0.0
     if drop:  # O = Pd V, Pd in the dS workspace (free until the backward pass)
-        rn = r[n, h]
-        for i in range(t):
-            base = (h * t + i) * t
-            for j in range(t):
-                rn[i, j] = s[i, j] * keep if (s[i, j] != 0.0 and _kept(rate, key, base + j)) else 0.0
-        matmul_into(rn, z[n, :, v0:v0 + d], y[n, :, q0:q0 + d])
+        _dropped(s, r[n, h], h, t, rate, keep, key)
+        matmul_into(r[n, h], z[n, :, v0:v0 + d], y[n, :, q0:q0 + d])
     else:
         matmul_into(s, z[n, :, v0:v0 + d], y[n, :, q0:q0 + d])
 
 
 @njit(cache=True, error_model="numpy")
-def _backward_pair(z, p, dy, dz, vt, r, n, h, heads, causal, scale, drop, rate, keep, key):
+def _backward_pair(zf, z, p, dy, dz, vt, r, n, h, heads, causal, scale, drop, rate, keep, key):
     t = z.shape[1]
     f = dy.shape[2]
     d = f // heads
@@ -106,17 +83,13 @@ def _backward_pair(z, p, dy, dz, vt, r, n, h, heads, causal, scale, drop, rate, 
     g = dy[n, :, q0:q0 + d]
     pn = p[n, h]
     rn = r[n, h]
+    pf, rf = pn.reshape(t * t), rn.reshape(t * t)
     if drop:  # rn = Pd, for dV = Pd^T G
-        for i in range(t):
-            base = (h * t + i) * t
-            for j in range(t):
-                rn[i, j] = pn[i, j] * keep if (pn[i, j] != 0.0 and _kept(rate, key, base + j)) else 0.0
+        _dropped(pn, rn, h, t, rate, keep, key)
         matmul_into(rn.T, g, dz[n, :, v0:v0 + d])
     else:
         matmul_into(pn.T, g, dz[n, :, v0:v0 + d])
-    for j in range(t):
-        for c in range(d):
-            vt[c, j] = z[n, j, v0 + c]
+    transpose_rows(zf, (n * t) * 3 * f + v0, 3 * f, vt.reshape(vt.size), 0, t, t, d)  # V^T
     matmul_into(g, vt, rn)  # dPd = G V^T
     for i in range(t):
         jn = i + 1 if causal else t
@@ -124,7 +97,7 @@ def _backward_pair(z, p, dy, dz, vt, r, n, h, heads, causal, scale, drop, rate, 
         if drop:
             for j in range(jn):
                 rn[i, j] = rn[i, j] * keep if _kept(rate, key, base + j) else 0.0
-        dot = _row_dot(rn, i, pn, i, jn)
+        dot = row_dot(rf, i * t, pf, i * t, jn)
         for j in range(jn):
             rn[i, j] = pn[i, j] * (rn[i, j] - dot) * scale
         for j in range(jn, t):
@@ -139,36 +112,40 @@ def _sample_key(base, first, n):
 
 
 @njit(cache=True, error_model="numpy")
-def forward_serial(z, y, p, kt, r, ones, heads, causal, scale, drop, rate, keep, seed, layer, counters):
+def forward_serial(z, y, p, kt, r, heads, causal, scale, drop, rate, keep, seed, layer, counters):
     base, first = _keys(seed, layer, counters)
+    zf = z.reshape(z.size)
     for u in range(z.shape[0] * heads):
         n, h = u // heads, u % heads
-        _forward_pair(z, y, p, kt[n, h], r, ones, n, h, heads, causal, scale, drop, rate, keep, _sample_key(base, first, n))
+        _forward_pair(zf, z, y, p, kt[n, h], r, n, h, heads, causal, scale, drop, rate, keep, _sample_key(base, first, n))
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def forward_threaded(z, y, p, kt, r, ones, heads, causal, scale, drop, rate, keep, seed, layer, counters):
+def forward_threaded(z, y, p, kt, r, heads, causal, scale, drop, rate, keep, seed, layer, counters):
     base, first = _keys(seed, layer, counters)
+    zf = z.reshape(z.size)
     for u in prange(z.shape[0] * heads):
         n, h = u // heads, u % heads
-        _forward_pair(z, y, p, kt[n, h], r, ones, n, h, heads, causal, scale, drop, rate, keep, _sample_key(base, first, n))
+        _forward_pair(zf, z, y, p, kt[n, h], r, n, h, heads, causal, scale, drop, rate, keep, _sample_key(base, first, n))
 
 
 @njit(cache=True, error_model="numpy")
 def backward_serial(z, p, dy, dz, vt, r, heads, causal, scale, drop, rate, keep, seed, layer, counters):
     base, first = _keys(seed, layer, counters)
+    zf = z.reshape(z.size)
     for u in range(z.shape[0] * heads):
         n, h = u // heads, u % heads
-        _backward_pair(z, p, dy, dz, vt[n, h], r, n, h, heads, causal, scale, drop, rate, keep,
+        _backward_pair(zf, z, p, dy, dz, vt[n, h], r, n, h, heads, causal, scale, drop, rate, keep,
                        _sample_key(base, first, n))
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def backward_threaded(z, p, dy, dz, vt, r, heads, causal, scale, drop, rate, keep, seed, layer, counters):
     base, first = _keys(seed, layer, counters)
+    zf = z.reshape(z.size)
     for u in prange(z.shape[0] * heads):
         n, h = u // heads, u % heads
-        _backward_pair(z, p, dy, dz, vt[n, h], r, n, h, heads, causal, scale, drop, rate, keep,
+        _backward_pair(zf, z, p, dy, dz, vt[n, h], r, n, h, heads, causal, scale, drop, rate, keep,
                        _sample_key(base, first, n))
 
 
@@ -195,11 +172,10 @@ def _bind_forward(node, xs, ps, y, ws, ctx):
     z = xs[0]
     heads, causal, scale, drop, rate, keep, seed, layer, threaded = _settings(node, z, ctx)
     p, kt, r, counters = ws["p"], ws["kt"], ws["ds"], ctx.counters
-    ones = np.ones((1, z.shape[1]), z.dtype)  # the softmax's row sum is _row_dot(row, ones)
     kernel = forward_threaded if threaded else forward_serial
 
     def run():
-        kernel(z, y, p, kt, r, ones, heads, causal, scale, drop, rate, keep, seed, layer, counters)
+        kernel(z, y, p, kt, r, heads, causal, scale, drop, rate, keep, seed, layer, counters)
     return run
 
 
