@@ -23,7 +23,7 @@ def _bind_add_forward(node, xs, ps, y, ws, ctx):
 
 
 def _bind_add_backward(node, xs, ps, y, dy, dxs, dps, ws, ctx):
-    targets = [d for d in dxs if d is not None]
+    targets = [d for d in dxs if d is not None and d is not dy]  # one input may share dy (backend.program)
     relu = check_activation(node, ("identity", "relu")) == RELU
     g, yy = dy.reshape(-1), y.reshape(-1)
 
