@@ -10,7 +10,7 @@ A case is a tiny spec: inputs and layers. ``check_case`` then proves, for every 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -105,8 +105,19 @@ def check_gradients(case: OpCase, seed: int = 0, h: float = 1e-6, coords: int = 
 
 
 def check_onnx_parity(case: OpCase, tmp_path, seed: int = 0, atol: float = 1e-5) -> None:
+    check_onnx_parity_lengths(case, tmp_path, lambda t: (t,), seed, atol)
+
+
+def check_onnx_parity_lengths(case: OpCase, tmp_path, lengths: Callable[[int], tuple[int, ...]], seed: int = 0,
+                              atol: float = 1e-5, reference: bool = True) -> list[str]:
+    """One exported file: onnxruntime, onnx.reference (batch <= 3, when ``reference``), OpenVINO and
+    tract give the Numba forward pass of the same weights at batch 1, 3 and 64, at every sequence
+    length of ``lengths(T)`` (T the spec's; a model compiled at each). A model whose inputs have no
+    dynamic time axis runs at its own shape only. Returns the names of the inputs with that axis."""
     import onnxruntime as ort
     from onnx.reference import ReferenceEvaluator
+
+    from nngraph.onnx_io.dynamic_axes import TIME, with_time_length
 
     model = Model.compile(case.spec())
     rng = np.random.default_rng(seed)
@@ -114,19 +125,28 @@ def check_onnx_parity(case: OpCase, tmp_path, seed: int = 0, atol: float = 1e-5)
     path = tmp_path / f"{case.id}.onnx"
     model.export_onnx(path)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    ref = ReferenceEvaluator(str(path))
+    ref = ReferenceEvaluator(str(path)) if reference else None
+    timed = [i.name for i in sess.get_inputs() if TIME in i.shape]
+    t0 = case.inputs[timed[0]][0] if timed else 0
     runs = []
-    for batch in (1, 3, 64):
-        feeds = make_feeds(case, model, batch, rng, np.float32)
-        ours = model.predict(feeds)
-        runs.append((f"batch {batch}", feeds, ours))
-        theirs = sess.run(None, feeds)[0]
-        assert theirs.shape == ours.shape, f"{case.id}: batch {batch}: shape {theirs.shape} vs {ours.shape}"
-        np.testing.assert_allclose(theirs, ours, atol=atol, rtol=0, err_msg=f"{case.id}: onnxruntime, batch {batch}")
-        if batch <= 3:
-            np.testing.assert_allclose(ref.run(None, feeds)[0], theirs, atol=atol, rtol=1e-5,
-                                       err_msg=f"{case.id}: onnx.reference, batch {batch}")
+    for length in (lengths(t0) if timed else (t0,)):
+        other = model
+        if length != t0:
+            other = Model.compile(with_time_length(model.spec, length))
+            other.load_weights(model.params.as_dict())
+        where = f"T={length}, batch" if timed else "batch"
+        for batch in (1, 3, 64):
+            feeds = make_feeds(case, other, batch, rng, np.float32)
+            ours = other.predict(feeds)
+            runs.append((f"{where} {batch}", feeds, ours))
+            theirs = sess.run(None, feeds)[0]
+            assert theirs.shape == ours.shape, f"{case.id}: {where} {batch}: shape {theirs.shape} vs {ours.shape}"
+            np.testing.assert_allclose(theirs, ours, atol=atol, rtol=0, err_msg=f"{case.id}: onnxruntime, {where} {batch}")
+            if ref is not None and batch <= 3:
+                np.testing.assert_allclose(ref.run(None, feeds)[0], theirs, atol=atol, rtol=1e-5,
+                                           err_msg=f"{case.id}: onnx.reference, {where} {batch}")
     check_other_runtimes(case.id, path, runs, atol)
+    return timed
 
 
 # The runtimes besides onnxruntime and onnx.reference that every op-table export must run on (the

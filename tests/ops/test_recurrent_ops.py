@@ -5,11 +5,9 @@ import numpy as np
 import pytest
 
 from nngraph.model import Model
-from nngraph.onnx_io.dynamic_axes import TIME, with_time_length
 
 from .harness import (OpCase, check_float32_matches_float64, check_forward_reference, check_gradients, check_onnx_parity,
-                      check_other_runtimes,
-                      make_feeds, randomize_params)
+                      check_onnx_parity_lengths, make_feeds, randomize_params)
 
 
 def _rec(kind, seq, bi, **extra):
@@ -68,38 +66,9 @@ RECURRENT = ("rnn", "lstm", "gru")
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_onnx_export_matches_onnxruntime(case, tmp_path):
     """One exported file, batch 1/3/64, at the trained sequence length and a longer one."""
-    import onnxruntime as ort
-    from onnx.reference import ReferenceEvaluator
-
-    model = Model.compile(case.spec())
-    rng = np.random.default_rng(0)
-    randomize_params(model, rng)
-    path = tmp_path / f"{case.id}.onnx"
-    model.export_onnx(path)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    ref = ReferenceEvaluator(str(path)) if _reference_supports(case) else None
-    seq_inputs = [i for i in sess.get_inputs() if TIME in i.shape]
+    timed = check_onnx_parity_lengths(case, tmp_path, lambda t: (t, t + 3), reference=_reference_supports(case))
     has_recurrent = any(layer["type"] in RECURRENT for layer in case.layers)
-    assert bool(seq_inputs) == has_recurrent, f"{case.id}: input shapes {[i.shape for i in sess.get_inputs()]}"
-    t0 = case.inputs[seq_inputs[0].name][0] if seq_inputs else 0
-    runs = []
-    for length in ((t0, t0 + 3) if seq_inputs else (t0,)):
-        other = model
-        if length != t0:
-            other = Model.compile(with_time_length(model.spec, length))
-            other.load_weights(model.params.as_dict())
-        for batch in (1, 3, 64):
-            feeds = make_feeds(case, other, batch, rng, np.float32)
-            ours = other.predict(feeds)
-            runs.append((f"T={length}, batch {batch}", feeds, ours))
-            theirs = sess.run(None, feeds)[0]
-            assert theirs.shape == ours.shape, f"{case.id}: T={length} batch {batch}: {theirs.shape} vs {ours.shape}"
-            np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=0,
-                                       err_msg=f"{case.id}: onnxruntime, T={length}, batch {batch}")
-            if ref is not None and batch <= 3:
-                np.testing.assert_allclose(ref.run(None, feeds)[0], theirs, atol=1e-5, rtol=1e-5,
-                                           err_msg=f"{case.id}: onnx.reference, T={length}, batch {batch}")
-    check_other_runtimes(case.id, path, runs)
+    assert bool(timed) == has_recurrent, f"{case.id}: inputs with a time axis: {timed}"
 
 
 def test_harness_parity_row_for_the_default_variants(tmp_path):
