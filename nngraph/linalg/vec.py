@@ -217,6 +217,24 @@ def vodd(typingctx, a, b):
 
 
 @intrinsic
+def vlow_halves(typingctx, a, b):
+    """The first halves of a and b, one after the other (a0 .. a7 b0 .. b7 on AVX-512)."""
+    def codegen(context, builder, sig, args):
+        half = LANES // 2
+        return _shuffle2(builder, args[0], args[1], list(range(half)) + list(range(LANES, LANES + half)))
+    return fvec(fvec, fvec), codegen
+
+
+@intrinsic
+def vhigh_halves(typingctx, a, b):
+    """The second halves of a and b, one after the other (a8 .. a15 b8 .. b15 on AVX-512)."""
+    def codegen(context, builder, sig, args):
+        half = LANES // 2
+        return _shuffle2(builder, args[0], args[1], list(range(half, LANES)) + list(range(LANES + half, 2 * LANES)))
+    return fvec(fvec, fvec), codegen
+
+
+@intrinsic
 def vinterleave_lo(typingctx, a, b):
     """a0 b0 a1 b1 ... (the first halves of a and b, interleaved)."""
     def codegen(context, builder, sig, args):
