@@ -16,6 +16,7 @@ import numpy as np
 
 from ..ir import Graph
 from ..ops.base import RunContext
+from ..ops.join_kernels import adder
 from ..ops.registry import get_op
 from .aligned import aligned_zeros, aligned_zeros_like
 from .kernels import kernels_for
@@ -116,12 +117,11 @@ class Plan:
 
 
 def _summer(total: np.ndarray, parts: list[np.ndarray]):
-    first, second, rest = parts[0], parts[1], parts[2:]
+    adds = [adder(parts[0], parts[1], total)] + [adder(total, p, total) for p in parts[2:]]
 
     def run():
-        np.add(first, second, out=total)
-        for p in rest:
-            np.add(total, p, out=total)
+        for add in adds:
+            add()
     return run
 
 
