@@ -13,12 +13,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import config, njit, prange
+from numba import config, njit, prange, types
+from numba.extending import overload
 
 from ..linalg.vec import (LANES, data_ptr, vadd, vfma, vkeep_n, vload_n, vmul, vsplat_value, vstore_n, vsub, vsum,
                           vzero)
 from .base import OpKernels
 
+_J = dict(cache=True, error_model="numpy")
 ROW_BLOCKS = 8
 # Threaded from this many elements: ~2 ns per element forward, ~5 backward, so 2^16 elements are
 # 0.1-0.3 ms of work against a parallel region's ~20 us (2048 rows of 128 stayed on one thread of
@@ -86,19 +88,6 @@ def _forward_rows(x, scale, bias, eps, y, lo, hi):
 
 
 @njit(cache=True, error_model="numpy")
-def forward_serial(x, scale, bias, eps, y, blocks):
-    """y = scale * xhat + bias for every row of x (R, F)."""
-    _forward_rows(x, scale, bias, eps, y, 0, x.shape[0])
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def forward_threaded(x, scale, bias, eps, y, blocks):
-    r = x.shape[0]
-    for c in prange(blocks):
-        _forward_rows(x, scale, bias, eps, y, c * r // blocks, (c + 1) * r // blocks)
-
-
-@njit(cache=True, error_model="numpy")
 def _backward_rows(x, scale, eps, dy, dx, want_dx, part, lo, hi):
     """Rows [lo, hi): dx (when want_dx) and this block's partial dscale (part[0]), dbias (part[1])."""
     m = x.shape[1]
@@ -154,23 +143,6 @@ def _sum_blocks(parts, dscale, dbias):
         dbias[j] = b
 
 
-@njit(cache=True, error_model="numpy")
-def backward_serial(x, scale, eps, dy, dx, want_dx, parts, dscale, dbias):
-    """dx, dscale, dbias of every row, on one thread, block by block (the threaded twin's sums)."""
-    r, blocks = x.shape[0], parts.shape[0]
-    for c in range(blocks):
-        _backward_rows(x, scale, eps, dy, dx, want_dx, parts[c], c * r // blocks, (c + 1) * r // blocks)
-    _sum_blocks(parts, dscale, dbias)
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def backward_threaded(x, scale, eps, dy, dx, want_dx, parts, dscale, dbias):
-    r, blocks = x.shape[0], parts.shape[0]
-    for c in prange(blocks):
-        _backward_rows(x, scale, eps, dy, dx, want_dx, parts[c], c * r // blocks, (c + 1) * r // blocks)
-    _sum_blocks(parts, dscale, dbias)
-
-
 # ---- float32 rows on the SIMD vector type (linalg.vec) ----------------------------------------------
 # The scalar kernels above accumulate in float64, whose reductions LLVM leaves scalar without
 # fast-math: ~2 ns per element forward, ~5 backward (LayerNorm over 2048 rows of 128: 0.5 and 1.4 ms,
@@ -178,7 +150,7 @@ def backward_threaded(x, scale, eps, dy, dx, want_dx, parts, dscale, dbias):
 # and are reduced with vsum (a fixed tree), so every thread computes the same bits; the float32
 # mean of a row of O(1) values is off the float64 one by ~1e-7 relative (the op table's float32 vs
 # float64 check bounds it). The block partials of dscale and dbias stay float64. float64 arrays (the
-# gradient checks) take the scalar kernels.
+# gradient checks) and non-contiguous ones take the scalar rows (``forward_rows`` picks).
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -208,19 +180,6 @@ def _vforward_rows(x, scale, bias, eps, y, lo, hi):
         for j in range(0, m, LANES):
             xh = vmul(vsub(vload_n(px, base + j, m - j), muv), invv)
             vstore_n(py, base + j, vfma(xh, vload_n(ps, j, m - j), vload_n(pb, j, m - j)), m - j)
-
-
-@njit(cache=True, error_model="numpy")
-def forward_vec_serial(x, scale, bias, eps, y, blocks):
-    """``forward_serial`` for C-contiguous float32 rows."""
-    _vforward_rows(x, scale, bias, eps, y, 0, x.shape[0])
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def forward_vec_threaded(x, scale, bias, eps, y, blocks):
-    r = x.shape[0]
-    for c in prange(blocks):
-        _vforward_rows(x, scale, bias, eps, y, c * r // blocks, (c + 1) * r // blocks)
 
 
 @njit(cache=True, error_model="numpy")
@@ -255,25 +214,65 @@ def _vbackward_rows(x, scale, eps, dy, dx, want_dx, part, lo, hi):
             vstore_n(pd, base + j, vmul(kv, vsub(vsub(vmul(mv, gs), s1v), vmul(xh, s2v))), m - j)
 
 
-@njit(cache=True, error_model="numpy")
-def backward_vec_serial(x, scale, eps, dy, dx, want_dx, parts, dscale, dbias):
-    """``backward_serial`` for C-contiguous float32 rows."""
+# ---- the drivers: one per direction and threading; the row kernel follows the array types -----------
+
+def forward_rows(x, scale, bias, eps, y, lo, hi):
+    """Rows [lo, hi) of the forward pass: the vector rows for C-contiguous float32 arrays, else the
+    float64-accumulating scalar rows."""
+
+
+def backward_rows(x, scale, eps, dy, dx, want_dx, part, lo, hi):
+    """Rows [lo, hi) of the backward pass (see ``forward_rows``)."""
+
+
+def _vector_types(*arrays) -> bool:
+    return all(isinstance(a, types.Array) and a.dtype == types.float32 and a.layout == "C" for a in arrays)
+
+
+@overload(forward_rows, jit_options=_J)
+def _forward_rows_jit(x, scale, bias, eps, y, lo, hi):
+    if _vector_types(x, scale, bias, y):
+        return lambda x, scale, bias, eps, y, lo, hi: _vforward_rows(x, scale, bias, eps, y, lo, hi)
+    return lambda x, scale, bias, eps, y, lo, hi: _forward_rows(x, scale, bias, eps, y, lo, hi)
+
+
+@overload(backward_rows, jit_options=_J)
+def _backward_rows_jit(x, scale, eps, dy, dx, want_dx, part, lo, hi):
+    if _vector_types(x, scale, dy, dx):
+        return lambda x, scale, eps, dy, dx, want_dx, part, lo, hi: _vbackward_rows(
+            x, scale, eps, dy, dx, want_dx, part, lo, hi)
+    return lambda x, scale, eps, dy, dx, want_dx, part, lo, hi: _backward_rows(
+        x, scale, eps, dy, dx, want_dx, part, lo, hi)
+
+
+@njit(**_J)
+def forward_serial(x, scale, bias, eps, y, blocks):
+    """y = scale * xhat + bias for every row of x (R, F)."""
+    forward_rows(x, scale, bias, eps, y, 0, x.shape[0])
+
+
+@njit(parallel=True, **_J)
+def forward_threaded(x, scale, bias, eps, y, blocks):
+    r = x.shape[0]
+    for c in prange(blocks):
+        forward_rows(x, scale, bias, eps, y, c * r // blocks, (c + 1) * r // blocks)
+
+
+@njit(**_J)
+def backward_serial(x, scale, eps, dy, dx, want_dx, parts, dscale, dbias):
+    """dx, dscale, dbias of every row, on one thread, block by block (the threaded twin's sums)."""
     r, blocks = x.shape[0], parts.shape[0]
     for c in range(blocks):
-        _vbackward_rows(x, scale, eps, dy, dx, want_dx, parts[c], c * r // blocks, (c + 1) * r // blocks)
+        backward_rows(x, scale, eps, dy, dx, want_dx, parts[c], c * r // blocks, (c + 1) * r // blocks)
     _sum_blocks(parts, dscale, dbias)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def backward_vec_threaded(x, scale, eps, dy, dx, want_dx, parts, dscale, dbias):
+@njit(parallel=True, **_J)
+def backward_threaded(x, scale, eps, dy, dx, want_dx, parts, dscale, dbias):
     r, blocks = x.shape[0], parts.shape[0]
     for c in prange(blocks):
-        _vbackward_rows(x, scale, eps, dy, dx, want_dx, parts[c], c * r // blocks, (c + 1) * r // blocks)
+        backward_rows(x, scale, eps, dy, dx, want_dx, parts[c], c * r // blocks, (c + 1) * r // blocks)
     _sum_blocks(parts, dscale, dbias)
-
-
-def _vector_rows(*arrays: np.ndarray) -> bool:
-    return all(a.dtype == np.float32 and a.flags.c_contiguous for a in arrays)
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
@@ -284,12 +283,10 @@ def _blocks(rows: int) -> int:
     return max(1, min(ROW_BLOCKS, rows))
 
 
-def kernels_for(size: int, threaded: bool | None = None, vector: bool = False):
-    """(forward, backward) kernels for an output of ``size`` elements (``vector``: float32 rows)."""
+def kernels_for(size: int, threaded: bool | None = None):
+    """(forward, backward) kernels for an output of ``size`` elements."""
     if threaded is None:
         threaded = config.NUMBA_NUM_THREADS > 1 and size >= THREADED_MIN
-    if vector:
-        return (forward_vec_threaded, backward_vec_threaded) if threaded else (forward_vec_serial, backward_vec_serial)
     return (forward_threaded, backward_threaded) if threaded else (forward_serial, backward_serial)
 
 
@@ -298,7 +295,7 @@ def _bind_forward(node, xs, ps, y, ws, ctx):
     scale, bias = ps
     eps = float(node.attrs.get("epsilon", 1e-5))
     blocks = _blocks(x2.shape[0])
-    fwd, _ = kernels_for(y.size, vector=_vector_rows(x2, y2, scale, bias))
+    fwd, _ = kernels_for(y.size)
 
     def run():
         fwd(x2, scale, bias, eps, y2, blocks)
@@ -313,7 +310,7 @@ def _bind_backward(node, xs, ps, y, dy, dxs, dps, ws, ctx):
     want_dx = dxs[0] is not None
     dx2 = _rows(dxs[0]) if want_dx else np.zeros((1, 1), y.dtype)
     parts = np.zeros((_blocks(x2.shape[0]), 2, x2.shape[1]))  # float64 partial sums per block
-    _, bwd = kernels_for(y.size, vector=_vector_rows(x2, dy2, dx2, scale))
+    _, bwd = kernels_for(y.size)
 
     def run():
         bwd(x2, scale, eps, dy2, dx2, want_dx, parts, dscale, dbias)
