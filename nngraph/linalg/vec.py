@@ -62,6 +62,10 @@ def _intrinsic_fn(builder, name, ret, args):
     return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, args), name)
 
 
+# for vector intrinsics built beside their scalar twins elsewhere (act_math.vexp_neg)
+VEC, VEC_SUFFIX, vec_intrinsic_fn = _VEC, _V, _intrinsic_fn
+
+
 @intrinsic
 def data_ptr(typingctx, arr):
     """The float32 pointer to an array's first element."""

@@ -26,6 +26,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
+from ..linalg.vec import LANES, VEC, VEC_SUFFIX, fvec, vec_intrinsic_fn
 from .activations import ELU, GELU, LEAKY_RELU, RELU, SIGMOID, SILU, SOFTPLUS, TANH
 from .rnn_math import _fma
 
@@ -96,6 +97,40 @@ def exp_neg32(t):
     u = -r
     p = _fma(_fma(_fma(_fma(_fma(_fma(_fma(_C7, u, _C6), u, _C5), u, _C4), u, _C3), u, _H32), u, _ONE32), u, _ONE32)
     return p * _pow2_neg(k)
+
+
+# ---- e^-t on a whole float32 vector ------------------------------------------------------------------
+
+@intrinsic
+def vexp_neg(typingctx, v):
+    """``exp_neg32`` lane by lane on a float32 vector (linalg.vec): the same operations in the same
+    order, so the same bits as the scalar function. Loops whose trip count is short or not a multiple
+    of the vector width (a causal softmax row of i + 1 elements) stay scalar when LLVM vectorises
+    the scalar form; here the caller masks the tail."""
+    if v is not fvec:
+        return None
+
+    def codegen(context, builder, sig, args):
+        ivec = ir.VectorType(ir.IntType(32), LANES)
+        fma_fn = vec_intrinsic_fn(builder, f"llvm.fma.{VEC_SUFFIX}", VEC, [VEC] * 3)
+
+        def c(x):
+            return ir.Constant(VEC, [float(np.float32(x))] * LANES)
+
+        def fma(a, b, d):
+            return builder.call(fma_fn, [a, b, d])
+
+        t = args[0]
+        x = builder.select(builder.fcmp_ordered("<", t, c(_T_MAX)), t, c(_T_MAX))
+        k = builder.fptosi(builder.fadd(builder.fmul(x, c(_LOG2E)), c(_H32)), ivec)
+        kf = builder.sitofp(k, VEC)
+        u = builder.fsub(c(-0.0), fma(kf, c(_MINUS_LN2_LO), fma(kf, c(_MINUS_LN2_HI), x)))
+        p = c(_C7)
+        for coef in (_C6, _C5, _C4, _C3, _H32, _ONE32, _ONE32):
+            p = fma(p, u, c(coef))
+        bits = builder.shl(builder.sub(ir.Constant(ivec, [127] * LANES), k), ir.Constant(ivec, [23] * LANES))
+        return builder.fmul(p, builder.bitcast(bits, VEC))
+    return fvec(fvec), codegen
 
 
 def exp_neg(t):
