@@ -177,7 +177,9 @@ def gemm_packed_threaded(A, B, C, Bp, accumulate=False):
     panels of columns through every k-block on its own, packing those panels into its thread's
     part of ``Bp`` (``threaded_pack_size``). The first version shared each k-block's packing and
     tiles between the threads: two barriers per k-block, 24-96 per product, each a wait for the
-    slower core of a shared machine (128 x 3072 x 512 on 2 threads: dW 109 -> 166 GFLOP/s)."""
+    slower core of a shared machine (128 x 3072 x 512 on 2 threads: dW 109 -> 166 GFLOP/s).
+    When SHARED_BANDS or more row bands would each pack the same panels, all of B is packed once
+    instead (threads share the panels), then the tasks only compute (see SHARED_BANDS)."""
     M, K = A.shape
     N = B.shape[1]
     if _degenerate(M, K, N, C, accumulate):
@@ -188,16 +190,22 @@ def gemm_packed_threaded(A, B, C, Bp, accumulate=False):
     sci = C.strides[0] // 4
     packed_a = sak != 1
     pw = panel_width(N)
+    band, bands, groups = _task_grid(M, N)
+    shared = bands >= SHARED_BANDS
     width = GROUP * pw
-    groups = (N + width - 1) // width
-    rows = (M + MR - 1) // MR
-    band = _band_tiles(rows, groups)  # row tiles per task
-    bands = (rows + band - 1) // band
+    n_p = (N + pw - 1) // pw
     pq = data_ptr(Bp[MAX_THREADS * KC * GROUP * PW_MAX:])  # A's panels (all of K) after the threads' B panels
     if packed_a:  # panel q: K x MR, k-block k0 at q * K * MR + k0 * MR; threads take k ranges
         chunk = max(MR, -(-K // (4 * MAX_THREADS)))
         for c in prange((K + chunk - 1) // chunk):
             _pack_a_rows(pa, sai, sak, c * chunk, min(K, (c + 1) * chunk), M, pq, K * MR, 0)
+    pall = data_ptr(Bp[MAX_THREADS * KC * GROUP * PW_MAX + (M + MR) * K:])  # after A's panels
+    if shared:  # every KC-block's panels once, as pack_all lays them out
+        kblocks = (K + KC - 1) // KC
+        for u in prange(kblocks * n_p):
+            k0, p = (u // n_p) * KC, u % n_p
+            _pack_panel(pb, sbk, sbj, k0, min(KC, K - k0), p * pw, min(pw, N - p * pw), pall,
+                        k0 * n_p * pw + p * min(KC, K - k0) * pw, pw)
     for t in prange(bands * groups):
         g = t % groups
         r0 = (t // groups) * band * MR
@@ -209,6 +217,11 @@ def gemm_packed_threaded(A, B, C, Bp, accumulate=False):
         for k0 in range(0, K, KC):
             kc = min(KC, K - k0)
             acc = accumulate or k0 > 0
+            if shared:
+                for i in range(r0, r1, MR):
+                    _row_tiles(M, pq if packed_a else pa, sai, sak, k0 * sak, packed_a, pc, sci, pall, pw,
+                               k0 * n_p * pw, kc, 0, N, i, g * GROUP, g * GROUP + panels, acc, K * MR, k0 * MR)
+                continue
             for p in range(panels):
                 _pack_panel(pb, sbk, sbj, k0, kc, j0 + p * pw, min(pw, nc - p * pw), pp, base + p * kc * pw, pw)
             for i in range(r0, r1, MR):
@@ -224,16 +237,27 @@ MIN_BAND, MAX_BAND = 8, 32
 MAX_THREADS = config.NUMBA_NUM_THREADS  # the pool's size: get_thread_id() is below it
 
 
-@njit(inline="always", **_J)
-def _band_tiles(rows, groups):
-    """Row tiles per task (see MIN_BAND)."""
+# With this many row bands or more, B's panels are packed once and shared instead of once per band:
+# a 1024-row x W^T with W 64 x 8192 packed all of W^T in each of its 8 bands. Interleaved A/B on 2
+# threads: that product 179 -> 213 GFLOP/s; 6-8 bands (a transformer's 2048-row products) +1-7%;
+# 4 bands mixed (-3% .. +2%), so they keep packing per task, as do fewer.
+SHARED_BANDS = 6
+
+
+@njit(**_J)
+def _task_grid(M, N):
+    """(row tiles per task, row bands, column groups) of the threaded product (see MIN_BAND)."""
+    groups = -(-N // (GROUP * panel_width(N)))
+    rows = -(-M // MR)
     want = max(1, -(-8 // groups))  # bands wanted
-    return max(min(rows, MIN_BAND), min(MAX_BAND, -(-rows // want)))
+    band = max(min(rows, MIN_BAND), min(MAX_BAND, -(-rows // want)))
+    return band, -(-rows // band), groups
 
 
 def threaded_pack_size(m: int, k: int, n: int) -> int:
     """Floats of the buffer ``gemm_packed_threaded`` needs for (m x k) @ (k x n)."""
-    return MAX_THREADS * KC * GROUP * PW_MAX + (m + MR) * k
+    shared = prepacked_size(k, n) if _task_grid(m, n)[1] >= SHARED_BANDS else 0
+    return MAX_THREADS * KC * GROUP * PW_MAX + (m + MR) * k + shared
 
 
 # ---- B packed once, used for many products (a recurrent layer's R over every time step) ----------
