@@ -16,7 +16,6 @@ import numpy as np
 
 from ..ir import Graph
 from ..ops.base import RunContext
-from ..ops.join_kernels import adder
 from ..ops.registry import get_op
 from .aligned import aligned_zeros, aligned_zeros_like
 from .kernels import kernels_for
@@ -117,6 +116,8 @@ class Plan:
 
 
 def _summer(total: np.ndarray, parts: list[np.ndarray]):
+    from ..ops.join_kernels import adder  # here: describing and exporting a model loads no Numba
+
     adds = [adder(parts[0], parts[1], total)] + [adder(total, p, total) for p in parts[2:]]
 
     def run():
